@@ -1,0 +1,7 @@
+"""`python -m stateservice` runs the CLI."""
+
+import sys
+
+from stateservice.cli import main
+
+sys.exit(main())

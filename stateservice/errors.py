@@ -1,0 +1,164 @@
+"""The one exception hierarchy.
+
+Pure: every layer may import it. Each error we raise on purpose carries its data as
+attributes and knows how the web layer answers it (`status`, `code`); `web/middleware.py`
+is the only place that turns them into HTTP responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class StateServiceError(Exception):
+    """Base of every error we raise on purpose; `status` is how the web layer answers."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body: `{"error", "message", "status", ...fields}`."""
+        return {"error": self.code, "message": self.message, "status": self.status, **self.fields}
+
+
+class BadRequest(StateServiceError):
+    status, code = 400, "bad_request"
+
+
+class MissingParameter(BadRequest):
+    code = "missing_parameter"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"query parameter {name!r} is required", parameter=name)
+
+
+class InvalidName(BadRequest):
+    code = "invalid_name"
+
+
+class ChartRequired(BadRequest):
+    code = "chart_required"
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(
+            "several charts are served; choose one with ?chart=NAME (one of: "
+            + ", ".join(names)
+            + ")",
+            charts=list(names),
+        )
+
+
+class UnknownChart(StateServiceError):
+    status, code = 404, "unknown_chart"
+
+    def __init__(self, chart: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"no chart named {chart!r}; served charts: {', '.join(known) or '(none)'}",
+            chart=chart,
+            charts=list(known),
+        )
+
+
+class UnknownState(StateServiceError):
+    status, code = 404, "unknown_state"
+
+    def __init__(self, chart: str, state: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"chart {chart!r} has no state {state!r}; its states: {', '.join(known)}",
+            chart=chart,
+            state=state,
+            states=list(known),
+        )
+
+
+class NotCurrent(StateServiceError):
+    """The gate is closed: the named state exists but is not the current one."""
+
+    status, code = 406, "not_current"
+
+    def __init__(self, chart: str, state: str, current: str) -> None:
+        super().__init__(
+            f"state {state!r} of chart {chart!r} is not current; the current state is {current!r}",
+            chart=chart,
+            state=state,
+            current_state=current,
+        )
+
+
+class NotReportable(StateServiceError):
+    """A PUT named the current state, but that state does not move by reports."""
+
+    status, code = 409, "not_reportable"
+
+    def __init__(self, chart: str, state: str, why: str) -> None:
+        super().__init__(
+            f"state {state!r} of chart {chart!r} {why}; reports cannot move it",
+            chart=chart,
+            state=state,
+            current_state=state,
+        )
+
+
+class CorruptState(StateServiceError):
+    """What Redis holds for a chart cannot be read; an operator must repair it."""
+
+    status, code = 500, "corrupt_state"
+
+
+class StoreUnavailable(StateServiceError):
+    status, code = 503, "store_unavailable"
+
+
+class StoreBusy(StateServiceError):
+    """Too many concurrent writers kept invalidating our transaction; the caller may retry."""
+
+    status, code = 503, "store_busy"
+
+    def __init__(self, chart: str, attempts: int) -> None:
+        super().__init__(
+            f"chart {chart!r} is too busy: gave up after {attempts} conflicting attempts; retry",
+            chart=chart,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a chart file: where it is and what is wrong."""
+
+    path: str
+    line: int
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        kind = "warning: " if self.warning else ""
+        return f"{self.path}:{self.line}: {kind}{self.message}"
+
+
+class ChartError(StateServiceError):
+    """Start-up only: a chart (or set of charts) cannot be served. `str()` lists `path:line: message`."""
+
+    code = "chart_error"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class StartupError(StateServiceError):
+    """The service cannot start for a reason the operator must fix (message says how)."""
+
+    code = "startup_error"
+
+
+class ConfigError(StartupError):
+    """A setting has a bad value; the message names where it came from."""
+
+    code = "config_error"
