@@ -48,9 +48,7 @@ class ChartRequired(BadRequest):
 
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__(
-            "several charts are served; choose one with ?chart=NAME (one of: "
-            + ", ".join(names)
-            + ")",
+            "several charts are served; choose one with ?chart=NAME (one of: " + ", ".join(names) + ")",
             charts=list(names),
         )
 

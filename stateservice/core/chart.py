@@ -1,0 +1,99 @@
+"""The chart model: frozen dataclasses describing a state machine and its live snapshot.
+
+Pure: no I/O, no clock reads. `parse.py` builds a `Chart` from YAML; `rules.py` moves a
+`Snapshot` along it; `store/` persists snapshots in Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+# Names end up in Redis keys, HTTP headers and log lines, so they get a closed alphabet:
+# no braces (they would break the per-chart cluster hash tag), no spaces, no control bytes.
+CHART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}")
+
+
+class Func(Enum):
+    """How a state moves on: by counted reports or by the clock. Final states have none."""
+
+    INCREMENT = "increment"
+    TIME = "time"
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """An increment state's counter: its name and the value it starts at on every visit."""
+
+    key: str
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a state goes, and the condition (`when.key`, `when.value`) that moves it."""
+
+    name: str
+    key: str
+    value: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    name: str
+    func: Func | None
+    counter: Counter | None = None
+    target: Target | None = None
+    line: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.func is None
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A validated chart. `source` is the file's text and `digest` its SHA-256."""
+
+    name: str
+    initial: str
+    states: tuple[State, ...]
+    path: str = ""
+    source: str = ""
+    digest: str = ""
+    _index: dict[str, State] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {s.name: s for s in self.states})
+
+    def state(self, name: str) -> State | None:
+        return self._index.get(name)
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.states]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Where a chart is: its current state, that state's counter, and when it was entered (aware UTC)."""
+
+    state: str
+    count: int
+    entered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A move from one state to the next, with why (`put`, `time`, `reset`) and who caused it."""
+
+    chart: str
+    from_state: str
+    to_state: str
+    cause: str
+    at: datetime
+    host: str | None = None

@@ -1,0 +1,380 @@
+"""YAML text -> Chart, checking the whole file and reporting every problem as `file:line: message`.
+
+Pure: takes the text and the path to name in messages, reads nothing. The YAML is composed
+into nodes (not constructed) so that every value keeps its line; the resolver leaves
+`on`/`off`/`yes`/`no` and timestamps as strings, so `value: 3000-01-01T12:00:00` means the
+same quoted or not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePath
+
+import yaml
+
+from stateservice.core.chart import CHART_NAME, STATE_NAME, Chart, Counter, Func, State, Target
+from stateservice.errors import ChartError, Problem
+
+_DROPPED_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose implicit resolvers keep booleans-in-disguise and timestamps as strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_INT = "tag:yaml.org,2002:int"
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for scalars: reads 1_000, 0x10 as YAML does
+TOP_KEYS = ("name", "current_state", "states")
+STATE_KEYS = ("name", "func", "current", "target")
+FUNCS = tuple(f.value for f in Func)
+
+
+@dataclass
+class Parsed:
+    """The outcome of checking one chart file: the chart when there were no errors, and every finding."""
+
+    path: str
+    chart: Chart | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.warning]
+
+    def unwrap(self) -> Chart:
+        """The chart, or ChartError listing every error."""
+        if self.chart is None:
+            raise ChartError(self.errors)
+        return self.chart
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601 date-time, with or without an offset (naive means the server's zone). Raises ValueError."""
+    if "T" not in text and " " not in text:
+        raise ValueError("expected a date and a time, such as 3000-01-01T12:00:00")
+    return datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+
+
+def parse(text: str, path: str, name: str | None = None) -> Parsed:
+    """Check chart `text` from `path`; the chart name is `name:` in the file, else `name`, else the stem."""
+    return _Checker(path).run(text, name)
+
+
+def parse_all(texts: dict[str, str]) -> list[Parsed]:
+    """Parse several files ({path: text}) and report chart names used twice across them."""
+    results = [parse(text, path) for path, text in texts.items()]
+    seen: dict[str, str] = {}
+    for result in results:
+        if result.chart is None:
+            continue
+        other = seen.setdefault(result.chart.name, result.path)
+        if other != result.path:
+            result.problems.append(
+                Problem(result.path, 1, f"chart name {result.chart.name!r} is already used by {other}")
+            )
+            result.chart = None
+    return results
+
+
+class _Checker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        self.targets: list[tuple[str, str, yaml.Node]] = []  # (state, target name, node) to resolve at the end
+
+    def error(self, node: yaml.Node | int, message: str) -> None:
+        self.problems.append(Problem(self.path, _line(node), message))
+
+    def warn(self, node: yaml.Node | int, message: str) -> None:
+        self.problems.append(Problem(self.path, _line(node), message, warning=True))
+
+    def run(self, text: str, default_name: str | None) -> Parsed:
+        result = self.check(text, default_name)
+        result.problems.sort(key=lambda p: p.line)
+        return result
+
+    def check(self, text: str, default_name: str | None) -> Parsed:
+        result = Parsed(self.path, problems=self.problems)
+        try:
+            root = yaml.compose(text, Loader=_Loader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            self.error(mark.line + 1 if mark else 1, f"invalid YAML: {exc.problem or exc.context}")
+            return result
+        except yaml.YAMLError as exc:
+            self.error(1, f"invalid YAML: {exc}")
+            return result
+        if root is None:
+            self.error(1, "the file is empty; a chart needs `current_state` and `states`")
+            return result
+        top = self.mapping(root, "the chart", TOP_KEYS)
+        if top is None:
+            return result
+        chart_name = self.chart_name(top, default_name or PurePath(self.path).stem)
+        states = self.states(top)
+        initial = self.initial(top, states)
+        if self.problems and any(not p.warning for p in self.problems):
+            return result
+        assert chart_name is not None and initial is not None
+        self.warn_shape(states, initial, top["current_state"][1])
+        result.chart = Chart(
+            name=chart_name,
+            initial=initial,
+            states=tuple(states),
+            path=self.path,
+            source=text,
+            digest=hashlib.sha256(text.encode()).hexdigest(),
+        )
+        return result
+
+    # -- structure -------------------------------------------------------------------------
+
+    def mapping(
+        self, node: yaml.Node, what: str, allowed: tuple[str, ...]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping of keys to values")
+            return None
+        found: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                self.error(key, f"{what} has a key that is not a plain name")
+                continue
+            if key.value in found:
+                self.error(key, f"duplicate key {key.value!r} in {what}")
+                continue
+            if key.value not in allowed:
+                hint = difflib.get_close_matches(key.value, allowed, n=1)
+                also = f"; did you mean {hint[0]!r}?" if hint else f" (allowed: {', '.join(allowed)})"
+                self.error(key, f"unknown key {key.value!r} in {what}{also}")
+                continue
+            found[key.value] = (key, value)
+        return found
+
+    def scalar(self, entry: tuple[yaml.Node, yaml.Node], what: str) -> str | None:
+        _, node = entry
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
+            self.error(node, f"{what} must be a single value")
+            return None
+        return str(node.value)
+
+    def integer(self, entry: tuple[yaml.Node, yaml.Node], what: str) -> int | None:
+        text = self.scalar(entry, what)
+        if text is None:
+            return None
+        if entry[1].tag != _INT:
+            self.error(entry[1], f"{what} must be a whole number, not {text!r}")
+            return None
+        assert isinstance(entry[1], yaml.ScalarNode)
+        value: int = _CONSTRUCTOR.construct_yaml_int(entry[1])
+        return value
+
+    def name(self, entry: tuple[yaml.Node, yaml.Node], what: str) -> str | None:
+        text = self.scalar(entry, what)
+        if text is not None and not STATE_NAME.fullmatch(text):
+            self.error(
+                entry[1],
+                f"{what} {text!r} is not a valid state name "
+                "(letters, digits, '.', '_', '-'; starting with a letter or digit; at most 128)",
+            )
+            return None
+        return text
+
+    def require(
+        self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], key: str, what: str
+    ) -> tuple[yaml.Node, yaml.Node] | None:
+        if key not in found:
+            self.error(node, f"{what} is missing `{key}`")
+            return None
+        return found[key]
+
+    # -- the chart -------------------------------------------------------------------------
+
+    def chart_name(self, top: dict[str, tuple[yaml.Node, yaml.Node]], default: str) -> str | None:
+        if "name" in top:
+            text = self.scalar(top["name"], "`name`")
+            line: yaml.Node | int = top["name"][1]
+        else:
+            text, line = default, 1
+        if text is not None and not CHART_NAME.fullmatch(text):
+            where = "`name`" if "name" in top else "the chart name (taken from the file name)"
+            self.error(
+                line,
+                f"{where} {text!r} is not valid: use letters, digits, '.', '_', '-' "
+                "(at most 64, starting with a letter or digit)"
+                + ("" if "name" in top else "; set `name:` in the file"),
+            )
+            return None
+        return text
+
+    def initial(self, top: dict[str, tuple[yaml.Node, yaml.Node]], states: list[State]) -> str | None:
+        if "current_state" not in top:
+            self.error(1, "the chart is missing `current_state` (the name of the initial state)")
+            return None
+        name = self.name(top["current_state"], "`current_state`")
+        if name is not None and states and name not in {s.name for s in states}:
+            self.error(top["current_state"][1], f"`current_state` {name!r} is not a state of this chart")
+        return name
+
+    def states(self, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> list[State]:
+        if "states" not in top:
+            self.error(1, "the chart is missing `states` (the list of states)")
+            return []
+        node = top["states"][1]
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.error(node, "`states` must be a non-empty list of states")
+            return []
+        states: list[State] = []
+        lines: dict[str, int] = {}
+        for item in node.value:
+            state = self.state(item, lines)
+            if state is not None:
+                states.append(state)
+        for owner, target, at in self.targets:
+            if target not in lines:
+                self.error(at, f"target {target!r} of state {owner!r} is not a state of this chart")
+        return states
+
+    def state(self, node: yaml.Node, lines: dict[str, int]) -> State | None:
+        """Check one state; `lines` maps the names seen so far to their lines (duplicates are errors)."""
+        found = self.mapping(node, "a state", STATE_KEYS)
+        if found is None:
+            return None
+        entry = self.require(node, found, "name", "a state")
+        name = self.name(entry, "the state name") if entry else None
+        if name is None:
+            return None
+        name_line = _line(found["name"][1])
+        if name in lines:
+            self.error(name_line, f"duplicate state {name!r} (first defined at line {lines[name]})")
+            return None
+        lines[name] = name_line
+        what = f"state {name!r}"
+        if "func" not in found:
+            for extra in ("current", "target"):
+                if extra in found:
+                    self.error(found[extra][0], f"{what} has `{extra}` but no `func` (a state without func is final)")
+            return State(name, None, line=name_line)
+        func_text = self.scalar(found["func"], f"`func` of {what}")
+        if func_text is None:
+            return None
+        if func_text not in FUNCS:
+            hint = difflib.get_close_matches(func_text, FUNCS, n=1)
+            also = f"; did you mean {hint[0]!r}?" if hint else ""
+            self.error(found["func"][1], f"unknown func {func_text!r} in {what} (expected increment or time){also}")
+            return None
+        func = Func(func_text)
+        target = self.target(node, found, name, func)
+        if func is Func.TIME:
+            if "current" in found:
+                self.error(found["current"][0], f"{what}: func: time takes no `current` (the clock is implied)")
+            if target is not None and target.name == name:
+                self.error(found["target"][1], f"{what}: a time state cannot target itself")
+            return State(name, func, None, target, name_line) if target else None
+        counter = self.counter(node, found, what)
+        if counter is None or target is None:
+            return None
+        if target.key != counter.key:
+            self.error(found["target"][1], f"{what}: when.key {target.key!r} differs from current.key {counter.key!r}")
+            return None
+        assert isinstance(target.value, int)
+        if target.value <= counter.start:
+            self.error(
+                found["target"][1],
+                f"{what}: target count {target.value} is not above the start value {counter.start}",
+            )
+            return None
+        return State(name, func, counter, target, name_line)
+
+    def counter(self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> Counter | None:
+        entry = self.require(node, found, "current", what)
+        if entry is None:
+            return None
+        current = self.mapping(entry[1], f"`current` of {what}", ("key", "value"))
+        if current is None:
+            return None
+        key_entry = self.require(entry[1], current, "key", f"`current` of {what}")
+        value_entry = self.require(entry[1], current, "value", f"`current` of {what}")
+        key = self.scalar(key_entry, "current.key") if key_entry else None
+        value = self.integer(value_entry, "current.value") if value_entry else None
+        if key is None or value is None:
+            return None
+        return Counter(key, value)
+
+    def target(
+        self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], owner: str, func: Func
+    ) -> Target | None:
+        what = f"state {owner!r}"
+        entry = self.require(node, found, "target", what)
+        if entry is None:
+            return None
+        target = self.mapping(entry[1], f"`target` of {what}", ("name", "when"))
+        if target is None:
+            return None
+        name_entry = self.require(entry[1], target, "name", f"`target` of {what}")
+        when_entry = self.require(entry[1], target, "when", f"`target` of {what}")
+        name = self.name(name_entry, "target name") if name_entry else None
+        if name is not None and name_entry is not None:
+            self.targets.append((owner, name, name_entry[1]))
+        if when_entry is None:
+            return None
+        when = self.mapping(when_entry[1], f"`when` of {what}", ("key", "value"))
+        if when is None:
+            return None
+        key_entry = self.require(when_entry[1], when, "key", f"`when` of {what}")
+        value_entry = self.require(when_entry[1], when, "value", f"`when` of {what}")
+        key = self.scalar(key_entry, "when.key") if key_entry else None
+        if value_entry is None or key is None or name is None:
+            return None
+        if func is Func.INCREMENT:
+            count = self.integer(value_entry, "when.value")
+            return Target(name, key, count) if count is not None else None
+        if key != "clock":
+            self.error(key_entry[1] if key_entry else node, f"{what}: func: time needs when.key 'clock', not {key!r}")
+            return None
+        stamp = self.scalar(value_entry, "when.value")
+        if stamp is None:
+            return None
+        try:
+            parse_timestamp(stamp)
+        except ValueError as exc:
+            self.error(value_entry[1], f"{what}: when.value {stamp!r} is not a timestamp ({exc})")
+            return None
+        return Target(name, key, stamp)
+
+    def warn_shape(self, states: list[State], initial: str, initial_node: yaml.Node) -> None:
+        index = {s.name: s for s in states}
+        if index[initial].final:
+            self.warn(initial_node, f"the initial state {initial!r} is final: this chart can never move")
+        reachable = set(_walk(index, initial))
+        for state in states:
+            if state.name not in reachable:
+                self.warn(state.line, f"state {state.name!r} is unreachable from {initial!r}")
+
+
+def _walk(index: dict[str, State], start: str) -> Iterator[str]:
+    name: str | None = start
+    seen: set[str] = set()
+    while name is not None and name not in seen:
+        seen.add(name)
+        yield name
+        target = index[name].target
+        name = target.name if target else None
+
+
+def _line(node: yaml.Node | int) -> int:
+    return node if isinstance(node, int) else node.start_mark.line + 1

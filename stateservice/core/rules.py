@@ -1,0 +1,121 @@
+"""The transition rules: (chart, snapshot, event, now) -> next snapshot, or a refusal.
+
+Pure: time arrives as a parameter and nothing here reads Redis; `store/charts.py` reads a
+snapshot, asks these functions what follows, and writes the answer in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from stateservice.core.chart import Chart, Func, Snapshot, State, Transition
+from stateservice.errors import CorruptState, NotCurrent, NotReportable, StartupError, UnknownState
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What one report did: the snapshot after it, whether it counted, and the move it caused, if any."""
+
+    snapshot: Snapshot
+    counted: bool
+    count: int  # the reported state's counter after this report (kept even when the chart moved on)
+    transition: Transition | None = None
+
+
+def start_count(state: State) -> int:
+    """The counter a state starts each visit with (0 for states without a counter)."""
+    return state.counter.start if state.counter else 0
+
+
+def initial(chart: Chart, now: datetime) -> Snapshot:
+    """The snapshot of a chart that has just been created or reset."""
+    return enter(chart, chart.initial, now)
+
+
+def enter(chart: Chart, name: str, now: datetime) -> Snapshot:
+    """The snapshot right after entering state `name`: its counter back at the start value."""
+    state = chart.state(name)
+    assert state is not None, name
+    return Snapshot(name, start_count(state), now)
+
+
+def lookup(chart: Chart, name: str) -> State:
+    """The state called `name`. Raises UnknownState, so a typo never reads as a closed gate."""
+    state = chart.state(name)
+    if state is None:
+        raise UnknownState(chart.name, name, chart.state_names)
+    return state
+
+
+def current(chart: Chart, snap: Snapshot) -> State:
+    """The snapshot's state in this chart. Raises CorruptState when the store names a state the chart lacks."""
+    state = chart.state(snap.state)
+    if state is None:
+        raise CorruptState(
+            f"chart {chart.name!r} is stored in state {snap.state!r}, which the chart does not have; "
+            f"repair it with `stateservice reset` or set current_state to one of: {', '.join(chart.state_names)}",
+            chart=chart.name,
+            current_state=snap.state,
+        )
+    return state
+
+
+def check(chart: Chart, snap: Snapshot, name: str) -> None:
+    """Gate check: return if `name` is current. Raises UnknownState or NotCurrent."""
+    lookup(chart, name)
+    current(chart, snap)
+    if snap.state != name:
+        raise NotCurrent(chart.name, name, snap.state)
+
+
+def report(
+    chart: Chart, snap: Snapshot, name: str, now: datetime, *, already_counted: bool = False, host: str | None = None
+) -> Report:
+    """A host finished `name`: count it and move on when the target count is reached.
+
+    `already_counted` says this host was counted in this visit already (the report then
+    changes nothing). Raises UnknownState, NotCurrent, or NotReportable (final or time states).
+    """
+    state = lookup(chart, name)
+    current(chart, snap)
+    if snap.state != name:
+        raise NotCurrent(chart.name, name, snap.state)
+    if state.func is None:
+        raise NotReportable(chart.name, name, "is final")
+    if state.func is Func.TIME:
+        raise NotReportable(chart.name, name, "moves by the clock")
+    if already_counted:
+        return Report(snap, counted=False, count=snap.count)
+    assert state.target is not None and isinstance(state.target.value, int)
+    count = snap.count + 1
+    # `>=`, not the original's `==`: a counter an operator set past the target still moves on.
+    if count < state.target.value:
+        return Report(Snapshot(name, count, snap.entered_at), counted=True, count=count)
+    move = Transition(chart.name, name, state.target.name, "put", now, host)
+    return Report(enter(chart, state.target.name, now), counted=True, count=count, transition=move)
+
+
+def reset(chart: Chart, snap: Snapshot | None, now: datetime, host: str | None = None) -> tuple[Snapshot, Transition]:
+    """Back to the chart's initial state, whatever the snapshot (even one the chart does not know)."""
+    move = Transition(chart.name, snap.state if snap else "", chart.initial, "reset", now, host)
+    return initial(chart, now), move
+
+
+class StateRemoved(StartupError):
+    """The stored current state is not in the chart file any more; only a reset can go on."""
+
+    code = "state_removed"
+
+
+def carry_over(chart: Chart, snap: Snapshot) -> Snapshot:
+    """The stored snapshot under a changed chart file: kept if its state still exists. Raises StateRemoved."""
+    if chart.state(snap.state) is None:
+        raise StateRemoved(
+            f"{chart.path or chart.name}: chart {chart.name!r} is stored in state {snap.state!r}, "
+            f"which the changed chart file no longer has; run `stateservice reset {chart.path or chart.name}` "
+            "to start it again from its initial state, or restore the state in the file",
+            chart=chart.name,
+            current_state=snap.state,
+        )
+    return snap
