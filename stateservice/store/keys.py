@@ -1,0 +1,52 @@
+"""The Redis key layout: the operators' reference, and the only place key names are built.
+
+Every key starts with `stateservice:`. A chart's keys share the hash tag `{CHART}`, so in a
+Redis Cluster they live in one slot and a chart's transaction touches one node.
+
+======================================  ======  ===============================================
+key                                     type    holds
+======================================  ======  ===============================================
+stateservice:charts                     set     names of the charts any service has registered
+stateservice:{CHART}                    hash    current_state, entered_at (UTC ISO 8601),
+                                                counter:STATE (each state's counter)
+stateservice:{CHART}:hosts:STATE        set     hosts counted in the current visit of STATE
+stateservice:{CHART}:history            stream  transitions and resets, newest last (capped):
+                                                at, from, to, cause (put|time|reset), host
+stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (YAML text),
+                                                registered_at, of the chart file last served
+======================================  ======  ===============================================
+
+Workers keep no copy of any of these, so a repair made with redis-cli is seen by the next
+request: `HSET 'stateservice:{CHART}' current_state STATE counter:STATE 0`.
+"""
+
+from __future__ import annotations
+
+PREFIX = "stateservice"
+CURRENT_STATE = "current_state"
+ENTERED_AT = "entered_at"
+COUNTER_PREFIX = "counter:"
+
+
+def charts_index() -> str:
+    return f"{PREFIX}:charts"
+
+
+def chart_state(chart: str) -> str:
+    return f"{PREFIX}:{{{chart}}}"
+
+
+def chart_hosts(chart: str, state: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:hosts:{state}"
+
+
+def chart_history(chart: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:history"
+
+
+def chart_definition(chart: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:definition"
+
+
+def counter_field(state: str) -> str:
+    return f"{COUNTER_PREFIX}{state}"

@@ -1,0 +1,154 @@
+"""Thin handlers: parse the request, ask the store and the rules, answer.
+
+`/state` answers 200 with the state name as plain text (what curl, Chef `only_if` and
+Ansible `uri` look at); everything else, errors included, is JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from stateservice.core import rules
+from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
+from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, UnknownChart
+from stateservice.store import codec
+from stateservice.store.charts import ChartStore, ChartView
+from stateservice.web.keys import CHARTS, REDIS, REGISTRAR, STORE
+
+log = structlog.get_logger(__name__)
+
+HISTORY_DEFAULT, HISTORY_MAX = 100, 1000
+COUNTED_HEADER = "Stateservice-Counted"
+STATE_HEADER = "Stateservice-State"
+
+
+def _param(request: web.Request, name: str, pattern: Any, what: str) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if not pattern.fullmatch(value):
+        raise InvalidName(
+            f"{name}={value[:80]!r} is not a valid {what} name (letters, digits, '.', '_', '-')",
+            parameter=name,
+        )
+    return value
+
+
+def _state_param(request: web.Request) -> str:
+    state = _param(request, "state", STATE_NAME, "state")
+    if state is None:
+        raise MissingParameter("state")
+    return state
+
+
+async def _chart(request: web.Request) -> Chart:
+    """The chart named by the path or `?chart=`, or the only one served; registered in Redis first."""
+    charts = request.app[CHARTS]
+    name = request.match_info.get("chart")
+    if name is not None and not CHART_NAME.fullmatch(name):
+        raise InvalidName(f"{name[:80]!r} is not a valid chart name", parameter="chart")
+    name = name or _param(request, "chart", CHART_NAME, "chart")
+    if name is None:
+        if len(charts) != 1:
+            raise ChartRequired(sorted(charts))
+        name = next(iter(charts))
+    chart = charts.get(name)
+    if chart is None:
+        raise UnknownChart(name, sorted(charts))
+    await request.app[REGISTRAR].ensure(chart)
+    return chart
+
+
+def _store(request: web.Request) -> ChartStore:
+    return request.app[STORE]
+
+
+def _text(state: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=state + "\n", content_type="text/plain", headers=headers)
+
+
+async def get_state(request: web.Request) -> web.Response:
+    """GET /state?state=X: 200 when X is current, 406 when it is not, 404 when X is no state."""
+    chart = await _chart(request)
+    state = _state_param(request)
+    rules.check(chart, await _store(request).current_state(chart), state)
+    return _text(state)
+
+
+async def put_state(request: web.Request) -> web.Response:
+    """PUT /state?state=X[&host=H]: count a report of X; 406 when X is not current, 409 when it cannot move."""
+    chart = await _chart(request)
+    state = _state_param(request)
+    host = _param(request, "host", HOST_NAME, "host")
+    structlog.contextvars.bind_contextvars(chart=chart.name, state=state, host=host)
+    result = await _store(request).report(chart, state, host)
+    if not result.counted:
+        log.info("report_repeated", count=result.count)
+    return _text(
+        state,
+        {COUNTED_HEADER: "true" if result.counted else "false", STATE_HEADER: result.snapshot.state},
+    )
+
+
+async def list_charts(request: web.Request) -> web.Response:
+    store = _store(request)
+    body = []
+    for name, chart in sorted(request.app[CHARTS].items()):
+        await request.app[REGISTRAR].ensure(chart)
+        body.append({"name": name, "current_state": (await store.current_state(chart)).state})
+    return web.json_response({"charts": body})
+
+
+async def show_chart(request: web.Request) -> web.Response:
+    chart = await _chart(request)
+    return web.json_response(describe(await _store(request).view(chart)))
+
+
+async def chart_history(request: web.Request) -> web.Response:
+    chart = await _chart(request)
+    raw = request.query.get("limit", str(HISTORY_DEFAULT))
+    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX:
+        raise BadRequest(f"limit={raw[:20]!r} must be a whole number from 1 to {HISTORY_MAX}", parameter="limit")
+    return web.json_response({"chart": chart.name, "history": await _store(request).history(chart, int(raw))})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up (it says nothing about Redis: that is /readyz)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to serve: Redis answers. 503 (JSON error) while it does not."""
+    await request.app[REDIS].ping()
+    return web.json_response({"status": "ready"})
+
+
+def describe(view: ChartView) -> dict[str, Any]:
+    """The JSON shape of `GET /charts/{chart}` (documented in the README)."""
+    chart, snap = view.chart, view.snapshot
+    current = chart.state(snap.state)
+    return {
+        "name": chart.name,
+        "current_state": snap.state,
+        "final": bool(current and current.final),
+        "entered_at": codec.timestamp(snap.entered_at),
+        "hosts_counted": view.hosts,
+        "digest": chart.digest,
+        "states": [
+            {
+                "name": s.name,
+                "func": s.func.value if s.func else None,
+                "final": s.final,
+                "counter": {"key": s.counter.key, "value": view.counters.get(s.name, s.counter.start)}
+                if s.counter
+                else None,
+                "target": {"name": s.target.name, "when": {"key": s.target.key, "value": s.target.value}}
+                if s.target
+                else None,
+            }
+            for s in chart.states
+        ],
+    }

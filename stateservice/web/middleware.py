@@ -1,0 +1,104 @@
+"""Per-request log context, the access log line, and the one place errors become HTTP answers.
+
+Every error body has one shape: `{"error": code, "message": text, "status": n, ...}`.
+`StateServiceError` answers with its own status; Redis being unreachable answers 503 with
+`Retry-After`; anything unexpected is logged once with its traceback and answers a 500
+that reveals nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stateservice.errors import StateServiceError
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
+
+
+def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
+    code = HTTP_CODES.get(exc.status, f"http_{exc.status}")
+    headers: dict[str, str] = {}
+    message = exc.reason
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(set(exc.allowed_methods) | {"OPTIONS"})
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+    elif exc.status == 404:
+        message = f"no such endpoint: {request.path}"
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        message = exc.text
+    return error_response(exc.status, {"error": code, "message": message, "status": exc.status}, headers)
+
+
+def _options(request: web.Request) -> web.Response | None:
+    """OPTIONS on a known path: 204 with `Allow` (we route no OPTIONS handler, so the router says 405)."""
+    exc = request.match_info.http_exception
+    if request.method != "OPTIONS" or not isinstance(exc, web.HTTPMethodNotAllowed):
+        return None
+    return web.Response(status=204, headers={"Allow": ", ".join(sorted(set(exc.allowed_methods) | {"OPTIONS"}))})
+
+
+@web.middleware
+async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind the request's log context, answer it (errors as JSON), and log one line for it."""
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = _options(request) or await handler(request)
+    except web.HTTPException as exc:
+        response = _from_http(exc, request)
+    except StateServiceError as exc:
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        response = error_response(exc.status, exc.body(), headers)
+    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+        log.warning("redis_unavailable", error=str(exc) or type(exc).__name__)
+        response = error_response(
+            503,
+            {"error": "store_unavailable", "message": "Redis is unreachable; retry shortly", "status": 503},
+            {"Retry-After": "1"},
+        )
+    except asyncio.CancelledError:
+        log.info("request_cancelled")  # the client went away
+        raise
+    except Exception:
+        log.exception("unhandled_error")
+        response = error_response(
+            500, {"error": "internal_error", "message": "internal error; see the service log", "status": 500}
+        )
+    response.headers["X-Request-ID"] = request_id
+    log.info(
+        "request",
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        remote=request.remote,
+        query=request.query_string or None,
+    )
+    return response
