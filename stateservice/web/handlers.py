@@ -14,8 +14,8 @@ from aiohttp import web
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
 from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, UnknownChart
-from stateservice.store import codec
-from stateservice.store.charts import ChartStore, ChartView
+from stateservice.store.charts import ChartStore
+from stateservice.views import describe
 from stateservice.web.keys import CHARTS, REDIS, REGISTRAR, STORE
 
 log = structlog.get_logger(__name__)
@@ -124,31 +124,3 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready to serve: Redis answers. 503 (JSON error) while it does not."""
     await request.app[REDIS].ping()
     return web.json_response({"status": "ready"})
-
-
-def describe(view: ChartView) -> dict[str, Any]:
-    """The JSON shape of `GET /charts/{chart}` (documented in the README)."""
-    chart, snap = view.chart, view.snapshot
-    current = chart.state(snap.state)
-    return {
-        "name": chart.name,
-        "current_state": snap.state,
-        "final": bool(current and current.final),
-        "entered_at": codec.timestamp(snap.entered_at),
-        "hosts_counted": view.hosts,
-        "digest": chart.digest,
-        "states": [
-            {
-                "name": s.name,
-                "func": s.func.value if s.func else None,
-                "final": s.final,
-                "counter": {"key": s.counter.key, "value": view.counters.get(s.name, s.counter.start)}
-                if s.counter
-                else None,
-                "target": {"name": s.target.name, "when": {"key": s.target.key, "value": s.target.value}}
-                if s.target
-                else None,
-            }
-            for s in chart.states
-        ],
-    }

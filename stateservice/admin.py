@@ -1,0 +1,95 @@
+"""What `stateservice status` and `stateservice reset` do, given a Redis URL.
+
+`status` reads Redis alone: the charts registered there, each one's definition (the chart
+file's text as last served), its state and counters. It needs neither the chart files nor a
+running service.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stateservice.core.chart import Chart
+from stateservice.core.parse import parse
+from stateservice.errors import StateServiceError
+from stateservice.store import keys
+from stateservice.store.charts import ChartStore
+from stateservice.store.connect import connect
+from stateservice.views import describe
+
+
+class NotRegistered(StateServiceError):
+    status, code = 404, "not_registered"
+
+
+async def registered_chart(store: ChartStore, name: str) -> Chart:
+    """The chart `name` as its definition stored in Redis says. Raises NotRegistered."""
+    definition = await store.definition(name)
+    if not definition.get("source"):
+        known = await store.registered()
+        raise NotRegistered(
+            f"no chart named {name!r} is registered in this Redis"
+            + (f"; registered: {', '.join(known)}" if known else " (no chart is; start `stateservice serve` once)")
+        )
+    return parse(definition["source"], definition.get("path") or name, name).unwrap()
+
+
+async def status(url: str, name: str | None) -> list[dict[str, Any]]:
+    """The `GET /charts/{chart}` view of one chart, or of every registered chart, plus its path."""
+    redis = connect(url)
+    try:
+        store = ChartStore(redis)
+        names = [name] if name else await store.registered()
+        views = []
+        for chart_name in names:
+            chart = await registered_chart(store, chart_name)
+            views.append({**describe(await store.view(chart)), "path": chart.path})
+        return views
+    finally:
+        await redis.aclose()
+
+
+def render(views: list[dict[str, Any]], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(views if len(views) != 1 else views[0], indent=2)
+    if not views:
+        return "no chart is registered in this Redis (start `stateservice serve` once)"
+    lines = []
+    for view in views:
+        lines.append(f"chart {view['name']}  ({view['path']}, digest {view['digest'][:12]})")
+        lines.append(f"  current_state  {view['current_state']}{'  (final)' if view['final'] else ''}")
+        lines.append(f"  entered_at     {view['entered_at']}")
+        lines.append(f"  hosts counted  {len(view['hosts_counted'])}")
+        for state in view["states"]:
+            mark = "*" if state["name"] == view["current_state"] else " "
+            if state["counter"]:
+                counter = state["counter"]
+                goal = state["target"]["when"]["value"]
+                detail = f"{counter['key']}={counter['value']}/{goal} -> {state['target']['name']}"
+            elif state["target"]:
+                detail = f"at {state['target']['when']['value']} -> {state['target']['name']}"
+            else:
+                detail = "final"
+            lines.append(f"  {mark} {state['name']:<24} {state['func'] or '':<10} {detail}")
+    return "\n".join(lines)
+
+
+async def current(url: str, chart: Chart) -> str | None:
+    """The chart's stored current state, or None when Redis holds none."""
+    redis = connect(url)
+    try:
+        state: str | None = await redis.hget(keys.chart_state(chart.name), keys.CURRENT_STATE)
+        return state
+    finally:
+        await redis.aclose()
+
+
+async def reset(url: str, chart: Chart, host: str) -> tuple[str, str]:
+    """Reset `chart` to its initial state (recorded in history, cause `reset`). Returns (from, to)."""
+    redis = connect(url)
+    try:
+        move = await ChartStore(redis).reset(chart, host)
+        return move.from_state, move.to_state
+    finally:
+        await redis.aclose()

@@ -1,0 +1,210 @@
+"""`stateservice serve`: load charts, find Redis, bind the port, run N worker processes, stop cleanly.
+
+The parent binds the listening socket once and forks the workers before any event loop or
+thread exists, so every worker accepts on the same socket (the kernel spreads connections)
+and `--port 0` means one port for all. With one worker the parent serves itself. SIGTERM or
+Ctrl-C stops the workers (in-flight requests get `SHUTDOWN_GRACE` seconds), then the
+embedded Redis, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import structlog
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stateservice.charts_files import load_charts
+from stateservice.config import Config
+from stateservice.core.chart import Chart
+from stateservice.errors import StartupError
+from stateservice.store.charts import ChartStore
+from stateservice.store.connect import connect, redact
+from stateservice.store.embedded import EmbeddedRedis
+from stateservice.web.app import create_app
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_GRACE = 10.0
+BACKLOG = 4096
+RESPAWN_LIMIT = 5  # workers dying this many times in a row, each within RESPAWN_WINDOW, stop the service
+RESPAWN_WINDOW = 10.0
+
+
+def serve(config: Config) -> int:
+    """Run the service until SIGTERM/SIGINT. Raises StartupError (or ChartError) for what the operator must fix."""
+    charts = load_charts(config.charts)
+    with redis_for(config, serving=True) as url:
+        asyncio.run(_preflight(charts, url))
+        sock = bind(config.host, config.port)
+        host, port = sock.getsockname()[:2]
+        log.info(
+            "serving",
+            url=f"http://{_url_host(host)}:{port}",
+            workers=config.workers,
+            redis=redact(url),
+            charts=[c.name for c in charts],
+        )
+        if config.workers == 1:
+            asyncio.run(_worker(charts, url, sock))
+        else:
+            _supervise(config.workers, charts, url, sock)
+        sock.close()
+    log.info("stopped")
+    return 0
+
+
+@contextmanager
+def redis_for(config: Config, *, serving: bool = False) -> Iterator[str]:
+    """The Redis URL to use: `--redis`, or the embedded server under `--data-dir` (started, and stopped
+    afterwards if we started it; `serve` always stops it, since it owns the data dir while it runs)."""
+    if config.redis_url is not None:
+        yield config.redis_url
+        return
+    embedded = EmbeddedRedis(config.data_dir)
+    with _data_dir_lock(config.data_dir) if serving else _nothing():
+        started = embedded.ensure_running()
+        try:
+            yield embedded.url
+        finally:
+            if serving or started:
+                embedded.stop()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One `serve` per embedded data dir: a second would stop the first one's Redis when it exits."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / "serve.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise StartupError(
+                f"{data_dir} is in use by another `stateservice serve` (pid {handle.read().strip() or '?'}); "
+                "give this one its own --data-dir, or share one Redis between services with --redis URL"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+async def _preflight(charts: Sequence[Chart], url: str) -> None:
+    """Register the charts before forking, so a chart that cannot go on stops start-up with its reason."""
+    redis = connect(url)
+    try:
+        store = ChartStore(redis)
+        for chart in charts:
+            snap = await store.register(chart)
+            log.info("chart_loaded", chart=chart.name, path=chart.path, state=snap.state)
+    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+        log.warning("redis_unavailable_at_start", redis=redact(url), error=str(exc) or type(exc).__name__)
+    finally:
+        await redis.aclose()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (IPv4 or IPv6, whichever the host names). Raises StartupError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+async def _worker(charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+    """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(create_app(charts, url), access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=BACKLOG).start()
+    log.info("worker_started")
+    await stop.wait()
+    log.info("worker_stopping")
+    await runner.cleanup()
+
+
+def _run_worker(charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    asyncio.run(_worker(charts, url, sock))
+
+
+def _supervise(count: int, charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+    """Fork `count` workers on the shared socket; replace any that dies; stop them all on a signal."""
+    context = multiprocessing.get_context("fork")
+    stopping = False
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def spawn() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_run_worker, args=(charts, url, sock), daemon=False)
+        process.start()
+        log.info("worker_spawned", worker_pid=process.pid)
+        return process
+
+    workers = [spawn() for _ in range(count)]
+    failures: list[float] = []
+    try:
+        while not stopping:
+            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
+            for index, worker in enumerate(workers):
+                if worker.is_alive() or stopping:
+                    continue
+                log.error("worker_died", worker_pid=worker.pid, exitcode=worker.exitcode)
+                now = time.monotonic()
+                failures = [t for t in failures if now - t < RESPAWN_WINDOW] + [now]
+                if len(failures) >= RESPAWN_LIMIT:
+                    raise StartupError(
+                        f"workers keep dying ({RESPAWN_LIMIT} within {RESPAWN_WINDOW:.0f}s); see the log"
+                    )
+                workers[index] = spawn()
+    finally:
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + SHUTDOWN_GRACE + 5
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

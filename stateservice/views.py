@@ -1,0 +1,36 @@
+"""JSON shapes shared by the HTTP API and the CLI (`status --json` prints what `GET /charts/{chart}` does)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stateservice.store import codec
+from stateservice.store.charts import ChartView
+
+
+def describe(view: ChartView) -> dict[str, Any]:
+    """The JSON shape of `GET /charts/{chart}` (documented in the README)."""
+    chart, snap = view.chart, view.snapshot
+    current = chart.state(snap.state)
+    return {
+        "name": chart.name,
+        "current_state": snap.state,
+        "final": bool(current and current.final),
+        "entered_at": codec.timestamp(snap.entered_at),
+        "hosts_counted": view.hosts,
+        "digest": chart.digest,
+        "states": [
+            {
+                "name": s.name,
+                "func": s.func.value if s.func else None,
+                "final": s.final,
+                "counter": {"key": s.counter.key, "value": view.counters.get(s.name, s.counter.start)}
+                if s.counter
+                else None,
+                "target": {"name": s.target.name, "when": {"key": s.target.key, "value": s.target.value}}
+                if s.target
+                else None,
+            }
+            for s in chart.states
+        ],
+    }
