@@ -8,6 +8,7 @@ then STATESERVICE_REDIS_URL, then the embedded server under `--data-dir`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import os
 import socket
@@ -120,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = Config.load(args, os.environ, tty=sys.stderr.isatty())
+        if (
+            args.command != "serve"
+            and getattr(args, "log_level", None) is None
+            and not os.environ.get("STATESERVICE_LOG_LEVEL")
+        ):
+            config = dataclasses.replace(config, log_level="warning")  # a one-shot command: only say what matters
         logs.configure(config.log_format, config.log_level)
         if args.command == "serve":
             from stateservice.runner import serve  # the server's imports are not needed by validate

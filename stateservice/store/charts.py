@@ -104,14 +104,14 @@ class ChartStore:
         key = keys.chart_state(chart.name)
         hosts_key = keys.chart_hosts(chart.name, state)
 
-        async def attempt(pipe: Pipeline) -> rules.Report | None:
+        async def attempt(pipe: Pipeline) -> rules.Report:
             await pipe.watch(key, hosts_key)
             fields = await pipe.hgetall(key)
             snap = codec.decode_snapshot(chart, fields)
             created = snap is None
             if snap is None:
                 snap = rules.initial(chart, self.clock())
-            seen = bool(host) and bool(await pipe.sismember(hosts_key, host))  # type: ignore[misc]
+            seen = host is not None and bool(await pipe.sismember(hosts_key, host))
             result = rules.report(chart, snap, state, self.clock(), already_counted=seen, host=host)
             if not result.counted:
                 return result
@@ -220,7 +220,7 @@ class ChartStore:
     def _record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(
             keys.chart_history(move.chart),
-            codec.encode_transition(move),  # type: ignore[arg-type]
+            codec.encode_transition(move),
             maxlen=self.history_length,
             approximate=True,
         )
