@@ -8,8 +8,8 @@ then STATESERVICE_REDIS_URL, then the embedded server under `--data-dir`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import os
 import socket
 import sys
