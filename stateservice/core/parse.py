@@ -87,6 +87,7 @@ def parse_all(texts: dict[str, str]) -> list[Parsed]:
                 Problem(result.path, 1, f"chart name {result.chart.name!r} is already used by {other}")
             )
             result.chart = None
+            result.problems.sort(key=lambda p: p.line)
     return results
 
 
@@ -95,6 +96,7 @@ class _Checker:
         self.path = path
         self.problems: list[Problem] = []
         self.targets: list[tuple[str, str, yaml.Node]] = []  # (state, target name, node) to resolve at the end
+        self.defined: dict[str, int] = {}  # every state name defined, valid or not, with its line
 
     def error(self, node: yaml.Node | int, message: str) -> None:
         self.problems.append(Problem(self.path, _line(node), message))
@@ -126,7 +128,7 @@ class _Checker:
             return result
         chart_name = self.chart_name(top, default_name or PurePath(self.path).stem)
         states = self.states(top)
-        initial = self.initial(top, states)
+        initial = self.initial(top)
         if self.problems and any(not p.warning for p in self.problems):
             return result
         assert chart_name is not None and initial is not None
@@ -180,7 +182,11 @@ class _Checker:
             self.error(entry[1], f"{what} must be a whole number, not {text!r}")
             return None
         assert isinstance(entry[1], yaml.ScalarNode)
-        value: int = _CONSTRUCTOR.construct_yaml_int(entry[1])
+        try:
+            value: int = _CONSTRUCTOR.construct_yaml_int(entry[1])
+        except (ValueError, IndexError):  # tagged int but unreadable: `0x_`, `!!int abc`, 5000 digits
+            self.error(entry[1], f"{what} must be a whole number, not {text!r}")
+            return None
         return value
 
     def name(self, entry: tuple[yaml.Node, yaml.Node], what: str) -> str | None:
@@ -221,12 +227,12 @@ class _Checker:
             return None
         return text
 
-    def initial(self, top: dict[str, tuple[yaml.Node, yaml.Node]], states: list[State]) -> str | None:
+    def initial(self, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> str | None:
         if "current_state" not in top:
             self.error(1, "the chart is missing `current_state` (the name of the initial state)")
             return None
         name = self.name(top["current_state"], "`current_state`")
-        if name is not None and states and name not in {s.name for s in states}:
+        if name is not None and self.defined and name not in self.defined:
             self.error(top["current_state"][1], f"`current_state` {name!r} is not a state of this chart")
         return name
 
@@ -239,13 +245,12 @@ class _Checker:
             self.error(node, "`states` must be a non-empty list of states")
             return []
         states: list[State] = []
-        lines: dict[str, int] = {}
         for item in node.value:
-            state = self.state(item, lines)
+            state = self.state(item, self.defined)
             if state is not None:
                 states.append(state)
         for owner, target, at in self.targets:
-            if target not in lines:
+            if target not in self.defined:
                 self.error(at, f"target {target!r} of state {owner!r} is not a state of this chart")
         return states
 

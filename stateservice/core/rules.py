@@ -6,6 +6,7 @@ snapshot, asks these functions what follows, and writes the answer in one transa
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -111,9 +112,10 @@ class StateRemoved(StartupError):
 def carry_over(chart: Chart, snap: Snapshot) -> Snapshot:
     """The stored snapshot under a changed chart file: kept if its state still exists. Raises StateRemoved."""
     if chart.state(snap.state) is None:
+        where = chart.path or chart.name
         raise StateRemoved(
-            f"{chart.path or chart.name}: chart {chart.name!r} is stored in state {snap.state!r}, "
-            f"which the changed chart file no longer has; run `stateservice reset {chart.path or chart.name}` "
+            f"{where}: chart {chart.name!r} is stored in state {snap.state!r}, "
+            f"which the changed chart file no longer has; run `stateservice reset {shlex.quote(where)}` "
             "to start it again from its initial state, or restore the state in the file",
             chart=chart.name,
             current_state=snap.state,

@@ -259,9 +259,10 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False  # our own child (a Popen of this process), now reaped
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != pid  # our own child (a Popen here): reaped once gone
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -272,4 +273,6 @@ def _alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited; only its parent's wait is due
+    # "Z": exited (or its threads are exiting) and only its parent's wait is due; for our own children this
+    # shows while threads still exit, and waitpid above is the only sure test
+    return stat.rpartition(")")[2].split()[0] != "Z"
