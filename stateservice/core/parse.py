@@ -305,15 +305,31 @@ class _Checker:
             return None
         return State(name, func, counter, target, name_line)
 
+    def section(
+        self,
+        parent: yaml.Node,
+        found: dict[str, tuple[yaml.Node, yaml.Node]],
+        key: str,
+        what: str,
+        allowed: tuple[str, ...],
+        label: str | None = None,
+    ) -> tuple[yaml.Node, dict[str, tuple[yaml.Node, yaml.Node]]] | None:
+        """The mapping under `key` of `what` (called `label` in messages): its node and entries, or None."""
+        entry = self.require(parent, found, key, what)
+        inner = self.mapping(entry[1], label or f"`{key}` of {what}", allowed) if entry else None
+        return None if entry is None or inner is None else (entry[1], inner)
+
+    def key_value(
+        self, section: tuple[yaml.Node, dict[str, tuple[yaml.Node, yaml.Node]]], what: str
+    ) -> tuple[tuple[yaml.Node, yaml.Node] | None, tuple[yaml.Node, yaml.Node] | None]:
+        node, inner = section
+        return self.require(node, inner, "key", what), self.require(node, inner, "value", what)
+
     def counter(self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> Counter | None:
-        entry = self.require(node, found, "current", what)
-        if entry is None:
-            return None
-        current = self.mapping(entry[1], f"`current` of {what}", ("key", "value"))
+        current = self.section(node, found, "current", what, ("key", "value"))
         if current is None:
             return None
-        key_entry = self.require(entry[1], current, "key", f"`current` of {what}")
-        value_entry = self.require(entry[1], current, "value", f"`current` of {what}")
+        key_entry, value_entry = self.key_value(current, f"`current` of {what}")
         key = self.scalar(key_entry, "current.key") if key_entry else None
         value = self.integer(value_entry, "current.value") if value_entry else None
         if key is None or value is None:
@@ -324,24 +340,17 @@ class _Checker:
         self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], owner: str, func: Func
     ) -> Target | None:
         what = f"state {owner!r}"
-        entry = self.require(node, found, "target", what)
-        if entry is None:
-            return None
-        target = self.mapping(entry[1], f"`target` of {what}", ("name", "when"))
+        target = self.section(node, found, "target", what, ("name", "when"))
         if target is None:
             return None
-        name_entry = self.require(entry[1], target, "name", f"`target` of {what}")
-        when_entry = self.require(entry[1], target, "when", f"`target` of {what}")
+        name_entry = self.require(target[0], target[1], "name", f"`target` of {what}")
         name = self.name(name_entry, "target name") if name_entry else None
         if name is not None and name_entry is not None:
             self.targets.append((owner, name, name_entry[1]))
-        if when_entry is None:
-            return None
-        when = self.mapping(when_entry[1], f"`when` of {what}", ("key", "value"))
+        when = self.section(target[0], target[1], "when", f"`target` of {what}", ("key", "value"), f"`when` of {what}")
         if when is None:
             return None
-        key_entry = self.require(when_entry[1], when, "key", f"`when` of {what}")
-        value_entry = self.require(when_entry[1], when, "value", f"`when` of {what}")
+        key_entry, value_entry = self.key_value(when, f"`when` of {what}")
         key = self.scalar(key_entry, "when.key") if key_entry else None
         if value_entry is None or key is None or name is None:
             return None
