@@ -116,9 +116,7 @@ class RedisProcess:
         )
         log_start = self.logfile.stat().st_size if self.logfile.exists() else 0
         with self.logfile.open("ab") as log:
-            proc = subprocess.Popen(
-                [str(self.binary), str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+            proc = subprocess.Popen([str(self.binary), str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT
         while _server_pid(port) != proc.pid:  # another server may answer on a port taken from us
             if proc.poll() is not None:
