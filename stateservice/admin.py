@@ -8,6 +8,7 @@ running service.
 from __future__ import annotations
 
 import json
+from datetime import tzinfo
 from typing import Any
 
 from stateservice.core.chart import Chart
@@ -23,7 +24,7 @@ class NotRegistered(StateServiceError):
     status, code = 404, "not_registered"
 
 
-async def registered_chart(store: ChartStore, name: str) -> Chart:
+async def registered_chart(store: ChartStore, name: str, zone: tzinfo) -> Chart:
     """The chart `name` as its definition stored in Redis says. Raises NotRegistered."""
     definition = await store.definition(name)
     if not definition.get("source"):
@@ -32,10 +33,10 @@ async def registered_chart(store: ChartStore, name: str) -> Chart:
             f"no chart named {name!r} is registered in this Redis"
             + (f"; registered: {', '.join(known)}" if known else " (no chart is; start `stateservice serve` once)")
         )
-    return parse(definition["source"], definition.get("path") or name, name).unwrap()
+    return parse(definition["source"], definition.get("path") or name, name, zone).unwrap()
 
 
-async def status(url: str, name: str | None) -> list[dict[str, Any]]:
+async def status(url: str, name: str | None, zone: tzinfo) -> list[dict[str, Any]]:
     """The `GET /charts/{chart}` view of one chart, or of every registered chart, plus its path."""
     redis = connect(url)
     try:
@@ -43,7 +44,7 @@ async def status(url: str, name: str | None) -> list[dict[str, Any]]:
         names = [name] if name else await store.registered()
         views = []
         for chart_name in names:
-            chart = await registered_chart(store, chart_name)
+            chart = await registered_chart(store, chart_name, zone)
             views.append({**describe(await store.view(chart)), "path": chart.path})
         return views
     finally:

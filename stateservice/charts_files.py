@@ -7,6 +7,7 @@ listing every problem of every file, so an operator fixes them in one pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import tzinfo
 from pathlib import Path
 
 import structlog
@@ -18,8 +19,8 @@ from stateservice.errors import ChartError, Problem, StartupError
 log = structlog.get_logger(__name__)
 
 
-def check_files(paths: Sequence[Path]) -> list[Parsed]:
-    """Parse each file; an unreadable file is a problem at line 1 of that file."""
+def check_files(paths: Sequence[Path], zone: tzinfo) -> list[Parsed]:
+    """Parse each file (naive times in `zone`); an unreadable file is a problem at line 1 of that file."""
     texts: dict[str, str] = {}
     unreadable: list[Parsed] = []
     for path in paths:
@@ -28,14 +29,14 @@ def check_files(paths: Sequence[Path]) -> list[Parsed]:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             unreadable.append(Parsed(str(path), problems=[Problem(str(path), 1, f"cannot read the file: {reason}")]))
-    return unreadable + parse_all(texts)
+    return unreadable + parse_all(texts, zone)
 
 
-def load_charts(paths: Sequence[Path]) -> list[Chart]:
+def load_charts(paths: Sequence[Path], zone: tzinfo) -> list[Chart]:
     """The charts in `paths`; warnings are logged. Raises ChartError with every error, StartupError if none given."""
     if not paths:
         raise StartupError("no chart to serve: give --chart FILE (or STATESERVICE_CHART)")
-    results = check_files(paths)
+    results = check_files(paths, zone)
     errors = [problem for result in results for problem in result.errors]
     if errors:
         raise ChartError(errors)

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import tzinfo
 from pathlib import Path
 
 import structlog
@@ -30,7 +31,17 @@ from stateservice.store.connect import redact
 log = structlog.get_logger(__name__)
 
 
+def _zone_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="time zone for clock times written without an offset, e.g. Europe/Berlin "
+        "[env STATESERVICE_TIMEZONE; default: the server's local zone]",
+    )
+
+
 def _redis_flags(parser: argparse.ArgumentParser) -> None:
+    _zone_flag(parser)
     parser.add_argument(
         "--redis",
         dest="redis_url",
@@ -85,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes sharing the port, or 'auto' for one per CPU [env STATESERVICE_WORKERS; default 1]",
     )
+    serve.add_argument(
+        "--lease-ttl",
+        dest="lease_ttl",
+        metavar="SECONDS",
+        help="how long the time-state leader's lease lasts unless renewed; another worker takes over within "
+        "about this long after the leader dies [env STATESERVICE_LEASE_TTL; default 5]",
+    )
     _redis_flags(serve)
 
     validate = commands.add_parser(
@@ -94,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 1 on any error, 0 otherwise (warnings included).",
     )
     validate.add_argument("files", nargs="+", metavar="FILE", type=Path)
+    _zone_flag(validate)
 
     status = commands.add_parser(
         "status",
@@ -133,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(config)
         if args.command == "validate":
-            return validate(args.files)
+            return validate(args.files, config.zone())
         if args.command == "status":
             return status(config, args.chart, args.json)
         return reset(config, args.chart_file, args.yes)
@@ -150,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def validate(files: Sequence[Path]) -> int:
-    results: list[Parsed] = check_files(files)
+def validate(files: Sequence[Path], zone: tzinfo) -> int:
+    results: list[Parsed] = check_files(files, zone)
     for result in results:
         for problem in result.problems:
             print(problem, file=sys.stdout if problem.warning else sys.stderr)
@@ -165,7 +184,7 @@ def status(config: Config, chart: str | None, as_json: bool) -> int:
     from stateservice.runner import redis_for
 
     with redis_for(config) as url:
-        views = asyncio.run(admin.status(url, chart))
+        views = asyncio.run(admin.status(url, chart, config.zone()))
     print(admin.render(views, as_json))
     return 0
 
@@ -173,7 +192,7 @@ def status(config: Config, chart: str | None, as_json: bool) -> int:
 def reset(config: Config, path: Path, yes: bool) -> int:
     from stateservice.runner import redis_for
 
-    results = check_files([path])
+    results = check_files([path], config.zone())
     if results[0].errors:
         raise ChartError(results[0].errors)
     chart = results[0].unwrap()

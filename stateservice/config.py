@@ -10,9 +10,13 @@ import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tzlocal
 
 from stateservice.errors import ConfigError
 from stateservice.logs import FORMATS, LEVELS
@@ -31,6 +35,8 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "workers": ("--workers", "STATESERVICE_WORKERS", "1"),
     "log_format": ("--log-format", "STATESERVICE_LOG_FORMAT", "console on a terminal, json otherwise"),
     "log_level": ("--log-level", "STATESERVICE_LOG_LEVEL", "info"),
+    "timezone": ("--timezone", "STATESERVICE_TIMEZONE", "the server's local zone"),
+    "lease_ttl": ("--lease-ttl", "STATESERVICE_LEASE_TTL", "5"),
 }
 
 
@@ -44,6 +50,14 @@ class Config:
     workers: int = 1
     log_format: str = "json"
     log_level: str = "info"
+    timezone: str | None = None  # None: the server's local zone; reads naive clock times in charts
+    lease_ttl: float = 5.0
+
+    def zone(self) -> tzinfo:
+        """The zone naive chart times are read in. Raises ConfigError for an unknown zone name."""
+        if self.timezone is None:
+            return tzlocal.get_localzone()
+        return _zone(self.timezone, SETTINGS["timezone"][0])
 
     @classmethod
     def load(cls, args: argparse.Namespace, environ: Mapping[str, str] = os.environ, *, tty: bool = False) -> Self:
@@ -70,6 +84,8 @@ class Config:
         pick("log_format", _choice(FORMATS))
         pick("log_level", _choice(LEVELS))
         pick("charts", lambda v, _: tuple(Path(p) for p in v.split(os.pathsep) if p))
+        pick("timezone", lambda v, source: str(_zone(v, source)))
+        pick("lease_ttl", _seconds)
         if isinstance(values.get("charts"), list):  # --chart is repeatable: argparse gives a list
             values["charts"] = tuple(Path(p) for p in values["charts"])
         values.setdefault("log_format", "console" if tty else "json")
@@ -80,6 +96,23 @@ def _port(value: str, source: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise ConfigError(f"{source}: {value!r} is not a port number (0-65535)")
     return int(value)
+
+
+def _seconds(value: str, source: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0.1 <= seconds <= 3600:
+        raise ConfigError(f"{source}: {value!r} is not a number of seconds from 0.1 to 3600")
+    return seconds
+
+
+def _zone(value: str, source: str) -> tzinfo:
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{source}: {value!r} is not a time zone name such as UTC or Europe/Berlin") from None
 
 
 def _workers(value: str, source: str) -> int:

@@ -46,7 +46,8 @@ RESPAWN_WINDOW = 10.0
 
 def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT. Raises StartupError (or ChartError) for what the operator must fix."""
-    charts = load_charts(config.charts)
+    zone = config.zone()
+    charts = load_charts(config.charts, zone)
     with redis_for(config, serving=True) as url:
         asyncio.run(_preflight(charts, url))
         sock = bind(config.host, config.port)
@@ -59,9 +60,9 @@ def serve(config: Config) -> int:
             charts=[c.name for c in charts],
         )
         if config.workers == 1:
-            asyncio.run(_worker(charts, url, sock))
+            asyncio.run(_worker(charts, url, sock, config))
         else:
-            _supervise(config.workers, charts, url, sock)
+            _supervise(config, charts, url, sock)
         sock.close()
     log.info("stopped")
     return 0
@@ -80,13 +81,27 @@ def redis_for(config: Config, *, serving: bool = False) -> Iterator[str]:
         try:
             yield embedded.url
         finally:
-            if serving or started:
+            # a one-shot command stops only what it started, and not if a `serve` took it over meanwhile
+            if serving or (started and not _served(config.data_dir)):
                 embedded.stop()
 
 
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+def _served(data_dir: Path) -> bool:
+    """Whether a `serve` holds this data dir (its lock cannot be taken)."""
+    try:
+        with open(data_dir / "serve.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -138,13 +153,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _worker(charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+async def _worker(charts: Sequence[Chart], url: str, sock: socket.socket, config: Config) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(create_app(charts, url), access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    runner = web.AppRunner(
+        create_app(charts, url, zone=config.zone(), lease_ttl=config.lease_ttl),
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
     await runner.setup()
     await web.SockSite(runner, sock, backlog=BACKLOG).start()
     log.info("worker_started")
@@ -153,14 +172,14 @@ async def _worker(charts: Sequence[Chart], url: str, sock: socket.socket) -> Non
     await runner.cleanup()
 
 
-def _run_worker(charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+def _run_worker(charts: Sequence[Chart], url: str, sock: socket.socket, config: Config) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    asyncio.run(_worker(charts, url, sock))
+    asyncio.run(_worker(charts, url, sock, config))
 
 
-def _supervise(count: int, charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
-    """Fork `count` workers on the shared socket; replace any that dies; stop them all on a signal."""
+def _supervise(config: Config, charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+    """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal."""
     context = multiprocessing.get_context("fork")
     stopping = False
 
@@ -171,12 +190,12 @@ def _supervise(count: int, charts: Sequence[Chart], url: str, sock: socket.socke
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def spawn() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_run_worker, args=(charts, url, sock), daemon=False)
+        process = context.Process(target=_run_worker, args=(charts, url, sock, config), daemon=False)
         process.start()
         log.info("worker_spawned", worker_pid=process.pid)
         return process
 
-    workers = [spawn() for _ in range(count)]
+    workers = [spawn() for _ in range(config.workers)]
     failures: list[float] = []
     try:
         while not stopping:

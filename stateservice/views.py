@@ -18,6 +18,7 @@ def describe(view: ChartView) -> dict[str, Any]:
         "final": bool(current and current.final),
         "entered_at": codec.timestamp(snap.entered_at),
         "hosts_counted": view.hosts,
+        "due_at": codec.timestamp(view.due_at) if view.due_at else None,
         "digest": chart.digest,
         "states": [
             {

@@ -53,6 +53,7 @@ def test_keys_table_names_every_key() -> None:
     documented = {row[0]: row[1] for row in table_after("keys")}
     expected = {
         keys.charts_index(): "set",
+        keys.leader(): "string",
         keys.chart_state("CHART"): "hash",
         keys.chart_hosts("CHART", "STATE"): "set",
         keys.chart_history("CHART"): "stream",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 # Names end up in Redis keys, HTTP headers and log lines, so they get a closed alphabet:
@@ -35,11 +35,17 @@ class Counter:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a state goes, and the condition (`when.key`, `when.value`) that moves it."""
+    """Where a state goes, and the condition (`when.key`, `when.value`) that moves it.
+
+    For time states the value is also read: `due` for `clock` (an aware instant), `after`
+    for `elapsed` (a duration from entering the state).
+    """
 
     name: str
     key: str
     value: int | str
+    due: datetime | None = None
+    after: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +103,4 @@ class Transition:
     cause: str
     at: datetime
     host: str | None = None
+    due_at: datetime | None = None  # time transitions: when it fell due (`at` is when it was applied)

@@ -12,11 +12,12 @@ import difflib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, tzinfo
 from pathlib import PurePath
 
 import yaml
 
+from stateservice.core import timing
 from stateservice.core.chart import CHART_NAME, STATE_NAME, Chart, Counter, Func, State, Target
 from stateservice.errors import ChartError, Problem
 
@@ -62,21 +63,17 @@ class Parsed:
         return self.chart
 
 
-def parse_timestamp(text: str) -> datetime:
-    """ISO 8601 date-time, with or without an offset (naive means the server's zone). Raises ValueError."""
-    if "T" not in text and " " not in text:
-        raise ValueError("expected a date and a time, such as 3000-01-01T12:00:00")
-    return datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+def parse(text: str, path: str, name: str | None = None, zone: tzinfo = UTC) -> Parsed:
+    """Check chart `text` from `path`; the chart name is `name:` in the file, else `name`, else the stem.
+
+    Naive `clock` times are read in `zone` (the server's time zone).
+    """
+    return _Checker(path, zone).run(text, name)
 
 
-def parse(text: str, path: str, name: str | None = None) -> Parsed:
-    """Check chart `text` from `path`; the chart name is `name:` in the file, else `name`, else the stem."""
-    return _Checker(path).run(text, name)
-
-
-def parse_all(texts: dict[str, str]) -> list[Parsed]:
+def parse_all(texts: dict[str, str], zone: tzinfo = UTC) -> list[Parsed]:
     """Parse several files ({path: text}) and report chart names used twice across them."""
-    results = [parse(text, path) for path, text in texts.items()]
+    results = [parse(text, path, zone=zone) for path, text in texts.items()]
     seen: dict[str, str] = {}
     for result in results:
         if result.chart is None:
@@ -92,8 +89,9 @@ def parse_all(texts: dict[str, str]) -> list[Parsed]:
 
 
 class _Checker:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, zone: tzinfo) -> None:
         self.path = path
+        self.zone = zone
         self.problems: list[Problem] = []
         self.targets: list[tuple[str, str, yaml.Node]] = []  # (state, target name, node) to resolve at the end
         self.defined: dict[str, int] = {}  # every state name defined, valid or not, with its line
@@ -132,6 +130,9 @@ class _Checker:
         if self.problems and any(not p.warning for p in self.problems):
             return result
         assert chart_name is not None and initial is not None
+        self.check_time_cycles(states)
+        if any(not p.warning for p in self.problems):
+            return result
         self.warn_shape(states, initial, top["current_state"][1])
         result.chart = Chart(
             name=chart_name,
@@ -357,18 +358,52 @@ class _Checker:
         if func is Func.INCREMENT:
             count = self.integer(value_entry, "when.value")
             return Target(name, key, count) if count is not None else None
-        if key != "clock":
-            self.error(key_entry[1] if key_entry else node, f"{what}: func: time needs when.key 'clock', not {key!r}")
-            return None
         stamp = self.scalar(value_entry, "when.value")
         if stamp is None:
             return None
-        try:
-            parse_timestamp(stamp)
-        except ValueError as exc:
-            self.error(value_entry[1], f"{what}: when.value {stamp!r} is not a timestamp ({exc})")
-            return None
-        return Target(name, key, stamp)
+        if key == "clock":
+            try:
+                due, naive = timing.parse_instant(stamp, self.zone)
+            except ValueError as exc:
+                self.error(value_entry[1], f"{what}: when.value {stamp!r} is not a timestamp ({exc})")
+                return None
+            if naive:
+                self.warn(
+                    value_entry[1],
+                    f"{what}: {stamp} has no offset, so it is read in the server's time zone ({self.zone}); "
+                    "add Z or an offset such as +02:00 to make it the same everywhere",
+                )
+            return Target(name, key, stamp, due=due)
+        if key == "elapsed":
+            try:
+                after = timing.parse_duration(stamp)
+            except ValueError as exc:
+                self.error(value_entry[1], f"{what}: when.value: {exc}")
+                return None
+            return Target(name, key, stamp, after=after)
+        self.error(
+            key_entry[1] if key_entry else node,
+            f"{what}: func: time needs when.key 'clock' (a date-time) or 'elapsed' (a duration), not {key!r}",
+        )
+        return None
+
+    def check_time_cycles(self, states: list[State]) -> None:
+        """A loop of time states with a clock time would fall due forever: the clock time stays past."""
+        index = {s.name: s for s in states}
+        reported: set[str] = set()
+        for state in states:
+            loop = _loop_from(index, state.name)
+            if not loop or loop[0] != state.name or reported & set(loop):
+                continue
+            members = [index[n] for n in loop]
+            if all(m.func is Func.TIME for m in members) and any(m.target and m.target.due for m in members):
+                reported.update(loop)
+                self.error(
+                    state.line,
+                    "the time states " + " -> ".join([*loop, loop[0]]) + " form a loop with a clock time, "
+                    "which would move forever once that time has passed; use elapsed durations or a state that "
+                    "waits for reports",
+                )
 
     def warn_shape(self, states: list[State], initial: str, initial_node: yaml.Node) -> None:
         index = {s.name: s for s in states}
@@ -388,6 +423,15 @@ def _walk(index: dict[str, State], start: str) -> Iterator[str]:
         yield name
         target = index[name].target
         name = target.name if target else None
+
+
+def _loop_from(index: dict[str, State], start: str) -> list[str]:
+    """The cycle that following targets from `start` runs into (empty when the walk ends at a final state)."""
+    path = list(_walk(index, start))
+    last = index[path[-1]].target
+    if last is None:
+        return []
+    return path[path.index(last.name) :]
 
 
 def _line(node: yaml.Node | int) -> int:

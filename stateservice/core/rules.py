@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from datetime import datetime
 
+from stateservice.core import timing
 from stateservice.core.chart import Chart, Func, Snapshot, State, Transition
 from stateservice.errors import CorruptState, NotCurrent, NotReportable, StartupError, UnknownState
 
@@ -95,6 +96,33 @@ def report(
         return Report(Snapshot(name, count, snap.entered_at), counted=True, count=count)
     move = Transition(chart.name, name, state.target.name, "put", now, host)
     return Report(enter(chart, state.target.name, now), counted=True, count=count, transition=move)
+
+
+MAX_CHAIN = 1000  # time moves applied in one go; a long catch-up goes on in the next call
+
+
+def advance(chart: Chart, snap: Snapshot, now: datetime, limit: int = MAX_CHAIN) -> tuple[Snapshot, list[Transition]]:
+    """Apply every time transition due at `now`, in order, as if the service had been running.
+
+    Each move happens at its due time: the next state is entered then (so an `elapsed`
+    state counts from its predecessor's due time, not from a late catch-up).
+    """
+    moves: list[Transition] = []
+    while len(moves) < limit:
+        state = current(chart, snap)
+        due = timing.due_at(state, snap.entered_at) if state.func is Func.TIME else None
+        if due is None or due > now:
+            break
+        assert state.target is not None
+        moves.append(Transition(chart.name, state.name, state.target.name, "time", now, None, due_at=due))
+        snap = enter(chart, state.target.name, due)
+    return snap, moves
+
+
+def next_due(chart: Chart, snap: Snapshot) -> datetime | None:
+    """When the snapshot's state falls due, if it is a time state."""
+    state = current(chart, snap)
+    return timing.due_at(state, snap.entered_at) if state.func is Func.TIME else None
 
 
 def reset(chart: Chart, snap: Snapshot | None, now: datetime, host: str | None = None) -> tuple[Snapshot, Transition]:

@@ -5,15 +5,20 @@ host set and history change together or not at all), retried a bounded number of
 another worker wrote first. Within one process, writes to one chart also take a lock, so
 that a hot chart's writers queue here instead of invalidating each other's transactions in
 Redis; between processes WATCH alone keeps the counts exact.
+
+Every operation first applies the time transitions that are due (by the Redis clock), in
+the same transaction: a host is never told "wait" for a state whose time has passed, and
+no transition depends on the leader being alive. Because a time move is applied only to
+the snapshot it was decided from, racing workers cannot apply it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -25,15 +30,11 @@ from stateservice.core import rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import StoreBusy
 from stateservice.store import codec, keys
+from stateservice.store.clock import Clock, RedisClock
 
 log = structlog.get_logger(__name__)
 
-Clock = Callable[[], datetime]
 T = TypeVar("T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class ChartView:
     snapshot: Snapshot
     counters: dict[str, int]
     hosts: list[str]
+    due_at: datetime | None = None
 
 
 class ChartStore:
@@ -53,13 +55,13 @@ class ChartStore:
         self,
         redis: Redis,
         *,
-        clock: Clock = utcnow,
+        clock: Clock | None = None,
         max_attempts: int = 64,
         history_length: int = 10_000,
         lock_timeout: float = 10.0,
     ) -> None:
         self.redis = redis
-        self.clock = clock
+        self.clock = clock or RedisClock(redis).now
         self.max_attempts = max_attempts
         self.history_length = history_length
         self.lock_timeout = lock_timeout
@@ -67,30 +69,27 @@ class ChartStore:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def snapshot(self, chart: Chart) -> Snapshot:
-        """The chart's current snapshot (created at its initial state if Redis has none)."""
-        fields = await self.redis.hgetall(keys.chart_state(chart.name))
-        snap = codec.decode_snapshot(chart, fields)
-        return snap if snap is not None else await self._create(chart)
-
     async def current_state(self, chart: Chart) -> Snapshot:
-        """The snapshot for a gate check: one HGET round trip (counter left at 0)."""
-        state = await self.redis.hget(keys.chart_state(chart.name), keys.CURRENT_STATE)
+        """The snapshot for a gate check: one round trip, plus a transaction only when a time move is due."""
+        key = keys.chart_state(chart.name)
+        state, entered = await self.redis.hmget(key, [keys.CURRENT_STATE, keys.ENTERED_AT])
         if state is None:
-            return await self._create(chart)
-        return Snapshot(state, 0, datetime.fromtimestamp(0, UTC))
+            return await self.advance(chart)
+        snap = codec.decode_snapshot(chart, {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""})
+        assert snap is not None
+        due = rules.next_due(chart, snap) if chart.state(snap.state) else None
+        if due is not None and due <= await self.clock():
+            return await self.advance(chart)
+        return snap
 
     async def view(self, chart: Chart) -> ChartView:
+        snap = await self.advance(chart)
         fields = await self.redis.hgetall(keys.chart_state(chart.name))
-        snap = codec.decode_snapshot(chart, fields)
-        if snap is None:
-            snap = await self._create(chart)
-            fields = await self.redis.hgetall(keys.chart_state(chart.name))
         counters = {
             s.name: codec.read_counter(chart, fields, s.name, rules.start_count(s)) for s in chart.states if s.counter
         }
         hosts = sorted(await self.redis.smembers(keys.chart_hosts(chart.name, snap.state)))
-        return ChartView(chart, snap, counters, hosts)
+        return ChartView(chart, snap, counters, hosts, rules.next_due(chart, snap))
 
     async def history(self, chart: Chart, limit: int) -> list[dict[str, Any]]:
         """The newest `limit` history records, newest first."""
@@ -99,41 +98,54 @@ class ChartStore:
 
     # -- writes --------------------------------------------------------------------------
 
+    async def advance(self, chart: Chart) -> Snapshot:
+        """Apply the time moves due now (creating the state hash if missing); the snapshot after them."""
+        key = keys.chart_state(chart.name)
+
+        async def attempt(pipe: Pipeline) -> tuple[Snapshot, list[Transition]]:
+            await pipe.watch(key)
+            now = await self.clock()
+            snap, created = await self._read(pipe, chart, now)
+            snap, moves = rules.advance(chart, snap, now)
+            if created or moves:
+                pipe.multi()
+                self._write(pipe, chart, snap, moves, created)
+                await pipe.execute()
+            return snap, moves
+
+        snap, moves = await self._transact(chart, "advance", attempt)
+        _log_moves(moves)
+        return snap
+
     async def report(self, chart: Chart, state: str, host: str | None = None) -> rules.Report:
         """Count one report of `state` (once per `host` and visit). Raises what `rules.report` raises."""
         key = keys.chart_state(chart.name)
         hosts_key = keys.chart_hosts(chart.name, state)
 
-        async def attempt(pipe: Pipeline) -> rules.Report:
+        async def attempt(pipe: Pipeline) -> tuple[rules.Report, list[Transition]]:
             await pipe.watch(key, hosts_key)
-            fields = await pipe.hgetall(key)
-            snap = codec.decode_snapshot(chart, fields)
-            created = snap is None
-            if snap is None:
-                snap = rules.initial(chart, self.clock())
-            seen = host is not None and bool(await pipe.sismember(hosts_key, host))
-            result = rules.report(chart, snap, state, self.clock(), already_counted=seen, host=host)
-            if not result.counted:
-                return result
+            now = await self.clock()
+            snap, created = await self._read(pipe, chart, now)
+            snap, moves = rules.advance(chart, snap, now)
+            # a state just entered by a time move has an empty host set (cleared below)
+            fresh = any(move.to_state == state for move in moves)
+            seen = host is not None and not fresh and bool(await pipe.sismember(hosts_key, host))
+            result = rules.report(chart, snap, state, now, already_counted=seen, host=host)
+            if not (result.counted or created or moves):
+                return result, moves
             pipe.multi()
-            if created:
-                pipe.hset(key, mapping=codec.initial_fields(chart, snap))
-            if result.transition is None:
+            self._write(pipe, chart, snap, moves, created)
+            if result.transition is not None:
+                self._write(pipe, chart, result.snapshot, [result.transition])
+            if result.counted:
                 pipe.hset(key, keys.counter_field(state), str(result.count))
-                if host:
-                    pipe.sadd(hosts_key, host)
-            else:
-                pipe.hset(
-                    key,
-                    mapping={**codec.encode_snapshot(result.snapshot), keys.counter_field(state): str(result.count)},
-                )
-                self._record(pipe, result.transition)
+            if result.counted and result.transition is None and host is not None:
+                pipe.sadd(hosts_key, host)
             await pipe.execute()
-            return result
+            return result, moves
 
-        result = await self._transact(chart, "report", attempt)
-        if result.transition is not None:
-            _log_transition(result.transition)
+        result, moves = await self._transact(chart, "report", attempt)
+        _log_moves([*moves, *([result.transition] if result.transition else [])])
         return result
 
     async def reset(self, chart: Chart, host: str | None = None) -> Transition:
@@ -142,19 +154,20 @@ class ChartStore:
 
         async def attempt(pipe: Pipeline) -> Transition:
             await pipe.watch(key)
+            now = await self.clock()
             previous = await pipe.hget(key, keys.CURRENT_STATE)
-            prior = Snapshot(previous, 0, self.clock()) if previous else None
-            snap, move = rules.reset(chart, prior, self.clock(), host)
+            prior = Snapshot(previous, 0, now) if previous else None
+            snap, move = rules.reset(chart, prior, now, host)
             pipe.multi()
             pipe.delete(key, *(keys.chart_hosts(chart.name, s.name) for s in chart.states))
             pipe.hset(key, mapping=codec.initial_fields(chart, snap))
             self._record(pipe, move)
-            self._define(pipe, chart)
+            self._define(pipe, chart, now)
             await pipe.execute()
             return move
 
         move = await self._transact(chart, "reset", attempt)
-        _log_transition(move)
+        _log_moves([move])
         return move
 
     async def register(self, chart: Chart) -> Snapshot:
@@ -168,14 +181,15 @@ class ChartStore:
 
         async def attempt(pipe: Pipeline) -> Snapshot:
             await pipe.watch(key, definition)
-            snap = codec.decode_snapshot(chart, await pipe.hgetall(key))
+            now = await self.clock()
+            stored = codec.decode_snapshot(chart, await pipe.hgetall(key))
             digest = await pipe.hget(definition, "digest")
             pipe.multi()
-            if snap is None:
-                snap = rules.initial(chart, self.clock())
+            if stored is None:
+                snap = rules.initial(chart, now)
                 pipe.hset(key, mapping=codec.initial_fields(chart, snap))
             else:
-                snap = rules.carry_over(chart, snap)
+                snap = rules.carry_over(chart, stored)
                 if digest is not None and digest != chart.digest:
                     log.warning(
                         "chart_definition_changed",
@@ -185,7 +199,7 @@ class ChartStore:
                         current_state=snap.state,
                         count=snap.count,
                     )
-            self._define(pipe, chart)
+            self._define(pipe, chart, now)
             await pipe.execute()
             return snap
 
@@ -199,23 +213,26 @@ class ChartStore:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _create(self, chart: Chart) -> Snapshot:
-        """Create a missing state hash at the initial state (someone deleted it, or Redis lost it)."""
+    async def _read(self, pipe: Pipeline, chart: Chart, now: datetime) -> tuple[Snapshot, bool]:
+        """The watched snapshot, or the initial one (and True) when the hash is missing."""
+        snap = codec.decode_snapshot(chart, await pipe.hgetall(keys.chart_state(chart.name)))
+        if snap is None:
+            log.warning("chart_state_created", chart=chart.name, key=keys.chart_state(chart.name))
+            return rules.initial(chart, now), True
+        return snap, False
+
+    def _write(
+        self, pipe: Pipeline, chart: Chart, snap: Snapshot, moves: Sequence[Transition], created: bool = False
+    ) -> None:
+        """Queue the snapshot after `moves`: the state hash, cleared host sets, one history record a move."""
         key = keys.chart_state(chart.name)
-
-        async def attempt(pipe: Pipeline) -> Snapshot:
-            await pipe.watch(key)
-            existing = codec.decode_snapshot(chart, await pipe.hgetall(key))
-            if existing is not None:
-                return existing
-            snap = rules.initial(chart, self.clock())
-            pipe.multi()
+        if created:
             pipe.hset(key, mapping=codec.initial_fields(chart, snap))
-            await pipe.execute()
-            log.warning("chart_state_created", chart=chart.name, state=snap.state, key=key)
-            return snap
-
-        return await self._transact(chart, "create", attempt)
+        for move in moves:
+            pipe.delete(keys.chart_hosts(chart.name, move.from_state), keys.chart_hosts(chart.name, move.to_state))
+            self._record(pipe, move)
+        if moves:
+            pipe.hset(key, mapping=codec.encode_snapshot(snap))
 
     def _record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(
@@ -225,14 +242,14 @@ class ChartStore:
             approximate=True,
         )
 
-    def _define(self, pipe: Pipeline, chart: Chart) -> None:
+    def _define(self, pipe: Pipeline, chart: Chart, now: datetime) -> None:
         pipe.hset(
             keys.chart_definition(chart.name),
             mapping={
                 "path": chart.path,
                 "digest": chart.digest,
                 "source": chart.source,
-                "registered_at": codec.timestamp(self.clock()),
+                "registered_at": codec.timestamp(now),
             },
         )
         pipe.sadd(keys.charts_index(), chart.name)
@@ -259,12 +276,14 @@ class ChartStore:
             lock.release()
 
 
-def _log_transition(move: Transition) -> None:
-    log.info(
-        "chart_transitioned",
-        chart=move.chart,
-        from_state=move.from_state,
-        to_state=move.to_state,
-        cause=move.cause,
-        host=move.host,
-    )
+def _log_moves(moves: Sequence[Transition]) -> None:
+    for move in moves:
+        log.info(
+            "chart_transitioned",
+            chart=move.chart,
+            from_state=move.from_state,
+            to_state=move.to_state,
+            cause=move.cause,
+            host=move.host,
+            due_at=codec.timestamp(move.due_at) if move.due_at else None,
+        )

@@ -80,6 +80,7 @@ def encode_transition(move: Transition) -> dict[str, str]:
         "to": move.to_state,
         "cause": move.cause,
         "host": move.host or "",
+        "due_at": timestamp(move.due_at) if move.due_at else "",
     }
 
 
@@ -91,4 +92,5 @@ def decode_history(entry_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
         "to": fields.get("to"),
         "cause": fields.get("cause"),
         "host": fields.get("host") or None,
+        "due_at": fields.get("due_at") or None,
     }

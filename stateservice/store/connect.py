@@ -35,7 +35,7 @@ def connect(
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
 def redact(url: str) -> str:

@@ -7,11 +7,14 @@ Redis Cluster they live in one slot and a chart's transaction touches one node.
 key                                     type    holds
 ======================================  ======  ===============================================
 stateservice:charts                     set     names of the charts any service has registered
+stateservice:leader                     string  the time-state leader's lease: JSON {id, pid, token},
+                                                expiring after --lease-ttl unless renewed
 stateservice:{CHART}                    hash    current_state, entered_at (UTC ISO 8601),
                                                 counter:STATE (each state's counter)
 stateservice:{CHART}:hosts:STATE        set     hosts counted in the current visit of STATE
 stateservice:{CHART}:history            stream  transitions and resets, newest last (capped):
-                                                at, from, to, cause (put|time|reset), host
+                                                at, from, to, cause (put|time|reset), host,
+                                                due_at (time moves: when it fell due)
 stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (YAML text),
                                                 registered_at, of the chart file last served
 ======================================  ======  ===============================================
@@ -30,6 +33,10 @@ COUNTER_PREFIX = "counter:"
 
 def charts_index() -> str:
     return f"{PREFIX}:charts"
+
+
+def leader() -> str:
+    return f"{PREFIX}:leader"
 
 
 def chart_state(chart: str) -> str:

@@ -14,7 +14,9 @@ from aiohttp import web
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
 from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, UnknownChart
+from stateservice.store import codec
 from stateservice.store.charts import ChartStore
+from stateservice.store.lease import holder
 from stateservice.views import describe
 from stateservice.web.keys import CHARTS, REDIS, REGISTRAR, STORE
 
@@ -110,7 +112,7 @@ async def show_chart(request: web.Request) -> web.Response:
 async def chart_history(request: web.Request) -> web.Response:
     chart = await _chart(request)
     raw = request.query.get("limit", str(HISTORY_DEFAULT))
-    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= HISTORY_MAX:
         raise BadRequest(f"limit={raw[:20]!r} must be a whole number from 1 to {HISTORY_MAX}", parameter="limit")
     return web.json_response({"chart": chart.name, "history": await _store(request).history(chart, int(raw))})
 
@@ -124,3 +126,11 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready to serve: Redis answers. 503 (JSON error) while it does not."""
     await request.app[REDIS].ping()
     return web.json_response({"status": "ready"})
+
+
+async def leader(request: web.Request) -> web.Response:
+    """Which worker holds the time-state leader lease: `{"id", "pid", "expires_at"}` or `{"id": null}`."""
+    now = await _store(request).clock()
+    current = await holder(request.app[REDIS], now)
+    expires = current["expires_at"]
+    return web.json_response({**current, "expires_at": codec.timestamp(expires) if expires else None})

@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
+from stateservice.scheduler import Scheduler
 from stateservice.store.charts import ChartStore
 from stateservice.store.registrar import Registrar
 
@@ -13,3 +14,4 @@ CHARTS = web.AppKey("charts", dict[str, Chart])
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", ChartStore)
 REGISTRAR = web.AppKey("registrar", Registrar)
+SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -7,13 +7,18 @@ from aiohttp import web
 from stateservice.web import handlers
 
 
+# any segment, braces included: a malformed chart name gets a 400 that says why, not a bare 404
+CHART = "/charts/{chart:[^/]+}"
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/state", handlers.get_state)
     app.router.add_put("/state", handlers.put_state)
     app.router.add_get("/charts", handlers.list_charts)
-    app.router.add_get("/charts/{chart}", handlers.show_chart)
-    app.router.add_get("/charts/{chart}/state", handlers.get_state)
-    app.router.add_put("/charts/{chart}/state", handlers.put_state)
-    app.router.add_get("/charts/{chart}/history", handlers.chart_history)
+    app.router.add_get(CHART, handlers.show_chart)
+    app.router.add_get(CHART + "/state", handlers.get_state)
+    app.router.add_put(CHART + "/state", handlers.put_state)
+    app.router.add_get(CHART + "/history", handlers.chart_history)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/leader", handlers.leader)
