@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from stateservice.core.chart import Counter, Func, State, Target
-from stateservice.core.parse import Parsed, parse, parse_all, parse_timestamp
+from stateservice.core.parse import Parsed, parse, parse_all
 from stateservice.errors import ChartError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -45,10 +47,12 @@ GOOD = chart(
           name: done
           when:
             key: clock
-            value: 3000-01-01T12:00:00
+            value: 3000-01-01T12:00:00Z
       - name: done
     """
 )
+NOON_3000 = datetime(3000, 1, 1, 12, tzinfo=UTC)
+NOT_A_DURATION = "is not a duration such as 90s, 10m, 2h, 1d, 1h30m or ISO 8601 PT10M"
 
 
 # -- good charts -----------------------------------------------------------------------------
@@ -66,7 +70,7 @@ def test_a_good_chart_parses_with_every_field() -> None:
     assert c.state_names == ["build", "deploy", "done"]
     assert c.states == (
         State("build", Func.INCREMENT, Counter("hosts", 0), Target("deploy", "hosts", 3), line=3),
-        State("deploy", Func.TIME, None, Target("done", "clock", "3000-01-01T12:00:00"), line=13),
+        State("deploy", Func.TIME, None, Target("done", "clock", "3000-01-01T12:00:00Z", due=NOON_3000), line=13),
         State("done", None, line=20),
     )
     assert c.state("done") is not None and c.state("done").final  # type: ignore[union-attr]
@@ -117,7 +121,7 @@ def test_flow_style_is_the_same_chart_as_block_style() -> None:
         states:
           - {name: build, func: increment, current: {key: hosts, value: 0},
              target: {name: deploy, when: {key: hosts, value: 3}}}
-          - {name: deploy, func: time, target: {name: done, when: {key: clock, value: "3000-01-01T12:00:00"}}}
+          - {name: deploy, func: time, target: {name: done, when: {key: clock, value: "3000-01-01T12:00:00Z"}}}
           - {name: done}
         """
     )
@@ -149,19 +153,21 @@ def test_counts_are_yaml_integers(written: str, value: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "stamp",
+    ("stamp", "due"),
     [
-        "3000-01-01T12:00:00",
-        "'3000-01-01T12:00:00'",
-        '"3000-01-01T12:00:00"',
-        "3000-01-01T12:00:00Z",
-        "'3000-01-01T12:00:00Z'",
-        "3000-01-01T12:00:00+02:00",
-        '"3000-01-01T12:00:00+02:00"',
-        "3000-01-01 12:00:00",
+        ("3000-01-01T12:00:00Z", NOON_3000),
+        ("'3000-01-01T12:00:00Z'", NOON_3000),
+        ('"3000-01-01T12:00:00Z"', NOON_3000),
+        ("3000-01-01T12:00:00z", NOON_3000),
+        ("3000-01-01T12:00:00+00:00", NOON_3000),
+        ("3000-01-01T12:00:00+02:00", NOON_3000 - timedelta(hours=2)),
+        ('"3000-01-01T12:00:00+02:00"', NOON_3000 - timedelta(hours=2)),
+        ("3000-01-01T12:00:00-05:30", NOON_3000 + timedelta(hours=5, minutes=30)),
+        ("3000-01-01 12:00:00Z", NOON_3000),
+        ("3000-01-01T12:00:00.250Z", NOON_3000 + timedelta(milliseconds=250)),
     ],
 )
-def test_timestamps_are_accepted_quoted_or_not(stamp: str) -> None:
+def test_absolute_timestamps_are_accepted_quoted_or_not(stamp: str, due: datetime) -> None:
     text = chart(
         f"""
         current_state: wait
@@ -173,23 +179,359 @@ def test_timestamps_are_accepted_quoted_or_not(stamp: str) -> None:
         """
     )
 
-    target = parse(text, "x.yaml").unwrap().states[0].target
-    assert target is not None
-    assert target.value == stamp.strip("'\"")  # kept as the text, not a YAML datetime
+    result = parse(text, "x.yaml")
+
+    assert result.problems == []
+    target = result.unwrap().states[0].target
+    assert target == Target("done", "clock", stamp.strip("'\""), due=due)  # the value kept as the text
+    assert target.due is not None and target.due.tzinfo is UTC
+    assert target.after is None
+
+
+@pytest.mark.parametrize(
+    ("stamp", "due"),
+    [
+        ("3000-01-01T12:00:00", NOON_3000 - timedelta(hours=1)),  # CET, UTC+1
+        ("'3000-07-01T12:00:00'", datetime(3000, 7, 1, 10, tzinfo=UTC)),  # CEST, UTC+2
+        ('"3000-01-01 12:00:00"', NOON_3000 - timedelta(hours=1)),
+    ],
+)
+def test_a_naive_timestamp_is_read_in_the_zone_with_a_warning(stamp: str, due: datetime) -> None:
+    text = chart(
+        f"""
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target: {{name: done, when: {{key: clock, value: {stamp}}}}}
+          - name: done
+        """
+    )
+    bare = stamp.strip("'\"")
+
+    result = parse(text, "x.yaml", zone=ZoneInfo("Europe/Berlin"))
+
+    assert [str(p) for p in result.problems] == [
+        f"x.yaml:5: warning: state 'wait': {bare} has no offset, so it is read in the server's time zone "
+        "(Europe/Berlin); add Z or an offset such as +02:00 to make it the same everywhere"
+    ]
+    assert result.errors == []
+    target = result.unwrap().states[0].target
+    assert target == Target("done", "clock", bare, due=due)
+    assert target.due is not None and target.due.tzinfo is UTC
+
+
+def test_a_naive_timestamp_defaults_to_utc_and_names_it() -> None:
+    naive = GOOD.replace("3000-01-01T12:00:00Z", "3000-01-01T12:00:00")
+
+    result = parse(naive, "x.yaml")
+
+    assert [str(p) for p in result.problems] == [
+        "x.yaml:19: warning: state 'deploy': 3000-01-01T12:00:00 has no offset, so it is read in the server's "
+        "time zone (UTC); add Z or an offset such as +02:00 to make it the same everywhere"
+    ]
+    assert result.unwrap().states[1].target == Target("done", "clock", "3000-01-01T12:00:00", due=NOON_3000)
+
+
+def test_the_zone_does_not_change_a_timestamp_with_an_offset() -> None:
+    berlin = parse(GOOD, "x.yaml", zone=ZoneInfo("Europe/Berlin"))
+
+    assert berlin.problems == []
+    assert berlin.unwrap().states == parse(GOOD, "x.yaml").unwrap().states
+
+
+def test_parse_all_reads_naive_times_in_its_zone() -> None:
+    naive = GOOD.replace("3000-01-01T12:00:00Z", "3000-07-01T12:00:00")
+
+    [result] = parse_all({"x.yaml": naive}, zone=ZoneInfo("America/New_York"))
+
+    target = result.unwrap().states[1].target
+    assert target is not None and target.due == datetime(3000, 7, 1, 16, tzinfo=UTC)  # EDT, UTC-4
+    assert [p.line for p in result.warnings] == [19]
+
+
+def test_a_naive_time_in_a_daylight_saving_gap_is_an_error() -> None:
+    # Europe/Berlin skips 02:00-03:00 on 2026-03-29: that local time never happens.
+    text = """
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target:
+              name: done
+              when: {key: clock, value: 2026-03-29T02:30:00}
+          - name: done
+        """
+    result = parse(chart(text), "x.yaml", zone=ZoneInfo("Europe/Berlin"))
+
+    assert [str(p) for p in result.problems] == [
+        "x.yaml:7: state 'wait': when.value '2026-03-29T02:30:00' is not a timestamp "
+        "(2026-03-29T02:30:00 does not exist in time zone Europe/Berlin (the clocks skip it))"
+    ]
+    assert result.chart is None
+
+
+@pytest.mark.parametrize(
+    ("stamp", "due"),
+    [
+        ("2026-03-29T01:59:59", datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC)),  # just before the gap
+        ("2026-03-29T03:00:00", datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),  # just after it
+        ("2026-10-25T02:30:00", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),  # overlap: first (CEST) occurrence
+        ("2026-10-25T02:00:00", datetime(2026, 10, 25, 0, 0, tzinfo=UTC)),
+        ("2026-10-25T03:00:00", datetime(2026, 10, 25, 2, 0, tzinfo=UTC)),  # after the overlap: CET
+    ],
+)
+def test_naive_times_around_daylight_saving_changes(stamp: str, due: datetime) -> None:
+    text = f"""
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target: {{name: done, when: {{key: clock, value: {stamp}}}}}
+          - name: done
+        """
+    result = parse(chart(text), "x.yaml", zone=ZoneInfo("Europe/Berlin"))
+
+    assert result.errors == []
+    target = result.unwrap().states[0].target
+    assert target is not None and target.due == due
+
+
+def test_a_time_in_a_gap_with_an_offset_is_fine() -> None:
+    text = """
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target: {name: done, when: {key: clock, value: "2026-03-29T02:30:00+01:00"}}
+          - name: done
+        """
+    result = parse(chart(text), "x.yaml", zone=ZoneInfo("Europe/Berlin"))
+
+    assert result.problems == []
+    target = result.unwrap().states[0].target
+    assert target is not None and target.due == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 
 
 def test_unquoted_and_quoted_timestamps_give_the_same_target() -> None:
-    quoted = GOOD.replace("value: 3000-01-01T12:00:00", "value: '3000-01-01T12:00:00'")
+    quoted = GOOD.replace("value: 3000-01-01T12:00:00Z", "value: '3000-01-01T12:00:00Z'")
+    assert quoted != GOOD
 
     assert parse(quoted, "x.yaml").unwrap().states == parse(GOOD, "x.yaml").unwrap().states
 
 
-def test_parse_timestamp_reads_offsets_and_z() -> None:
-    assert parse_timestamp("3000-01-01T12:00:00Z") == datetime(3000, 1, 1, 12, tzinfo=UTC)
-    assert parse_timestamp("3000-01-01T12:00:00+02:00") == datetime(3000, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
-    assert parse_timestamp("3000-01-01T12:00:00").tzinfo is None
-    with pytest.raises(ValueError, match="expected a date and a time"):
-        parse_timestamp("3000-01-01")
+# -- elapsed durations -----------------------------------------------------------------------
+
+
+def elapsed_chart(value: str) -> str:
+    return chart(
+        f"""
+        current_state: soak
+        states:
+          - name: soak
+            func: time
+            target:
+              name: done
+              when: {{key: elapsed, value: {value}}}
+          - name: done
+        """
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "after"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("10m", timedelta(minutes=10)),
+        ("2h", timedelta(hours=2)),
+        ("1d", timedelta(days=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        ("'10m'", timedelta(minutes=10)),
+        ("PT10M", timedelta(minutes=10)),
+        ("PT90S", timedelta(seconds=90)),
+        ("PT1.5S", timedelta(seconds=1.5)),
+        ("P1D", timedelta(days=1)),
+        ("P1DT2H", timedelta(days=1, hours=2)),
+        ('"PT1H30M"', timedelta(hours=1, minutes=30)),
+    ],
+)
+def test_elapsed_durations_are_accepted(written: str, after: timedelta) -> None:
+    result = parse(elapsed_chart(written), "x.yaml")
+
+    assert result.problems == []
+    target = result.unwrap().states[0].target
+    assert target == Target("done", "elapsed", written.strip("'\""), after=after)
+    assert target.due is None
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("0s", "'0s' is not a positive duration"),
+        ("0m", "'0m' is not a positive duration"),
+        ("PT0S", "'PT0S' is not a positive duration"),
+        ("P0D", "'P0D' is not a positive duration"),
+        ("-5m", f"'-5m' {NOT_A_DURATION}"),
+        ("5", f"'5' {NOT_A_DURATION}"),
+        ("-5", f"'-5' {NOT_A_DURATION}"),
+        ("soon", f"'soon' {NOT_A_DURATION}"),
+        ("PT", f"'PT' {NOT_A_DURATION}"),
+        ("P", f"'P' {NOT_A_DURATION}"),
+        ("P1DT", f"'P1DT' {NOT_A_DURATION}"),
+        ("10 m", f"'10 m' {NOT_A_DURATION}"),
+        ("10M", f"'10M' {NOT_A_DURATION}"),
+        ("30m1h", f"'30m1h' {NOT_A_DURATION}"),
+        ("''", f"'' {NOT_A_DURATION}"),
+        ("3000-01-01T12:00:00Z", f"'3000-01-01T12:00:00Z' {NOT_A_DURATION}"),
+    ],
+)
+def test_bad_elapsed_durations_are_errors_at_their_line(written: str, message: str) -> None:
+    result = parse(elapsed_chart(written), "x.yaml")
+
+    assert [str(p) for p in result.problems] == [f"x.yaml:7: state 'soak': when.value: {message}"]
+    assert result.chart is None
+
+
+@pytest.mark.parametrize("written", ["~", "[10m]", "{m: 10}"])
+def test_an_elapsed_value_must_be_a_single_value(written: str) -> None:
+    assert [str(p) for p in parse(elapsed_chart(written), "x.yaml").problems] == [
+        "x.yaml:7: when.value must be a single value"
+    ]
+
+
+@pytest.mark.parametrize("written", ["99999999999d", "1" + "0" * 400 + "s", "PT" + "9" * 400 + "S"])
+def test_an_enormous_duration_is_a_problem_not_a_crash(written: str) -> None:
+    # timedelta() raised OverflowError, which parse() does not catch: `validate` crashed instead of reporting.
+    result = parse(elapsed_chart(written), "x.yaml")
+
+    assert result.chart is None
+    assert [(p.line, p.message.startswith(f"state 'soak': when.value: {written!r} ")) for p in result.problems] == [
+        (7, True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "zone"),
+    [
+        ("0001-01-01T00:00:00+01:00", UTC),
+        ("9999-12-31T23:59:59-01:00", UTC),
+        ("0001-01-01T00:00:00", ZoneInfo("Europe/Berlin")),
+    ],
+)
+def test_a_timestamp_outside_the_datetime_range_in_utc_is_a_problem_not_a_crash(stamp: str, zone: Any) -> None:
+    # Converting to UTC leaves years 1..9999 and raised OverflowError, which parse() does not catch.
+    text = f"""
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target: {{name: done, when: {{key: clock, value: "{stamp}"}}}}
+          - name: done
+        """
+    result = parse(chart(text), "x.yaml", zone=zone)
+
+    assert result.chart is None
+    assert [
+        (p.line, p.message.startswith(f"state 'wait': when.value {stamp!r} is not a timestamp ("))
+        for p in result.errors
+    ] == [(5, True)]
+
+
+# -- loops of time states --------------------------------------------------------------------
+
+
+def test_a_loop_of_time_states_with_a_clock_time_is_an_error() -> None:
+    text = """
+        current_state: start
+        states:
+          - name: start
+            func: increment
+            current: {key: n, value: 0}
+            target: {name: open, when: {key: n, value: 1}}
+          - name: open
+            func: time
+            target: {name: shut, when: {key: clock, value: 3000-01-01T12:00:00Z}}
+          - name: shut
+            func: time
+            target: {name: open, when: {key: elapsed, value: 1h}}
+        """
+    result = parse(chart(text), "x.yaml")
+
+    assert [str(p) for p in result.problems] == [
+        "x.yaml:7: the time states open -> shut -> open form a loop with a clock time, which would move forever "
+        "once that time has passed; use elapsed durations or a state that waits for reports"
+    ]
+    assert result.chart is None
+
+
+def test_a_clock_loop_is_reported_once_at_its_first_state_in_the_file() -> None:
+    text = """
+        current_state: c
+        states:
+          - name: a
+            func: time
+            target: {name: b, when: {key: elapsed, value: 1m}}
+          - name: b
+            func: time
+            target: {name: c, when: {key: elapsed, value: 1m}}
+          - name: c
+            func: time
+            target: {name: a, when: {key: clock, value: 3000-01-01T12:00:00Z}}
+        """
+    assert messages(text) == [
+        "x.yaml:3: the time states a -> b -> c -> a form a loop with a clock time, which would move forever "
+        "once that time has passed; use elapsed durations or a state that waits for reports"
+    ]
+
+
+def test_a_loop_of_elapsed_time_states_is_allowed() -> None:
+    text = """
+        current_state: on
+        states:
+          - name: on
+            func: time
+            target: {name: off, when: {key: elapsed, value: 10m}}
+          - name: off
+            func: time
+            target: {name: on, when: {key: elapsed, value: PT5M}}
+        """
+    result = parse(chart(text), "x.yaml")
+
+    assert result.problems == []
+    assert [s.target.after for s in result.unwrap().states if s.target] == [timedelta(minutes=10), timedelta(minutes=5)]
+
+
+def test_a_clock_time_leading_into_an_elapsed_loop_is_allowed() -> None:
+    text = """
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target: {name: on, when: {key: clock, value: 3000-01-01T12:00:00Z}}
+          - name: on
+            func: time
+            target: {name: off, when: {key: elapsed, value: 10m}}
+          - name: off
+            func: time
+            target: {name: on, when: {key: elapsed, value: 10m}}
+        """
+    assert messages(text) == []
+
+
+def test_a_loop_with_a_clock_time_and_an_increment_state_is_allowed() -> None:
+    text = """
+        current_state: wait
+        states:
+          - name: wait
+            func: time
+            target: {name: work, when: {key: clock, value: 3000-01-01T12:00:00Z}}
+          - name: work
+            func: increment
+            current: {key: n, value: 0}
+            target: {name: wait, when: {key: n, value: 1}}
+        """
+    assert messages(text) == []
 
 
 @pytest.mark.parametrize("word", ["on", "off", "yes", "no", "y", "n", "true", "false", "True", "NO"])
@@ -802,11 +1144,11 @@ def test_a_time_state_with_a_bad_timestamp() -> None:
         """
     assert messages(text) == [
         "x.yaml:10: state 'b': when.value 'tomorrow' is not a timestamp "
-        "(expected a date and a time, such as 3000-01-01T12:00:00)",
+        "(expected a date and a time, such as 3000-01-01T12:00:00 or 3000-01-01T12:00:00Z)",
         "x.yaml:17: state 'c': when.value '3000-13-01T00:00:00' is not a timestamp (month must be in 1..12)",
         "x.yaml:20: state 'd': when.value 'next tuesday' is not a timestamp (Invalid isoformat string: 'next tuesday')",
         "x.yaml:23: state 'e': when.value '3000-01-01' is not a timestamp "
-        "(expected a date and a time, such as 3000-01-01T12:00:00)",
+        "(expected a date and a time, such as 3000-01-01T12:00:00 or 3000-01-01T12:00:00Z)",
     ]
 
 
@@ -818,7 +1160,7 @@ def test_a_time_state_with_current() -> None:
           - name: b
             func: time
             current: {key: clock, value: 0}
-            target: {name: a, when: {key: clock, value: 3000-01-01T12:00:00}}
+            target: {name: a, when: {key: clock, value: 3000-01-01T12:00:00Z}}
         """
     assert messages(text) == ["x.yaml:6: state 'b': func: time takes no `current` (the clock is implied)"]
 
@@ -834,9 +1176,11 @@ def test_a_time_state_whose_when_key_is_not_clock() -> None:
               name: a
               when:
                 key: time
-                value: 3000-01-01T12:00:00
+                value: 3000-01-01T12:00:00Z
         """
-    assert messages(text) == ["x.yaml:9: state 'b': func: time needs when.key 'clock', not 'time'"]
+    assert messages(text) == [
+        "x.yaml:9: state 'b': func: time needs when.key 'clock' (a date-time) or 'elapsed' (a duration), not 'time'"
+    ]
 
 
 def test_a_time_state_cannot_target_itself() -> None:
@@ -848,7 +1192,7 @@ def test_a_time_state_cannot_target_itself() -> None:
             func: time
             target:
               name: b
-              when: {key: clock, value: 3000-01-01T12:00:00}
+              when: {key: clock, value: 3000-01-01T12:00:00Z}
         """
     assert messages(text) == ["x.yaml:7: state 'b': a time state cannot target itself"]
 
@@ -984,7 +1328,7 @@ def test_many_problems_are_all_reported_sorted_by_line() -> None:
         "x.yaml:9: target 'nowhere' of state 'b' is not a state of this chart",
         "x.yaml:12: state 'c': func: time takes no `current` (the clock is implied)",
         "x.yaml:13: state 'c': when.value 'soon' is not a timestamp "
-        "(expected a date and a time, such as 3000-01-01T12:00:00)",
+        "(expected a date and a time, such as 3000-01-01T12:00:00 or 3000-01-01T12:00:00Z)",
         "x.yaml:14: duplicate state 'b' (first defined at line 6)",
         "x.yaml:15: the state name 'bad name' is not a valid state name "
         "(letters, digits, '.', '_', '-'; starting with a letter or digit; at most 128)",

@@ -7,8 +7,9 @@ import operator
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -576,6 +577,8 @@ NEAR_KEYS = ["nme", "Name", "current-state", "currentstate", "curent_state", "st
 NEAR_KEYS += ["curent", "targt", "targets", "wen", "When", "ky", "keys", "vaule", "val", "clock"]
 WORDS = ["increment", "time", "clock", "incremnt", "on", "yes", "no", "null", "~", "0x10", "1_000", ""]
 WORDS += ["3000-01-01T12:00:00", "3000-01-01T12:00:00Z", "3000-01-01T12:00:00+02:00", "3000-13-01T00:00:00"]
+WORDS += ["elapsed", "90s", "10m", "1h30m", "PT10M", "P1DT2H", "0s", "-5m", "PT", "P", "soon", "999999999d"]
+WORDS += ["2026-03-29T02:30:00", "2026-10-25T02:30:00", "0001-01-01T00:00:00+01:00", "99999999999d"]
 
 keys = st.sampled_from(REAL_KEYS + NEAR_KEYS) | st.text(max_size=10)
 scalars = (
@@ -610,7 +613,7 @@ targets = st.fixed_dictionaries(
             st.fixed_dictionaries(
                 {},
                 optional={
-                    "key": mostly(st.sampled_from(["n", "m", "clock"])),
+                    "key": mostly(st.sampled_from(["n", "m", "clock", "elapsed"])),
                     "value": mostly(st.integers(-3, 8) | st.sampled_from(WORDS)),
                 },
             )
@@ -651,8 +654,8 @@ def yamlish(draw: st.DrawFn) -> str:
     return text
 
 
-def check_parsed(text: str) -> None:
-    result = parse(text, "x.yaml")
+def check_parsed(text: str, zone: tzinfo = UTC) -> None:
+    result = parse(text, "x.yaml", zone=zone)
 
     assert isinstance(result, Parsed)
     assert result.path == "x.yaml"
@@ -667,6 +670,9 @@ def check_parsed(text: str) -> None:
     else:
         assert result.chart is not None
         assert result.chart.digest == hashlib.sha256(text.encode()).hexdigest()
+        snap = rules.initial(result.chart, T0)  # a chart that parses can be driven
+        rules.next_due(result.chart, snap)
+        rules.advance(result.chart, snap, T0 + timedelta(days=400), limit=20)
 
 
 @settings(deadline=None)
@@ -678,7 +684,27 @@ def test_parse_never_crashes_on_text(text: str) -> None:
     check_parsed(text)
 
 
-@settings(deadline=None)
-@given(yamlish())
-def test_parse_never_crashes_on_yamlish_documents(text: str) -> None:
+TIME_STATE = (
+    "current_state: a\nstates:\n"
+    "  - {{name: a, func: time, target: {{name: b, when: {{key: {}, value: '{}'}}}}}}\n"
+    "  - name: b\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        TIME_STATE.format("elapsed", "99999999999d"),
+        TIME_STATE.format("elapsed", "999999999d"),
+        TIME_STATE.format("clock", "0001-01-01T00:00:00+01:00"),
+        TIME_STATE.format("clock", "9999-12-31T23:59:59-01:00"),
+    ],
+)
+def test_parse_never_crashes_on_extreme_times(text: str) -> None:
     check_parsed(text)
+
+
+@settings(deadline=None)
+@given(yamlish(), st.sampled_from([UTC, ZoneInfo("Europe/Berlin"), timezone(timedelta(hours=-3))]))
+def test_parse_never_crashes_on_yamlish_documents(text: str, zone: tzinfo) -> None:
+    check_parsed(text, zone)
