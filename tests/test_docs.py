@@ -58,6 +58,7 @@ def test_keys_table_names_every_key() -> None:
         keys.chart_hosts("CHART", "STATE"): "set",
         keys.chart_history("CHART"): "stream",
         keys.chart_definition("CHART"): "hash",
+        keys.chart_channel("CHART"): "pubsub",
     }
     assert documented == expected
     for key in expected:

@@ -26,11 +26,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from stateservice.core import rules
+from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
-from stateservice.errors import StoreBusy
+from stateservice.errors import StateServiceError, StoreBusy
 from stateservice.store import codec, keys
 from stateservice.store.clock import Clock, RedisClock
+from stateservice.store.group import GroupCommit
 
 log = structlog.get_logger(__name__)
 
@@ -59,13 +60,16 @@ class ChartStore:
         max_attempts: int = 64,
         history_length: int = 10_000,
         lock_timeout: float = 10.0,
+        coalesce: bool = True,
     ) -> None:
         self.redis = redis
         self.clock = clock or RedisClock(redis).now
         self.max_attempts = max_attempts
         self.history_length = history_length
         self.lock_timeout = lock_timeout
+        self.coalesce = coalesce
         self._locks: dict[str, asyncio.Lock] = {}
+        self._reports: dict[tuple[str, str], GroupCommit[batch.Entry, rules.Report | StateServiceError]] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -118,35 +122,54 @@ class ChartStore:
         return snap
 
     async def report(self, chart: Chart, state: str, host: str | None = None) -> rules.Report:
-        """Count one report of `state` (once per `host` and visit). Raises what `rules.report` raises."""
-        key = keys.chart_state(chart.name)
-        hosts_key = keys.chart_hosts(chart.name, state)
+        """Count one report of `state` (once per `host` and visit). Raises what `rules.report` raises.
 
-        async def attempt(pipe: Pipeline) -> tuple[rules.Report, list[Transition]]:
-            await pipe.watch(key, hosts_key)
+        With coalescing (the default), reports to one chart that arrive while its previous
+        transaction is in flight share the next one, decided as if serialised.
+        """
+        entry = batch.Entry(state, host)
+        if self.coalesce:
+            group = self._reports.get((chart.name, chart.digest))
+            if group is None:
+                group = GroupCommit(lambda entries: self._commit_reports(chart, entries))
+                self._reports[(chart.name, chart.digest)] = group
+            outcome = await group.submit(entry)
+        else:
+            outcome = (await self._commit_reports(chart, [entry]))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _commit_reports(self, chart: Chart, entries: list[batch.Entry]) -> list[rules.Report | StateServiceError]:
+        """One transaction for a batch of reports: each entry's answer, in order."""
+        key = keys.chart_state(chart.name)
+
+        async def attempt(pipe: Pipeline) -> tuple[batch.Decision, list[Transition]]:
+            await pipe.watch(key)  # every counted report writes this hash, so it sees every conflict
             now = await self.clock()
             snap, created = await self._read(pipe, chart, now)
             snap, moves = rules.advance(chart, snap, now)
-            # a state just entered by a time move has an empty host set (cleared below)
-            fresh = any(move.to_state == state for move in moves)
-            seen = host is not None and not fresh and bool(await pipe.sismember(hosts_key, host))
-            result = rules.report(chart, snap, state, now, already_counted=seen, host=host)
-            if not (result.counted or created or moves):
-                return result, moves
+            counted: set[str] = set()
+            hosts = sorted({e.host for e in entries if e.host is not None and e.state == snap.state})
+            if hosts and not moves:  # a state just entered by a time move has nobody counted yet
+                flags = await pipe.smismember(keys.chart_hosts(chart.name, snap.state), hosts)
+                counted = {h for h, flag in zip(hosts, flags, strict=True) if flag}
+            decision = batch.decide(chart, snap, entries, now, counted)
+            if not (decision.changed or created or moves):
+                return decision, moves
             pipe.multi()
             self._write(pipe, chart, snap, moves, created)
-            if result.transition is not None:
-                self._write(pipe, chart, result.snapshot, [result.transition])
-            if result.counted:
-                pipe.hset(key, keys.counter_field(state), str(result.count))
-            if result.counted and result.transition is None and host is not None:
-                pipe.sadd(hosts_key, host)
+            self._write(pipe, chart, decision.snapshot, decision.transitions)
+            if decision.counters:
+                pipe.hset(key, mapping={keys.counter_field(s): str(n) for s, n in decision.counters.items()})
+            if decision.new_hosts:
+                pipe.sadd(keys.chart_hosts(chart.name, decision.snapshot.state), *sorted(decision.new_hosts))
             await pipe.execute()
-            return result, moves
+            return decision, moves
 
-        result, moves = await self._transact(chart, "report", attempt)
-        _log_moves([*moves, *([result.transition] if result.transition else [])])
-        return result
+        decision, moves = await self._transact(chart, "report", attempt)
+        _log_moves([*moves, *decision.transitions])
+        return decision.outcomes
 
     async def reset(self, chart: Chart, host: str | None = None) -> Transition:
         """Put the chart back to its initial state, every counter at its start, and record it."""
@@ -163,6 +186,7 @@ class ChartStore:
             pipe.hset(key, mapping=codec.initial_fields(chart, snap))
             self._record(pipe, move)
             self._define(pipe, chart, now)
+            pipe.publish(keys.chart_channel(chart.name), snap.state)
             await pipe.execute()
             return move
 
@@ -233,6 +257,7 @@ class ChartStore:
             self._record(pipe, move)
         if moves:
             pipe.hset(key, mapping=codec.encode_snapshot(snap))
+            pipe.publish(keys.chart_channel(chart.name), snap.state)  # wakes long-polls in every worker
 
     def _record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(

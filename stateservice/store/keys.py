@@ -17,6 +17,8 @@ stateservice:{CHART}:history            stream  transitions and resets, newest l
                                                 due_at (time moves: when it fell due)
 stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (YAML text),
                                                 registered_at, of the chart file last served
+stateservice:{CHART}:moves              pubsub  channel (not a key): the new state, published
+                                                by every transaction that moves the chart
 ======================================  ======  ===============================================
 
 Workers keep no copy of any of these, so a repair made with redis-cli is seen by the next
@@ -53,6 +55,11 @@ def chart_history(chart: str) -> str:
 
 def chart_definition(chart: str) -> str:
     return f"{PREFIX}:{{{chart}}}:definition"
+
+
+def chart_channel(chart: str) -> str:
+    """The pub/sub channel on which every move of the chart is announced (the message is the new state)."""
+    return f"{PREFIX}:{{{chart}}}:moves"
 
 
 def counter_field(state: str) -> str:

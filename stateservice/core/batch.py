@@ -1,0 +1,68 @@
+"""Group commit: many reports to one chart decided together, exactly as if they had been serialised.
+
+Pure. `store/charts.py` collects the reports that arrive while a chart's previous
+transaction is in flight and writes their combined effect in one transaction; this module
+says what that effect is and what each caller is answered: the report that reaches the
+target is the one that moves the chart, those after it that named the old state are
+refused with NotCurrent, and a host is counted at most once per visit even inside a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Set
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from stateservice.core import rules
+from stateservice.core.chart import Chart, Snapshot, Transition
+from stateservice.errors import StateServiceError
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One report in a batch: the state it names and, for idempotent reports, its host."""
+
+    state: str
+    host: str | None = None
+
+
+@dataclass
+class Decision:
+    """What a batch does: the final snapshot, each entry's answer, and what to write."""
+
+    snapshot: Snapshot
+    outcomes: list[rules.Report | StateServiceError] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)  # state -> its counter after its last count
+    new_hosts: set[str] = field(default_factory=set)  # to add to the final state's host set
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.counters or self.transitions)
+
+
+def decide(chart: Chart, snap: Snapshot, entries: Sequence[Entry], now: datetime, counted: Set[str]) -> Decision:
+    """Apply `entries` in order to `snap`. `counted` holds the hosts already counted in `snap`'s visit."""
+    decision = Decision(snap)
+    visit: set[str] = set(counted)
+    for entry in entries:
+        seen = entry.host is not None and entry.host in visit
+        try:
+            result = rules.report(chart, snap, entry.state, now, already_counted=seen, host=entry.host)
+        except StateServiceError as exc:
+            decision.outcomes.append(exc)
+            continue
+        decision.outcomes.append(result)
+        if not result.counted:
+            continue
+        decision.counters[entry.state] = result.count
+        if entry.host is not None:
+            visit.add(entry.host)
+        if result.transition is not None:
+            decision.transitions.append(result.transition)
+            decision.counters[result.snapshot.state] = result.snapshot.count  # entering resets it
+            visit = set()  # a new visit: nobody is counted in it yet
+        snap = result.snapshot
+    decision.snapshot = snap
+    decision.new_hosts = visit if decision.transitions else visit - set(counted)
+    return decision
