@@ -62,6 +62,8 @@ def render(views: list[dict[str, Any]], as_json: bool) -> str:
         lines.append(f"  current_state  {view['current_state']}{'  (final)' if view['final'] else ''}")
         lines.append(f"  entered_at     {view['entered_at']}")
         lines.append(f"  hosts counted  {len(view['hosts_counted'])}")
+        if view.get("due_at"):
+            lines.append(f"  due_at         {view['due_at']}")
         for state in view["states"]:
             mark = "*" if state["name"] == view["current_state"] else " "
             if state["counter"]:
@@ -69,7 +71,9 @@ def render(views: list[dict[str, Any]], as_json: bool) -> str:
                 goal = state["target"]["when"]["value"]
                 detail = f"{counter['key']}={counter['value']}/{goal} -> {state['target']['name']}"
             elif state["target"]:
-                detail = f"at {state['target']['when']['value']} -> {state['target']['name']}"
+                when = state["target"]["when"]
+                word = "after" if when["key"] == "elapsed" else "at"
+                detail = f"{word} {when['value']} -> {state['target']['name']}"
             else:
                 detail = "final"
             lines.append(f"  {mark} {state['name']:<24} {state['func'] or '':<10} {detail}")

@@ -14,7 +14,7 @@ import structlog
 
 from stateservice.core.chart import Chart
 from stateservice.core.parse import Parsed, parse_all
-from stateservice.errors import ChartError, Problem, StartupError
+from stateservice.errors import ChartError, Problem
 
 log = structlog.get_logger(__name__)
 
@@ -33,9 +33,7 @@ def check_files(paths: Sequence[Path], zone: tzinfo) -> list[Parsed]:
 
 
 def load_charts(paths: Sequence[Path], zone: tzinfo) -> list[Chart]:
-    """The charts in `paths`; warnings are logged. Raises ChartError with every error, StartupError if none given."""
-    if not paths:
-        raise StartupError("no chart to serve: give --chart FILE (or STATESERVICE_CHART)")
+    """The charts in `paths` (none for none); warnings are logged. Raises ChartError with every error."""
     results = check_files(paths, zone)
     errors = [problem for result in results for problem in result.errors]
     if errors:

@@ -20,7 +20,7 @@ import tzlocal
 
 from stateservice.errors import ConfigError
 from stateservice.logs import FORMATS, LEVELS
-from stateservice.store.connect import SCHEMES
+from stateservice.store.connect import SCHEMES, redact, with_credentials
 
 ENV_PREFIX = "STATESERVICE_"
 T = TypeVar("T")
@@ -37,6 +37,18 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "log_level": ("--log-level", "STATESERVICE_LOG_LEVEL", "info"),
     "timezone": ("--timezone", "STATESERVICE_TIMEZONE", "the server's local zone"),
     "lease_ttl": ("--lease-ttl", "STATESERVICE_LEASE_TTL", "5"),
+    "coalesce": ("--coalesce / --no-coalesce", "STATESERVICE_COALESCE", "on"),
+    "max_wait": ("--max-wait", "STATESERVICE_MAX_WAIT", "300"),
+    "model_config": ("--config", "STATESERVICE_MODEL_CONFIG", "(none: no models served)"),
+    "models": ("--models", "STATESERVICE_MODELS", "(none; needed with --config)"),
+    "max_body": ("--max-body", "STATESERVICE_MAX_BODY", "1048576 (1 MiB)"),
+    "allow_writable_models": ("--allow-writable-models", "STATESERVICE_ALLOW_WRITABLE_MODELS", "off"),
+    "tokens": ("--tokens", "STATESERVICE_TOKENS", "(none: no authentication, loopback only)"),
+    "insecure_no_auth": ("--insecure-no-auth", "STATESERVICE_INSECURE_NO_AUTH", "off"),
+    "tls_cert": ("--tls-cert", "STATESERVICE_TLS_CERT", "(none: plain HTTP)"),
+    "tls_key": ("--tls-key", "STATESERVICE_TLS_KEY", "(none; needed with --tls-cert)"),
+    "tls_client_ca": ("--tls-client-ca", "STATESERVICE_TLS_CLIENT_CA", "(none: no client certificates)"),
+    "redis_ca": ("--redis-ca", "STATESERVICE_REDIS_CA", "(the system's CAs, for rediss://)"),
 }
 
 
@@ -52,6 +64,18 @@ class Config:
     log_level: str = "info"
     timezone: str | None = None  # None: the server's local zone; reads naive clock times in charts
     lease_ttl: float = 5.0
+    coalesce: bool = True  # group commit of one chart's concurrent reports (and shared gate reads)
+    max_wait: float = 300.0  # seconds: the longest `wait=` a long-poll may ask for
+    model_config: Path | None = None  # the dir of model configs (*.json); None: no models served
+    models: Path | None = None  # the dir of model files, <models>/<team>/<model>
+    max_body: int = 1024 * 1024  # bytes; a larger request body answers 413
+    allow_writable_models: bool = False  # load model files others than their owner can write
+    tokens: Path | None = None  # the tokens file; None: no authentication (and loopback only)
+    insecure_no_auth: bool = False  # allow a non-loopback --host without tokens
+    tls_cert: Path | None = None  # serve HTTPS with this certificate chain (PEM) and --tls-key
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)
+    redis_ca: Path | None = None  # verify a rediss:// server against this CA file
 
     def zone(self) -> tzinfo:
         """The zone naive chart times are read in. Raises ConfigError for an unknown zone name."""
@@ -86,6 +110,35 @@ class Config:
         pick("charts", lambda v, _: tuple(Path(p) for p in v.split(os.pathsep) if p))
         pick("timezone", lambda v, source: str(_zone(v, source)))
         pick("lease_ttl", _seconds)
+        pick("coalesce", _switch)
+        pick("max_wait", _seconds)
+        pick("model_config", lambda v, _: Path(v))
+        pick("models", lambda v, _: Path(v))
+        pick("max_body", _bytes)
+        pick("allow_writable_models", _switch)
+        pick("tokens", lambda v, _: Path(v))
+        pick("insecure_no_auth", _switch)
+        pick("tls_cert", lambda v, _: Path(v))
+        pick("tls_key", lambda v, _: Path(v))
+        pick("tls_client_ca", lambda v, _: Path(v))
+        pick("redis_ca", lambda v, _: Path(v))
+        if "redis_ca" in values and urlsplit(values.get("redis_url", "")).scheme != "rediss":
+            raise ConfigError("--redis-ca needs a rediss:// --redis URL: it verifies the Redis server's certificate")
+        if "redis_url" in values:  # credentials from the environment keep the password out of argv and `ps`
+            ca = values.get("redis_ca")
+            values["redis_url"] = with_credentials(
+                values["redis_url"],
+                environ.get(ENV_PREFIX + "REDIS_USERNAME") or None,
+                environ.get(ENV_PREFIX + "REDIS_PASSWORD") or None,
+                str(ca) if ca is not None else None,
+            )
+        if ("tls_cert" in values) != ("tls_key" in values):
+            raise ConfigError("--tls-cert and --tls-key go together: give both to serve HTTPS")
+        if "tls_client_ca" in values and "tls_cert" not in values:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key: client certificates need HTTPS")
+        if ("model_config" in values) != ("models" in values):
+            given, needed = ("--config", "--models") if "model_config" in values else ("--models", "--config")
+            raise ConfigError(f"{given} needs {needed} too: models are read from --config DIR and --models DIR")
         if isinstance(values.get("charts"), list):  # --chart is repeatable: argparse gives a list
             values["charts"] = tuple(Path(p) for p in values["charts"])
         values.setdefault("log_format", "console" if tty else "json")
@@ -108,6 +161,22 @@ def _seconds(value: str, source: str) -> float:
     return seconds
 
 
+def _bytes(value: str, source: str) -> int:
+    units = {"": 1, "K": 1024, "KIB": 1024, "M": 1024 * 1024, "MIB": 1024 * 1024}
+    number = value.rstrip("KkMmIiBb")
+    unit = value[len(number) :].upper()
+    if not number.isdigit() or unit not in units or not 1024 <= int(number) * units[unit] <= 1024**3:
+        raise ConfigError(f"{source}: {value!r} is not a size from 1K to 1024M (bytes, or with a K or M suffix)")
+    return int(number) * units[unit]
+
+
+def _switch(value: str, source: str) -> bool:
+    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+    if value.lower() not in words:
+        raise ConfigError(f"{source}: {value!r} is not one of on, off, true, false, yes, no, 1, 0")
+    return words[value.lower()]
+
+
 def _zone(value: str, source: str) -> tzinfo:
     try:
         return ZoneInfo(value)
@@ -124,9 +193,13 @@ def _workers(value: str, source: str) -> int:
 
 
 def _redis_url(value: str, source: str) -> str:
-    scheme = urlsplit(value).scheme
+    try:
+        parts = urlsplit(value)
+        scheme = parts.scheme if parts.port is None or parts.port >= 0 else ""  # .port raises for a bad port
+    except ValueError:
+        scheme = ""  # e.g. an unclosed [ or a port that is no number
     if scheme not in SCHEMES:
-        raise ConfigError(f"{source}: {value!r} is not a redis://, rediss:// or unix:// URL")
+        raise ConfigError(f"{source}: {redact(value)!r} is not a redis://, rediss:// or unix:// URL")
     return value
 
 

@@ -22,6 +22,7 @@ class StateServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.fields = fields
+        self.headers: dict[str, str] = {}  # extra response headers, e.g. Retry-After
 
     def body(self) -> dict[str, Any]:
         """The JSON error body: `{"error", "message", "status", ...fields}`."""
@@ -58,7 +59,9 @@ class UnknownChart(StateServiceError):
 
     def __init__(self, chart: str, known: Sequence[str]) -> None:
         super().__init__(
-            f"no chart named {chart!r}; served charts: {', '.join(known) or '(none)'}",
+            f"no chart named {chart!r}; served charts: {', '.join(known)}"
+            if known
+            else "this service serves no charts (start it with --chart FILE)",
             chart=chart,
             charts=list(known),
         )
@@ -114,6 +117,15 @@ class StoreUnavailable(StateServiceError):
     status, code = 503, "store_unavailable"
 
 
+class ServiceStopping(StateServiceError):
+    """The worker is shutting down; the caller should retry (another worker or the restarted one answers)."""
+
+    status, code = 503, "stopping"
+
+    def __init__(self) -> None:
+        super().__init__("the service is stopping; retry shortly")
+
+
 class StoreBusy(StateServiceError):
     """Too many concurrent writers kept invalidating our transaction; the caller may retry."""
 
@@ -160,3 +172,122 @@ class ConfigError(StartupError):
     """A setting has a bad value; the message names where it came from."""
 
     code = "config_error"
+
+
+class ModelConfigError(StartupError):
+    """Start-up only: model configs that cannot be served. `str()` lists every `FILE: message`."""
+
+    code = "model_config_error"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class MissingField(BadRequest):
+    code = "missing_field"
+
+    def __init__(self, name: str, example: str) -> None:
+        super().__init__(f"the body has no {name!r}; send {example}", field=name)
+
+
+class InvalidField(BadRequest):
+    code = "invalid_field"
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message, field=name)
+
+
+class BodyTooLarge(StateServiceError):
+    status, code = 413, "body_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body is larger than the limit of {limit} bytes (--max-body)", limit=limit)
+
+
+class UnknownModel(StateServiceError):
+    status, code = 404, "unknown_model"
+
+    def __init__(self, model: str, known: Sequence[str]) -> None:
+        served = ", ".join(known) if known else "(none: start the service with --config DIR --models DIR)"
+        super().__init__(f"no model named {model!r}; served models: {served}", model=model, models=list(known))
+
+
+class ValuesRejected(StateServiceError):
+    """The values are well-formed JSON rows, but the model cannot predict from them."""
+
+    status, code = 422, "values_rejected"
+
+    def __init__(self, model: str, message: str, **fields: Any) -> None:
+        super().__init__(message, model=model, **fields)
+
+
+class ModelUnavailable(StateServiceError):
+    """The model's file could not be loaded and no earlier version of it is loaded."""
+
+    status, code = 500, "model_unavailable"
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model!r} cannot be loaded: {reason}", model=model)
+        self.reason = reason
+
+
+class BadPrediction(StateServiceError):
+    """The model predicted something that names none of its states: a fault of the model, not the caller."""
+
+    status, code = 500, "bad_prediction"
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(message, model=model)
+
+
+class PredictionFailed(StateServiceError):
+    """The model's `predict` raised something other than a complaint about the values (a fault of the model)."""
+
+    status, code = 500, "prediction_failed"
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(message, model=model)
+
+
+class Unauthorized(StateServiceError):
+    """No token, or one that matches no entry of the tokens file."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = 'Bearer realm="stateservice"'
+
+
+class Forbidden(StateServiceError):
+    """A known identity without the scope (or the chart) the request needs."""
+
+    status, code = 403, "forbidden"
+
+    def __init__(self, identity: str, scope: str, chart: str | None = None) -> None:
+        where = f" on chart {chart!r}" if chart else ""
+        super().__init__(
+            f"{identity!r} may not {scope}{where}",
+            identity=identity,
+            scope=scope,
+            **({"chart": chart} if chart else {}),
+        )
+
+
+class QueryTooLong(StateServiceError):
+    status, code = 414, "uri_too_long"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the query string is longer than the limit of {limit} bytes", limit=limit)
+
+
+class HeadersTooLarge(StateServiceError):
+    status, code = 431, "headers_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request headers are larger than the limit of {limit} bytes in all", limit=limit)

@@ -27,13 +27,18 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stateservice import tls
+from stateservice.auth import check_exposure, is_loopback, load_tokens
 from stateservice.charts_files import load_charts
 from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.errors import StartupError
+from stateservice.modelconf import ModelSpec, load_specs
+from stateservice.models import ModelCache
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect, redact
 from stateservice.store.embedded import EmbeddedRedis
+from stateservice.web import limits
 from stateservice.web.app import create_app
 
 log = structlog.get_logger(__name__)
@@ -48,24 +53,49 @@ def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT. Raises StartupError (or ChartError) for what the operator must fix."""
     zone = config.zone()
     charts = load_charts(config.charts, zone)
+    models = _model_specs(config)
+    if not charts and not models:
+        raise StartupError(
+            "nothing to serve: give --chart FILE (or STATESERVICE_CHART), and/or --config DIR --models DIR for models"
+        )
+    tokens = load_tokens(config.tokens) if config.tokens is not None else None
+    check_exposure(config.host, tokens, config.insecure_no_auth)
+    if tokens is None and not is_loopback(config.host):
+        log.warning("insecure_no_auth", host=config.host, hint="anyone who can connect can move charts")
+    scheme = "https" if tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca) else "http"
     with redis_for(config, serving=True) as url:
         asyncio.run(_preflight(charts, url))
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
         log.info(
             "serving",
-            url=f"http://{_url_host(host)}:{port}",
+            url=f"{scheme}://{_url_host(host)}:{port}",
+            auth="tokens" if tokens is not None else "off",
+            tokens=len(tokens.entries) if tokens is not None else 0,
             workers=config.workers,
             redis=redact(url),
             charts=[c.name for c in charts],
+            models=[m.name for m in models],
         )
         if config.workers == 1:
-            asyncio.run(_worker(charts, url, sock, config))
+            asyncio.run(_worker(charts, url, sock, config, models))
         else:
-            _supervise(config, charts, url, sock)
+            _supervise(config, charts, url, sock, models)
         sock.close()
     log.info("stopped")
     return 0
+
+
+def _model_specs(config: Config) -> list[ModelSpec]:
+    """The configured models, checked before any worker starts. Raises ModelConfigError (`FILE: message` lines)."""
+    if config.model_config is None or config.models is None:
+        return []
+    specs = load_specs(config.model_config, config.models, allow_writable=config.allow_writable_models)
+    if config.allow_writable_models:
+        log.warning("writable_models_allowed", models=str(config.models))
+    for spec in specs:
+        log.info("model_configured", model=spec.name, path=str(spec.path), format=spec.format.value)
+    return specs
 
 
 @contextmanager
@@ -153,32 +183,52 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _worker(charts: Sequence[Chart], url: str, sock: socket.socket, config: Config) -> None:
+async def _worker(
+    charts: Sequence[Chart], url: str, sock: socket.socket, config: Config, models: Sequence[ModelSpec] = ()
+) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(
-        create_app(charts, url, zone=config.zone(), lease_ttl=config.lease_ttl),
+        create_app(
+            charts,
+            url,
+            zone=config.zone(),
+            lease_ttl=config.lease_ttl,
+            coalesce=config.coalesce,
+            max_wait=config.max_wait,
+            models=ModelCache(models, allow_writable=config.allow_writable_models),
+            max_body=config.max_body,
+            tokens=load_tokens(config.tokens) if config.tokens is not None else None,
+        ),
         access_log=None,
         shutdown_timeout=SHUTDOWN_GRACE,
+        handler_cancellation=True,  # a client that hangs up stops its long-poll at once
+        max_line_size=limits.MAX_LINE,  # longer request lines and headers get aiohttp's own plain-text 400
+        max_field_size=limits.MAX_LINE,
     )
     await runner.setup()
-    await web.SockSite(runner, sock, backlog=BACKLOG).start()
+    context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+    await web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=context).start()
     log.info("worker_started")
     await stop.wait()
     log.info("worker_stopping")
     await runner.cleanup()
 
 
-def _run_worker(charts: Sequence[Chart], url: str, sock: socket.socket, config: Config) -> None:
+def _run_worker(
+    charts: Sequence[Chart], url: str, sock: socket.socket, config: Config, models: Sequence[ModelSpec]
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    asyncio.run(_worker(charts, url, sock, config))
+    asyncio.run(_worker(charts, url, sock, config, models))
 
 
-def _supervise(config: Config, charts: Sequence[Chart], url: str, sock: socket.socket) -> None:
+def _supervise(
+    config: Config, charts: Sequence[Chart], url: str, sock: socket.socket, models: Sequence[ModelSpec]
+) -> None:
     """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal."""
     context = multiprocessing.get_context("fork")
     stopping = False
@@ -190,7 +240,7 @@ def _supervise(config: Config, charts: Sequence[Chart], url: str, sock: socket.s
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def spawn() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_run_worker, args=(charts, url, sock, config), daemon=False)
+        process = context.Process(target=_run_worker, args=(charts, url, sock, config, models), daemon=False)
         process.start()
         log.info("worker_spawned", worker_pid=process.pid)
         return process

@@ -48,11 +48,14 @@ class Scheduler:
         self.zone = zone
         self.interval = interval
         self.leading = False
+        self.halted = False
         self._parsed: dict[str, Chart] = {}  # other services' charts, by digest
 
     async def run(self) -> None:
         """Hold or seek the lease, and while holding it advance due charts; until cancelled."""
-        while True:
+        # a flag as well as cancellation: a cancel that lands inside a Redis call with a timeout
+        # can surface as TimeoutError, which `step` treats as an outage and keeps going
+        while not self.halted:
             await self.step()
             await asyncio.sleep(self.interval if self.leading else self.interval * 2)
 

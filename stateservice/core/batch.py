@@ -10,7 +10,7 @@ refused with NotCurrent, and a host is counted at most once per visit even insid
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from stateservice.core import rules
@@ -20,10 +20,12 @@ from stateservice.errors import StateServiceError
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One report in a batch: the state it names and, for idempotent reports, its host."""
+    """One report in a batch: the state it names, for idempotent reports its host, and who sent it (audit)."""
 
     state: str
     host: str | None = None
+    actor: str | None = None
+    remote: str | None = None
 
 
 @dataclass
@@ -59,7 +61,7 @@ def decide(chart: Chart, snap: Snapshot, entries: Sequence[Entry], now: datetime
         if entry.host is not None:
             visit.add(entry.host)
         if result.transition is not None:
-            decision.transitions.append(result.transition)
+            decision.transitions.append(replace(result.transition, actor=entry.actor, remote=entry.remote))
             decision.counters[result.snapshot.state] = result.snapshot.count  # entering resets it
             visit = set()  # a new visit: nobody is counted in it yet
         snap = result.snapshot

@@ -104,3 +104,5 @@ class Transition:
     at: datetime
     host: str | None = None
     due_at: datetime | None = None  # time transitions: when it fell due (`at` is when it was applied)
+    actor: str | None = None  # who: a token name or client-certificate CN, `-` without auth, `time` for the clock
+    remote: str | None = None  # the caller's address, for audit

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -68,13 +68,32 @@ class ChartStore:
         self.history_length = history_length
         self.lock_timeout = lock_timeout
         self.coalesce = coalesce
+        self.commits = 0  # transactions that went through, and retries after a conflict: for benchmarks and logs
+        self.retries = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._reports: dict[tuple[str, str], GroupCommit[batch.Entry, rules.Report | StateServiceError]] = {}
+        self._reads: dict[tuple[str, str], GroupCommit[None, Snapshot]] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
     async def current_state(self, chart: Chart) -> Snapshot:
-        """The snapshot for a gate check: one round trip, plus a transaction only when a time move is due."""
+        """The snapshot for a gate check: one round trip, plus a transaction only when a time move is due.
+
+        With coalescing, concurrent checks of one chart share the next read (never one
+        already sent, so nobody is answered from before it asked).
+        """
+        if not self.coalesce:
+            return await self._current_state(chart)
+        group = self._reads.get((chart.name, chart.digest))
+        if group is None:
+            group = GroupCommit(lambda items: self._shared_read(chart, len(items)))
+            self._reads[(chart.name, chart.digest)] = group
+        return await group.submit(None)
+
+    async def _shared_read(self, chart: Chart, callers: int) -> list[Snapshot]:
+        return [await self._current_state(chart)] * callers
+
+    async def _current_state(self, chart: Chart) -> Snapshot:
         key = keys.chart_state(chart.name)
         state, entered = await self.redis.hmget(key, [keys.CURRENT_STATE, keys.ENTERED_AT])
         if state is None:
@@ -110,24 +129,28 @@ class ChartStore:
             await pipe.watch(key)
             now = await self.clock()
             snap, created = await self._read(pipe, chart, now)
-            snap, moves = rules.advance(chart, snap, now)
+            snap, moves = _timed(rules.advance(chart, snap, now))
             if created or moves:
                 pipe.multi()
                 self._write(pipe, chart, snap, moves, created)
                 await pipe.execute()
             return snap, moves
 
-        snap, moves = await self._transact(chart, "advance", attempt)
-        _log_moves(moves)
-        return snap
+        while True:  # a long catch-up (an elapsed loop after weeks down) takes several transactions
+            snap, moves = await self._transact(chart, "advance", attempt)
+            _log_moves(moves)
+            if len(moves) < rules.MAX_CHAIN:
+                return snap
 
-    async def report(self, chart: Chart, state: str, host: str | None = None) -> rules.Report:
+    async def report(
+        self, chart: Chart, state: str, host: str | None = None, *, actor: str | None = None, remote: str | None = None
+    ) -> rules.Report:
         """Count one report of `state` (once per `host` and visit). Raises what `rules.report` raises.
 
         With coalescing (the default), reports to one chart that arrive while its previous
         transaction is in flight share the next one, decided as if serialised.
         """
-        entry = batch.Entry(state, host)
+        entry = batch.Entry(state, host, actor, remote)
         if self.coalesce:
             group = self._reports.get((chart.name, chart.digest))
             if group is None:
@@ -148,7 +171,9 @@ class ChartStore:
             await pipe.watch(key)  # every counted report writes this hash, so it sees every conflict
             now = await self.clock()
             snap, created = await self._read(pipe, chart, now)
-            snap, moves = rules.advance(chart, snap, now)
+            snap, moves = _timed(rules.advance(chart, snap, now))
+            if len(moves) >= rules.MAX_CHAIN:
+                raise _CatchUp  # decide only on a caught-up chart: catch up first, then retry
             counted: set[str] = set()
             hosts = sorted({e.host for e in entries if e.host is not None and e.state == snap.state})
             if hosts and not moves:  # a state just entered by a time move has nobody counted yet
@@ -167,12 +192,19 @@ class ChartStore:
             await pipe.execute()
             return decision, moves
 
-        decision, moves = await self._transact(chart, "report", attempt)
+        while True:
+            try:
+                decision, moves = await self._transact(chart, "report", attempt)
+                break
+            except _CatchUp:
+                await self.advance(chart)
         _log_moves([*moves, *decision.transitions])
         return decision.outcomes
 
-    async def reset(self, chart: Chart, host: str | None = None) -> Transition:
-        """Put the chart back to its initial state, every counter at its start, and record it."""
+    async def reset(
+        self, chart: Chart, host: str | None = None, *, actor: str | None = None, remote: str | None = None
+    ) -> Transition:
+        """Put the chart back to its initial state, every counter at its start, and record it (with who did it)."""
         key = keys.chart_state(chart.name)
 
         async def attempt(pipe: Pipeline) -> Transition:
@@ -181,9 +213,9 @@ class ChartStore:
             previous = await pipe.hget(key, keys.CURRENT_STATE)
             prior = Snapshot(previous, 0, now) if previous else None
             snap, move = rules.reset(chart, prior, now, host)
+            move = replace(move, actor=actor, remote=remote)
             pipe.multi()
-            pipe.delete(key, *(keys.chart_hosts(chart.name, s.name) for s in chart.states))
-            pipe.hset(key, mapping=codec.initial_fields(chart, snap))
+            self._create(pipe, chart, snap)
             self._record(pipe, move)
             self._define(pipe, chart, now)
             pipe.publish(keys.chart_channel(chart.name), snap.state)
@@ -211,7 +243,7 @@ class ChartStore:
             pipe.multi()
             if stored is None:
                 snap = rules.initial(chart, now)
-                pipe.hset(key, mapping=codec.initial_fields(chart, snap))
+                self._create(pipe, chart, snap)
             else:
                 snap = rules.carry_over(chart, stored)
                 if digest is not None and digest != chart.digest:
@@ -228,6 +260,13 @@ class ChartStore:
             return snap
 
         return await self._transact(chart, "register", attempt)
+
+    async def close(self) -> None:
+        """Stop the group commits (at shutdown); callers still queued are cancelled."""
+        for reports in self._reports.values():
+            await reports.close()
+        for reads in self._reads.values():
+            await reads.close()
 
     async def registered(self) -> list[str]:
         return sorted(await self.redis.smembers(keys.charts_index()))
@@ -251,13 +290,19 @@ class ChartStore:
         """Queue the snapshot after `moves`: the state hash, cleared host sets, one history record a move."""
         key = keys.chart_state(chart.name)
         if created:
-            pipe.hset(key, mapping=codec.initial_fields(chart, snap))
+            self._create(pipe, chart, snap)
         for move in moves:
             pipe.delete(keys.chart_hosts(chart.name, move.from_state), keys.chart_hosts(chart.name, move.to_state))
             self._record(pipe, move)
         if moves:
             pipe.hset(key, mapping=codec.encode_snapshot(snap))
             pipe.publish(keys.chart_channel(chart.name), snap.state)  # wakes long-polls in every worker
+
+    def _create(self, pipe: Pipeline, chart: Chart, snap: Snapshot) -> None:
+        """Queue a fresh state hash at `snap`: every counter at its start, no host counted anywhere."""
+        key = keys.chart_state(chart.name)
+        pipe.delete(key, *(keys.chart_hosts(chart.name, s.name) for s in chart.states))
+        pipe.hset(key, mapping=codec.initial_fields(chart, snap))
 
     def _record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(
@@ -290,8 +335,11 @@ class ChartStore:
             for tries in range(1, self.max_attempts + 1):
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
-                        return await attempt(pipe)
+                        result = await attempt(pipe)
+                        self.commits += 1
+                        return result
                     except WatchError:
+                        self.retries += 1
                         # another worker wrote first: re-read, decide again (after a short, spread-out pause)
                         log.debug("transaction_retry", chart=chart.name, op=what, attempt=tries)
                         await asyncio.sleep(random.uniform(0, 0.001 * min(tries, 20)))
@@ -301,7 +349,29 @@ class ChartStore:
             lock.release()
 
 
+def _timed(advanced: tuple[Snapshot, list[Transition]]) -> tuple[Snapshot, list[Transition]]:
+    """`rules.advance`'s answer with each time move's actor set to `time` (for the audit record)."""
+    snap, moves = advanced
+    return snap, [replace(move, actor="time") for move in moves]
+
+
+class _CatchUp(Exception):
+    """More time moves are due than one transaction applies."""
+
+
 def _log_moves(moves: Sequence[Transition]) -> None:
+    if len(moves) > 10:
+        first, last = moves[0], moves[-1]
+        log.info(
+            "chart_caught_up",
+            chart=first.chart,
+            moves=len(moves),
+            from_state=first.from_state,
+            to_state=last.to_state,
+            first_due_at=codec.timestamp(first.due_at) if first.due_at else None,
+            last_due_at=codec.timestamp(last.due_at) if last.due_at else None,
+        )
+        return
     for move in moves:
         log.info(
             "chart_transitioned",
@@ -311,4 +381,6 @@ def _log_moves(moves: Sequence[Transition]) -> None:
             cause=move.cause,
             host=move.host,
             due_at=codec.timestamp(move.due_at) if move.due_at else None,
+            actor=move.actor,
+            remote=move.remote,
         )

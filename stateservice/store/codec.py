@@ -81,6 +81,8 @@ def encode_transition(move: Transition) -> dict[str, str]:
         "cause": move.cause,
         "host": move.host or "",
         "due_at": timestamp(move.due_at) if move.due_at else "",
+        "actor": move.actor or "",
+        "remote": move.remote or "",
     }
 
 
@@ -93,4 +95,6 @@ def decode_history(entry_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
         "cause": fields.get("cause"),
         "host": fields.get("host") or None,
         "due_at": fields.get("due_at") or None,
+        "actor": fields.get("actor") or None,
+        "remote": fields.get("remote") or None,
     }

@@ -8,7 +8,7 @@ of raising "Too many connections" when a thousand requests arrive at once.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
@@ -39,11 +39,32 @@ def connect(
 
 
 def redact(url: str) -> str:
-    """`url` with any password replaced by `***`, for logs and error messages."""
+    """`url` with any password (in the address or a `password=` query) replaced by `***`, for logs and errors."""
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:
+        return "(an unreadable URL)"  # it may hold a password we cannot find: show none of it
+    query = parts.query
+    if "password=" in query:
+        query = "&".join("password=***" if q.startswith("password=") else q for q in query.split("&"))
+    netloc = parts.netloc
+    if password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def with_credentials(url: str, username: str | None, password: str | None, ca_file: str | None = None) -> str:
+    """`url` with the ACL username/password (unless it has its own) and, for rediss://, a CA file to verify with."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    netloc = parts.netloc
+    if password and parts.password is None and parts.scheme != "unix":
+        user = quote(parts.username or username or "", safe="")
+        netloc = f"{user}:{quote(password, safe='')}@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if ca_file is not None:
+        query = "&".join(q for q in (query, "ssl_cert_reqs=required&ssl_ca_certs=" + quote(ca_file)) if q)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -14,7 +14,8 @@ stateservice:{CHART}                    hash    current_state, entered_at (UTC I
 stateservice:{CHART}:hosts:STATE        set     hosts counted in the current visit of STATE
 stateservice:{CHART}:history            stream  transitions and resets, newest last (capped):
                                                 at, from, to, cause (put|time|reset), host,
-                                                due_at (time moves: when it fell due)
+                                                due_at (time moves: when it fell due),
+                                                actor (token/CN, - or time), remote (address)
 stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (YAML text),
                                                 registered_at, of the chart file last served
 stateservice:{CHART}:moves              pubsub  channel (not a key): the new state, published

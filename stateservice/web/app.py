@@ -12,17 +12,23 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, tzinfo
 
+import structlog
 from aiohttp import web
 
+from stateservice.auth import Tokens
 from stateservice.core.chart import Chart
+from stateservice.models import ModelCache
 from stateservice.scheduler import Scheduler, identity
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect
 from stateservice.store.lease import Lease
 from stateservice.store.registrar import Registrar
-from stateservice.web import middleware
-from stateservice.web.keys import CHARTS, REDIS, REGISTRAR, SCHEDULER, STORE
+from stateservice.store.watch import MoveWatcher
+from stateservice.web import auth, limits, middleware
+from stateservice.web.keys import BODY_LIMIT, CHARTS, MAX_WAIT, MODELS, REDIS, REGISTRAR, SCHEDULER, STORE, WATCHER
 from stateservice.web.routes import setup_routes
+
+log = structlog.get_logger(__name__)
 
 MAX_BODY = 1024 * 1024
 
@@ -34,36 +40,67 @@ def create_app(
     zone: tzinfo = UTC,
     lease_ttl: float = 5.0,
     scheduler: bool = True,
+    coalesce: bool = True,
+    max_wait: float = 300.0,
+    models: ModelCache | None = None,
+    max_body: int = MAX_BODY,
+    tokens: Tokens | None = None,
 ) -> web.Application:
     """The HTTP application serving `charts`, keeping their state in the Redis at `redis_url`.
 
     With `scheduler`, this worker competes for the leader lease and, while it holds it,
     advances due time states (`zone` reads naive times of charts other services registered).
+    `coalesce` turns group commit of concurrent reports on; `max_wait` caps long-polls.
+    `models` answers POST /state (none: it answers 404); `max_body` caps every request body.
+    `tokens` (None: no authentication) are checked on every request but the probes.
     """
-    app = web.Application(middlewares=[middleware.handle], client_max_size=MAX_BODY)
+    # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON
+    app = web.Application(
+        middlewares=[middleware.handle, limits.check, auth.middleware(tokens)], client_max_size=max_body
+    )
     app[CHARTS] = {chart.name: chart for chart in charts}
+    app[MAX_WAIT] = max_wait
+    app[MODELS] = models if models is not None else ModelCache([])
+    app[BODY_LIMIT] = max_body
+    app[auth.AUTH_ON] = tokens is not None
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = connect(redis_url)
         app[REDIS] = redis
-        app[STORE] = ChartStore(redis)
+        app[STORE] = ChartStore(redis, coalesce=coalesce)
         app[REGISTRAR] = Registrar(app[STORE])
+        app[WATCHER] = MoveWatcher(redis)
         await app[REGISTRAR].try_all(app[CHARTS].values())
+        app[WATCHER].start()
         yield
+        await app[WATCHER].close()
+        await app[STORE].close()
+        log.info("store_stats", transactions=app[STORE].commits, retries=app[STORE].retries)
         await redis.aclose()
+
+    async def models_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[MODELS].start()
+        yield
+        await app[MODELS].close()
+
+    async def stop_waiting(app: web.Application) -> None:
+        # on shutdown, before in-flight requests are awaited: long-polls answer 503 at once
+        await app[WATCHER].close()
 
     async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         lease = Lease(app[REDIS], lease_ttl, identity(), os.getpid())
         app[SCHEDULER] = Scheduler(app[STORE], lease, app[CHARTS], zone, interval=min(0.5, lease_ttl / 4))
         task = asyncio.create_task(app[SCHEDULER].run(), name="scheduler")
         yield
+        app[SCHEDULER].halted = True
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=5)
         with contextlib.suppress(Exception):  # Redis may be gone at shutdown: the lease then just expires
             await app[SCHEDULER].stop()
 
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(models_ctx)
+    app.on_shutdown.append(stop_waiting)
     if scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
     setup_routes(app)

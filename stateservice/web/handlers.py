@@ -13,12 +13,13 @@ from aiohttp import web
 
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
-from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, UnknownChart
+from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, NotCurrent, UnknownChart
 from stateservice.store import codec
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import holder
 from stateservice.views import describe
-from stateservice.web.keys import CHARTS, REDIS, REGISTRAR, STORE
+from stateservice.web import auth, longpoll, openapi
+from stateservice.web.keys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, STORE, WATCHER
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,8 @@ async def _chart(request: web.Request) -> Chart:
         raise InvalidName(f"{name[:80]!r} is not a valid chart name", parameter="chart")
     name = name or _param(request, "chart", CHART_NAME, "chart")
     if name is None:
+        if not charts:
+            raise UnknownChart("", [])  # a models-only service: no gate to ask
         if len(charts) != 1:
             raise ChartRequired(sorted(charts))
         name = next(iter(charts))
@@ -73,10 +76,21 @@ def _text(state: str, headers: dict[str, str] | None = None) -> web.Response:
 
 
 async def get_state(request: web.Request) -> web.Response:
-    """GET /state?state=X: 200 when X is current, 406 when it is not, 404 when X is no state."""
+    """GET /state?state=X[&wait=S]: 200 when X is current (or becomes so within S seconds), else 406.
+
+    404 when X is no state of the chart. A 406 carries Retry-After.
+    """
     chart = await _chart(request)
     state = _state_param(request)
-    rules.check(chart, await _store(request).current_state(chart), state)
+    wait = longpoll.wait_param(request, request.app[MAX_WAIT])
+    store = _store(request)
+    snap = await store.current_state(chart)
+    try:
+        rules.check(chart, snap, state)
+    except NotCurrent as exc:
+        if wait <= 0:
+            raise await longpoll.refused(store, chart, snap, exc) from None
+        await longpoll.wait_until_current(request, store, request.app[WATCHER], chart, state, wait)
     return _text(state)
 
 
@@ -86,7 +100,7 @@ async def put_state(request: web.Request) -> web.Response:
     state = _state_param(request)
     host = _param(request, "host", HOST_NAME, "host")
     structlog.contextvars.bind_contextvars(chart=chart.name, state=state, host=host)
-    result = await _store(request).report(chart, state, host)
+    result = await _store(request).report(chart, state, host, actor=auth.identity(request), remote=request.remote)
     if not result.counted:
         log.info("report_repeated", count=result.count)
     return _text(
@@ -99,6 +113,8 @@ async def list_charts(request: web.Request) -> web.Response:
     store = _store(request)
     body = []
     for name, chart in sorted(request.app[CHARTS].items()):
+        if not auth.visible(request, name):
+            continue  # a token bound to some charts does not learn of the others
         await request.app[REGISTRAR].ensure(chart)
         body.append({"name": name, "current_state": (await store.current_state(chart)).state})
     return web.json_response({"charts": body})
@@ -115,6 +131,22 @@ async def chart_history(request: web.Request) -> web.Response:
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= HISTORY_MAX:
         raise BadRequest(f"limit={raw[:20]!r} must be a whole number from 1 to {HISTORY_MAX}", parameter="limit")
     return web.json_response({"chart": chart.name, "history": await _store(request).history(chart, int(raw))})
+
+
+async def reset_chart(request: web.Request) -> web.Response:
+    """POST /charts/{chart}/reset[?host=H]: back to the initial state (admin scope), recorded in history."""
+    chart = await _chart(request)
+    host = _param(request, "host", HOST_NAME, "host")
+    structlog.contextvars.bind_contextvars(chart=chart.name, host=host)
+    move = await _store(request).reset(chart, host, actor=auth.identity(request), remote=request.remote)
+    return web.json_response(
+        {"chart": chart.name, "from": move.from_state or None, "to": move.to_state, "at": codec.timestamp(move.at)}
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The API contract (OpenAPI 3.0)."""
+    return web.json_response(openapi.document(request.app[MAX_WAIT], auth=request.app[auth.AUTH_ON]))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -6,12 +6,18 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
+from stateservice.models import ModelCache
 from stateservice.scheduler import Scheduler
 from stateservice.store.charts import ChartStore
 from stateservice.store.registrar import Registrar
+from stateservice.store.watch import MoveWatcher
 
 CHARTS = web.AppKey("charts", dict[str, Chart])
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", ChartStore)
 REGISTRAR = web.AppKey("registrar", Registrar)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+WATCHER = web.AppKey("watcher", MoveWatcher)
+MAX_WAIT = web.AppKey("max_wait", float)
+MODELS = web.AppKey("models", ModelCache)
+BODY_LIMIT = web.AppKey("body_limit", int)

@@ -76,8 +76,8 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         response = _from_http(exc, request)
     except StateServiceError as exc:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        response = error_response(exc.status, exc.body(), headers)
+        headers = {"Retry-After": "1"} if exc.status == 503 else {}
+        response = error_response(exc.status, exc.body(), {**headers, **exc.headers})
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         log.warning("redis_unavailable", error=str(exc) or type(exc).__name__)
         response = error_response(

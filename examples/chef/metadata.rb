@@ -1,0 +1,6 @@
+name 'stateservice_gate'
+maintainer 'stateservice'
+license 'MIT'
+description 'Gate a change on a stateservice chart: wait for its state, do the change, report the node done'
+version '0.1.0'
+chef_version '>= 16.0'

@@ -1,0 +1,269 @@
+"""The per-worker model cache: load each model once, reload it when its file changes, predict off the loop.
+
+Every file read, load and `predict` runs on the cache's one thread pool (`start()` creates it,
+`close()` shuts it down; `web/app.py` does both in a cleanup context), never on the event loop.
+`start()` also loads every model in the background, so the first requests find them loaded.
+A request stats the model file and predicts in one executor job; only when the file's signature
+(inode, size, mtime, ctime) differs from the version last tried does it start a load, the one
+task every request needing that version awaits: concurrent first requests load once, and
+while a new version loads, requests keep getting answers from the previous one. A file whose
+bytes did not change (same SHA-256) is not deserialized again. A version that fails to load
+(unreadable, refused by the trust check, corrupt) is logged once and the previous model keeps
+serving; with no previous model the request answers 500 `model_unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+
+from stateservice.errors import (
+    BadPrediction,
+    ModelUnavailable,
+    PredictionFailed,
+    UnknownModel,
+    ValuesRejected,
+)
+from stateservice.modelconf import ModelSpec
+from stateservice.modelload import Loader, Signature, current_signature, deserialize, read_model
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+THREADS = 4
+Rows = list[list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A model in memory and the file version it came from."""
+
+    estimator: Any
+    digest: str
+    signature: Signature
+    loaded_at: datetime
+    n_features: int | None
+
+
+@dataclass(slots=True)
+class Entry:
+    """One served model in this worker: its config, the version in memory, and what the last load said."""
+
+    spec: ModelSpec
+    current: Loaded | None = None
+    tried: bool = False
+    seen: Signature | None = None  # the file version last tried, loaded or not
+    error: str | None = None  # why `seen` did not load (`current`, if any, is an older version)
+    loading: asyncio.Task[None] | None = None  # the one load in progress, awaited by every request that needs it
+
+
+@dataclass(frozen=True, slots=True)
+class _Stale:
+    signature: Signature | None
+
+
+class ModelCache:
+    """The models one worker serves, each loaded once (at start, or at first use). `start()` first, `close()` last."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        *,
+        allow_writable: bool = False,
+        loader: Loader = deserialize,
+        threads: int = THREADS,
+        warm: bool = True,
+    ) -> None:
+        self.entries = {spec.name: Entry(spec) for spec in specs}
+        self.allow_writable = allow_writable
+        self.loader = loader
+        self.threads = threads
+        self.warm = warm
+        self._executor: ThreadPoolExecutor | None = None
+        self._warming: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Create the threads; with `warm`, start loading every model in the background (the first requests
+        then wait for that load instead of paying for it, and a model that cannot load is logged at start)."""
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="models")
+        if self.warm and self.entries:
+            self._warming = asyncio.create_task(self._warm(), name="warm-models")
+
+    async def _warm(self) -> None:
+        for entry in self.entries.values():
+            with contextlib.suppress(ModelUnavailable):  # logged by the load
+                await self.refresh(entry)
+
+    async def close(self) -> None:
+        """Stop loads in progress, drop queued work and wait, off the loop, for a job still running."""
+        loads = [entry.loading for entry in self.entries.values() if entry.loading is not None]
+        loads += [self._warming] if self._warming is not None else []
+        for task in loads:
+            task.cancel()
+        await asyncio.gather(*loads, return_exceptions=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` on the cache's threads, with the caller's log context."""
+        if self._executor is None:
+            raise RuntimeError("ModelCache.start() was not called")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def entry(self, name: str) -> Entry:
+        """The model called `name`. Raises UnknownModel (listing the served ones)."""
+        found = self.entries.get(name)
+        if found is None:
+            raise UnknownModel(name, sorted(self.entries))
+        return found
+
+    async def predict(self, name: str, rows: Rows) -> list[str]:
+        """The state for each row. Raises UnknownModel, ValuesRejected (422), ModelUnavailable, BadPrediction,
+        PredictionFailed (500)."""
+        entry = self.entry(name)
+        try:
+            outcome = await self.run(_predict_if_fresh, entry.spec, entry.seen, entry.current, rows)
+            if isinstance(outcome, _Stale):
+                loaded = await self.refresh(entry, outcome.signature)
+                outcome = await self.run(_predict, entry.spec, loaded, rows)
+        except (BadPrediction, PredictionFailed) as exc:
+            # a fault of the model, not of the caller: the operator needs to hear of it (with the model's traceback)
+            log.error("model_prediction_failed", model=name, error=exc.message, exc_info=exc.__cause__)
+            raise
+        return outcome
+
+    async def refresh(self, entry: Entry, seen: Signature | None = None) -> Loaded:
+        """The current version of the model, loaded or reloaded if its file changed. Raises ModelUnavailable."""
+        seen = seen if seen is not None else await self.run(current_signature, entry.spec.path)
+        if entry.loading is None and not (entry.tried and entry.seen == seen):  # else tried, or being tried
+            entry.loading = asyncio.create_task(self._load(entry, seen), name=f"load-model-{entry.spec.name}")
+        if entry.loading is not None:
+            # shielded: a caller that hangs up does not stop the load the others wait for
+            await asyncio.shield(entry.loading)
+        if entry.current is None:
+            raise ModelUnavailable(entry.spec.name, entry.error or "not loaded")
+        return entry.current
+
+    async def _load(self, entry: Entry, seen: Signature | None) -> None:
+        try:
+            await self._try_load(entry, seen)
+        finally:
+            entry.loading = None
+
+    async def _try_load(self, entry: Entry, seen: Signature | None) -> None:
+        spec, previous = entry.spec, entry.current
+        entry.tried, entry.seen = True, seen
+        started = time.perf_counter()
+        try:
+            file = await self.run(read_model, spec, allow_writable=self.allow_writable)
+            entry.seen = file.signature
+            if previous is not None and previous.digest == file.digest:
+                entry.current, entry.error = _replace_signature(previous, file.signature), None
+                return  # touched or copied over with the same bytes: nothing to deserialize
+            estimator = await self.run(self.loader, spec, file.data)
+        except Exception as exc:
+            entry.error = exc.reason if isinstance(exc, ModelUnavailable) else f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.error(
+                "model_load_failed",
+                model=spec.name,
+                path=str(spec.path),
+                error=entry.error,
+                serving=previous.digest if previous else None,
+            )
+            return
+        entry.error = None
+        features = getattr(estimator, "n_features_in_", None)
+        entry.current = Loaded(
+            estimator,
+            file.digest,
+            file.signature,
+            datetime.now(UTC),
+            features if isinstance(features, int) else None,
+        )
+        log.info(
+            "model_loaded",
+            model=spec.name,
+            path=str(spec.path),
+            format=spec.format.value,
+            digest=file.digest,
+            replaced=previous.digest if previous else None,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+
+
+def _replace_signature(loaded: Loaded, signature: Signature) -> Loaded:
+    return Loaded(loaded.estimator, loaded.digest, signature, loaded.loaded_at, loaded.n_features)
+
+
+def _predict_if_fresh(spec: ModelSpec, seen: Signature | None, loaded: Loaded | None, rows: Rows) -> list[str] | _Stale:
+    """In the executor: predict with `loaded` if the file is still the version last tried, else say it is stale."""
+    now = current_signature(spec.path)
+    if loaded is None or now != seen:
+        return _Stale(now)
+    return _predict(spec, loaded, rows)
+
+
+def _predict(spec: ModelSpec, loaded: Loaded, rows: Rows) -> list[str]:
+    """In the executor: the model's states for `rows`. Raises ValuesRejected, PredictionFailed, BadPrediction."""
+    width = len(rows[0])
+    if loaded.n_features is not None and width != loaded.n_features:
+        raise ValuesRejected(
+            spec.name,
+            f"model {spec.name!r} expects rows of {loaded.n_features} numbers (its n_features_in_); "
+            f"these rows have {width}",
+            expected=loaded.n_features,
+            given=width,
+        )
+    try:
+        predictions = loaded.estimator.predict(rows)
+    except ValueError as exc:
+        raise ValuesRejected(spec.name, f"model {spec.name!r} rejected the values: {str(exc)[:300]}") from None
+    except Exception as exc:
+        raise PredictionFailed(
+            spec.name, f"model {spec.name!r} failed to predict: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+    return to_states(spec, predictions, len(rows))
+
+
+def to_states(spec: ModelSpec, predictions: Any, rows: int) -> list[str]:
+    """Each prediction as a state: an integer index into `spec.states` (0-based) or a label equal to one."""
+    values = predictions.tolist() if hasattr(predictions, "tolist") else predictions
+    try:
+        values = list(values)
+    except TypeError:
+        raise BadPrediction(
+            spec.name, f"model {spec.name!r} returned {_show(values)}, not one prediction per row"
+        ) from None
+    if len(values) != rows:
+        raise BadPrediction(spec.name, f"model {spec.name!r} returned {len(values)} predictions for {rows} rows")
+    states = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(spec.states):
+            states.append(spec.states[value])
+        elif isinstance(value, str) and value in spec.states:
+            states.append(value)
+        else:
+            raise BadPrediction(
+                spec.name,
+                f"model {spec.name!r} predicted {_show(value)}, which is neither an index from 0 to "
+                f"{len(spec.states) - 1} nor one of its states ({', '.join(spec.states)})",
+            )
+    return states
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,126 @@
+"""Who is asking, and may they: the bearer-token / client-certificate middleware.
+
+It runs inside `middleware.handle` (listed after it, so errors it raises still become JSON
+bodies): it finds the identity (a token's name, a client certificate's CN, or `-` when no
+tokens are configured), binds it into the log context and the request, and refuses with
+401 (no or unknown token, with `WWW-Authenticate`) or 403 (wrong scope or chart). The
+probes and the contract (`/healthz`, `/readyz`, `/leader`, `/openapi.json`) are open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from stateservice.auth import Scope, Token, Tokens
+from stateservice.errors import Forbidden, Unauthorized
+from stateservice.web import openapi
+from stateservice.web.keys import CHARTS
+
+OPEN_PATHS = frozenset(openapi.OPEN_PATHS)  # probes must work without a token
+IDENTITY = web.RequestKey("identity", str)
+CHARTS_ALLOWED = web.RequestKey("charts_allowed", frozenset)  # absent: every chart
+AUTH_ON = web.AppKey("auth_on", bool)  # tokens are required (the OpenAPI document then says so)
+ANONYMOUS = "-"
+
+
+def visible(request: web.Request, chart: str) -> bool:
+    """Whether the caller's token may see `chart` (a token with a `charts` list sees only those)."""
+    allowed = request.get(CHARTS_ALLOWED)
+    return allowed is None or chart in allowed
+
+
+def identity(request: web.Request) -> str:
+    """The caller's name for audit records: token name, certificate CN, or `-`."""
+    return str(request.get(IDENTITY, ANONYMOUS))
+
+
+def scope_of(request: web.Request) -> Scope:
+    """The scope a request needs: admin for resets and reloads, report for PUT/POST /state, else read."""
+    path = request.path
+    if request.method == "POST" and (path.endswith("/reset") or path.endswith("/reload")):
+        return Scope.ADMIN
+    if request.method in ("PUT", "POST") and (path == "/state" or path.endswith("/state")):
+        return Scope.REPORT
+    return Scope.READ
+
+
+def chart_of(request: web.Request) -> str | None:
+    """The chart a request names (path, then `?chart=`), or the only one served."""
+    named = request.match_info.get("chart") or request.query.get("chart")
+    if named:
+        return named
+    charts = request.app[CHARTS]
+    if request.path == "/state" and request.method != "POST" and len(charts) == 1:
+        return next(iter(charts))
+    return None
+
+
+def client_cn(request: web.Request) -> str | None:
+    """The subject CN of a verified client certificate (mTLS), if the connection has one."""
+    transport = request.transport
+    if transport is None:
+        return None
+    cert: Any = transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    kind, _, secret = header.strip().partition(" ")
+    if kind.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer TOKEN'")
+    return secret.strip()
+
+
+def _authenticate(request: web.Request, tokens: Tokens) -> Token:
+    secret = _bearer(request)
+    if secret is not None:
+        token = tokens.lookup(secret)
+        if token is None:
+            raise Unauthorized("the token matches no entry of the tokens file")
+        return token
+    cn = client_cn(request)
+    if cn is not None:
+        token = tokens.named(cn)
+        if token is None:
+            raise Unauthorized("the client certificate's CN names no entry of the tokens file")
+        return token
+    raise Unauthorized("this endpoint needs a token: send 'Authorization: Bearer TOKEN'")
+
+
+def middleware(tokens: Tokens | None) -> Middleware:
+    """The auth middleware; with `tokens` None every request is let through (identity `-` or the cert CN)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if tokens is None:
+            request[IDENTITY] = client_cn(request) or ANONYMOUS
+        elif request.path in OPEN_PATHS:
+            request[IDENTITY] = ANONYMOUS
+        else:
+            token = _authenticate(request, tokens)
+            request[IDENTITY] = token.name
+            if token.charts is not None:
+                request[CHARTS_ALLOWED] = token.charts
+            structlog.contextvars.bind_contextvars(identity=token.name)
+            scope, chart = scope_of(request), chart_of(request)
+            if not token.allows(scope, chart if token.charts is not None else None):
+                raise Forbidden(token.name, scope.value, chart if token.charts is not None else None)
+            if token.charts is not None and chart is None and (request.method == "PUT" or scope is Scope.ADMIN):
+                raise Forbidden(token.name, scope.value, chart)  # a chart-bound token must name its chart
+        structlog.contextvars.bind_contextvars(identity=request[IDENTITY])
+        return await handler(request)
+
+    return check

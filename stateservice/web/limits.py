@@ -1,0 +1,31 @@
+"""Request size limits: the query string (414), all headers together (431), a declared body (413).
+
+Checked before authentication and routing, as JSON errors through `middleware.handle`.
+Lines longer than `MAX_LINE` (one request line, one header) never reach a middleware:
+aiohttp's parser answers those itself with a plain-text 400 (see the README's Security section).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from stateservice.errors import BodyTooLarge, HeadersTooLarge, QueryTooLong
+from stateservice.web.keys import BODY_LIMIT
+
+MAX_QUERY = 4096  # bytes of query string; well under the request line limit, so the answer is ours (JSON)
+MAX_HEADERS = 16 * 1024  # bytes of all header names and values together
+MAX_LINE = 8190  # aiohttp's own limit (web.Server max_line_size, max_field_size) on one request line or header
+
+
+@web.middleware
+async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse oversized requests before any work is done for them."""
+    if len(request.raw_path.partition("?")[2]) > MAX_QUERY:
+        raise QueryTooLong(MAX_QUERY)
+    if sum(len(name) + len(value) for name, value in request.raw_headers) > MAX_HEADERS:
+        raise HeadersTooLarge(MAX_HEADERS)
+    limit = request.app[BODY_LIMIT]
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    return await handler(request)

@@ -1,0 +1,78 @@
+"""Gate checks that wait: `GET /state?state=X&wait=SECONDS` answers as soon as X is current.
+
+The waiting request re-reads its chart when the worker's subscription says the chart moved
+(`store/watch.py`), when a time state it waits behind falls due, and every few seconds in
+any case, so that neither a lost message nor a silent leader strands it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime
+
+from aiohttp import web
+
+from stateservice.core import rules
+from stateservice.core.chart import Chart, Snapshot
+from stateservice.errors import BadRequest, NotCurrent, ServiceStopping
+from stateservice.store.charts import ChartStore
+from stateservice.store.watch import MoveWatcher
+
+RECHECK = 5.0  # seconds between reads when nothing is heard
+TICK = 1.0  # seconds between checks that the client is still there
+RETRY_AFTER_DEFAULT = 5  # seconds, on a 406 when nothing says when the gate may open
+
+
+def wait_param(request: web.Request, max_wait: float) -> float:
+    """`wait=SECONDS` (0 when absent). Raises BadRequest for a bad value or one over `max_wait`."""
+    raw = request.query.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= max_wait:  # also refuses nan and inf
+        raise BadRequest(f"wait={raw[:20]!r} must be a number of seconds from 0 to {max_wait:g}", parameter="wait")
+    return seconds
+
+
+def retry_after(chart: Chart, snap: Snapshot, now: datetime) -> str:
+    """When to ask again: until the current time state falls due, else the default."""
+    due = rules.next_due(chart, snap) if chart.state(snap.state) else None
+    if due is None:
+        return str(RETRY_AFTER_DEFAULT)
+    return str(max(1, math.ceil((due - now).total_seconds())))
+
+
+async def refused(store: ChartStore, chart: Chart, snap: Snapshot, exc: NotCurrent) -> NotCurrent:
+    exc.headers["Retry-After"] = retry_after(chart, snap, await store.clock())
+    return exc
+
+
+async def wait_until_current(
+    request: web.Request, store: ChartStore, watcher: MoveWatcher, chart: Chart, state: str, wait: float
+) -> None:
+    """Return once `state` is current; raise NotCurrent (with Retry-After) when `wait` seconds pass first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    read_at = loop.time()
+    snap = await store.current_state(chart)
+    while True:
+        if snap.state == state:
+            return
+        now = loop.time()
+        if now >= deadline:
+            raise await refused(store, chart, snap, NotCurrent(chart.name, state, snap.state))
+        due = rules.next_due(chart, snap) if chart.state(snap.state) else None
+        until_due = (due - await store.clock()).total_seconds() + 0.01 if due else math.inf
+        woken = await watcher.wait(chart.name, max(0.0, min(deadline - now, TICK, until_due)))
+        if watcher.closing:
+            raise ServiceStopping()
+        if request.transport is None or request.transport.is_closing():
+            raise asyncio.CancelledError()  # the client went away: stop waiting for it
+        now = loop.time()
+        if woken or now - read_at >= RECHECK or now >= deadline or until_due <= TICK:
+            snap = await store.current_state(chart)
+            read_at = now
