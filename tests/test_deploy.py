@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stateservice.auth import parse_tokens
 from stateservice.cli import build_parser
 from stateservice.config import SETTINGS, Config
 from stateservice.core.parse import parse
@@ -270,10 +271,11 @@ def test_compose_service_builds_the_image_and_uses_that_redis() -> None:
     assert config.redis_url == "redis://redis:6379/0"
     assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert [port.rsplit(":", 1)[1] for port in service["ports"]] == [str(config.port)]
+    assert config.tokens is not None  # it binds 0.0.0.0: without tokens the service refuses to start
     for volume in service["volumes"]:
         source, target, _ = volume.split(":")
         assert (DOCKER / source).exists()
-        assert Path(target) in config.charts
+        assert Path(target) in (*config.charts, config.tokens)
     grace = service["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) > SHUTDOWN_GRACE
 
@@ -334,6 +336,13 @@ def test_deployment_runs_replicas_with_the_service_command() -> None:
     assert container()["command"] == ["stateservice", "serve"]
     config = serve_config(container()["args"], container_env())
     assert config.host == "0.0.0.0"
+    assert config.tokens is not None and not config.insecure_no_auth  # else it refuses 0.0.0.0
+    mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
+    volumes = resource("Deployment")["spec"]["template"]["spec"]["volumes"]
+    secret = next(v for v in volumes if v["name"] == "tokens")["secret"]["secretName"]
+    assert str(config.tokens).startswith(mounts["tokens"] + "/")
+    (source,) = [doc for doc in named("Secret") if doc["metadata"]["name"] == secret]
+    parse_tokens(source["stringData"][config.tokens.name], "secret.yaml")  # raises if the file is bad
     assert config.redis_url is not None and config.workers == 1
     assert [p["containerPort"] for p in container()["ports"]] == [config.port] == [PORT]
 
