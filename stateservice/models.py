@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
+from stateservice import metrics
 from stateservice.errors import (
     BadPrediction,
     ModelUnavailable,
@@ -143,6 +144,7 @@ class ModelCache:
             # a fault of the model, not of the caller: the operator needs to hear of it (with the model's traceback)
             log.error("model_prediction_failed", model=name, error=exc.message, exc_info=exc.__cause__)
             raise
+        metrics.predictions(name, len(outcome))
         return outcome
 
     async def refresh(self, entry: Entry, seen: Signature | None = None) -> Loaded:

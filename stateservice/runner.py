@@ -4,7 +4,8 @@ The parent binds the listening socket once and forks the workers before any even
 thread exists, so every worker accepts on the same socket (the kernel spreads connections)
 and `--port 0` means one port for all. With one worker the parent serves itself. SIGTERM or
 Ctrl-C stops the workers (in-flight requests get `SHUTDOWN_GRACE` seconds), then the
-embedded Redis, and exits 0.
+embedded Redis, and exits 0. SIGHUP reloads the chart files in every worker (the parent
+forwards it), keeping the old charts on any error (see `reload.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import tls
+from stateservice import metrics, tls
 from stateservice.auth import check_exposure, is_loopback, load_tokens
 from stateservice.charts_files import load_charts
 from stateservice.config import Config
@@ -35,11 +36,13 @@ from stateservice.core.chart import Chart
 from stateservice.errors import StartupError
 from stateservice.modelconf import ModelSpec, load_specs
 from stateservice.models import ModelCache
+from stateservice.reload import Reloader
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect, redact
 from stateservice.store.embedded import EmbeddedRedis
 from stateservice.web import limits
 from stateservice.web.app import create_app
+from stateservice.web.keys import CHARTS, REGISTRAR
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +66,8 @@ def serve(config: Config) -> int:
     if tokens is None and not is_loopback(config.host):
         log.warning("insecure_no_auth", host=config.host, hint="anyone who can connect can move charts")
     scheme = "https" if tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca) else "http"
-    with redis_for(config, serving=True) as url:
+    # before anything counts: every worker (and a lone serving parent) writes its metrics under one private dir
+    with redis_for(config, serving=True) as url, metrics.multiprocess():
         asyncio.run(_preflight(charts, url))
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
@@ -78,6 +82,7 @@ def serve(config: Config) -> int:
             models=[m.name for m in models],
         )
         if config.workers == 1:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
             asyncio.run(_worker(charts, url, sock, config, models))
         else:
             _supervise(config, charts, url, sock, models)
@@ -183,26 +188,46 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+@contextmanager
+def _hup_held() -> Iterator[None]:
+    """Hold SIGHUP back (its default ends the process) while forking, so the child starts with it held."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 async def _worker(
-    charts: Sequence[Chart], url: str, sock: socket.socket, config: Config, models: Sequence[ModelSpec] = ()
+    charts: Sequence[Chart],
+    url: str,
+    sock: socket.socket,
+    config: Config,
+    models: Sequence[ModelSpec] = (),
+    reload_at_start: bool = False,
 ) -> None:
-    """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis."""
+    """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
+
+    SIGHUP reloads the chart files; `reload_at_start` does so before serving (a worker respawned after a
+    reload was forked with the charts of start-up).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    app = create_app(
+        charts,
+        url,
+        zone=config.zone(),
+        lease_ttl=config.lease_ttl,
+        coalesce=config.coalesce,
+        max_wait=config.max_wait,
+        models=ModelCache(models, allow_writable=config.allow_writable_models),
+        max_body=config.max_body,
+        tokens=load_tokens(config.tokens) if config.tokens is not None else None,
+    )
     runner = web.AppRunner(
-        create_app(
-            charts,
-            url,
-            zone=config.zone(),
-            lease_ttl=config.lease_ttl,
-            coalesce=config.coalesce,
-            max_wait=config.max_wait,
-            models=ModelCache(models, allow_writable=config.allow_writable_models),
-            max_body=config.max_body,
-            tokens=load_tokens(config.tokens) if config.tokens is not None else None,
-        ),
+        app,
         access_log=None,
         shutdown_timeout=SHUTDOWN_GRACE,
         handler_cancellation=True,  # a client that hangs up stops its long-poll at once
@@ -210,50 +235,85 @@ async def _worker(
         max_field_size=limits.MAX_LINE,
     )
     await runner.setup()
+    reloader = Reloader(app[CHARTS], config.charts, config.zone(), app[REGISTRAR])
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # one held back until now is handled here
+    if reload_at_start:
+        await reloader.reload()  # before serving: its siblings already serve the reloaded charts
     context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
     await web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=context).start()
     log.info("worker_started")
     await stop.wait()
     log.info("worker_stopping")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # stopping: a late SIGHUP stays pending, unacted on
+    await reloader.close()
     await runner.cleanup()
 
 
 def _run_worker(
-    charts: Sequence[Chart], url: str, sock: socket.socket, config: Config, models: Sequence[ModelSpec]
+    charts: Sequence[Chart],
+    url: str,
+    sock: socket.socket,
+    config: Config,
+    models: Sequence[ModelSpec],
+    reload_at_start: bool = False,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    asyncio.run(_worker(charts, url, sock, config, models))
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
+    asyncio.run(_worker(charts, url, sock, config, models, reload_at_start))
 
 
 def _supervise(
     config: Config, charts: Sequence[Chart], url: str, sock: socket.socket, models: Sequence[ModelSpec]
 ) -> None:
-    """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal."""
+    """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal.
+
+    SIGHUP is forwarded to every worker, each of which reloads its charts.
+    """
     context = multiprocessing.get_context("fork")
     stopping = False
+    reloads = 0  # SIGHUPs received; the loop logs the new ones
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
+    def on_hup(signum: int, _: FrameType | None) -> None:
+        nonlocal reloads
+        reloads += 1
+        for worker in list(workers):
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGHUP)
+
+    workers: list[multiprocessing.process.BaseProcess] = []
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
 
     def spawn() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_run_worker, args=(charts, url, sock, config, models), daemon=False)
-        process.start()
+        process = context.Process(
+            target=_run_worker, args=(charts, url, sock, config, models, reloads > 0), daemon=False
+        )
+        with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
+            process.start()
         log.info("worker_spawned", worker_pid=process.pid)
         return process
 
-    workers = [spawn() for _ in range(config.workers)]
+    workers += [spawn() for _ in range(config.workers)]
     failures: list[float] = []
+    logged = 0
     try:
         while not stopping:
             multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
+            if reloads != logged:
+                logged = reloads
+                log.info("charts_reload_forwarded", workers=[w.pid for w in workers])
             for index, worker in enumerate(workers):
                 if worker.is_alive() or stopping:
                     continue
                 log.error("worker_died", worker_pid=worker.pid, exitcode=worker.exitcode)
+                if worker.pid is not None:
+                    metrics.process_dead(worker.pid)
                 now = time.monotonic()
                 failures = [t for t in failures if now - t < RESPAWN_WINDOW] + [now]
                 if len(failures) >= RESPAWN_LIMIT:

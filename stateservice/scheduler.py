@@ -18,6 +18,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stateservice import metrics
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.errors import StateServiceError
@@ -65,12 +66,15 @@ class Scheduler:
             if leading != self.leading:
                 log.info("leader_acquired" if leading else "leader_lost")
             self.leading = leading
+            metrics.leader(leading)
             if leading:
                 await self.tick()
         except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
             if self.leading:
                 log.warning("leader_unsure", error=str(exc) or type(exc).__name__)
             self.leading = False  # renew (or re-acquire) once Redis answers again
+            metrics.leader(False)
+            metrics.redis_error()
 
     async def tick(self) -> None:
         """Advance every registered chart whose current time state is due."""
@@ -88,6 +92,7 @@ class Scheduler:
             await self.lease.release()
             self.leading = False
             log.info("leader_released")
+            metrics.leader(False)
 
     async def _stored(self, name: str) -> Chart | None:
         definition = await self.store.definition(name)

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
+from stateservice import metrics
 from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import StateServiceError, StoreBusy
@@ -261,6 +262,12 @@ class ChartStore:
 
         return await self._transact(chart, "register", attempt)
 
+    async def check_carry_over(self, chart: Chart) -> None:
+        """Check, writing nothing, that `register(chart)` would keep the stored state. Raises rules.StateRemoved."""
+        stored = codec.decode_snapshot(chart, await self.redis.hgetall(keys.chart_state(chart.name)))
+        if stored is not None:
+            rules.carry_over(chart, stored)
+
     async def close(self) -> None:
         """Stop the group commits (at shutdown); callers still queued are cancelled."""
         for reports in self._reports.values():
@@ -340,6 +347,7 @@ class ChartStore:
                         return result
                     except WatchError:
                         self.retries += 1
+                        metrics.retry()
                         # another worker wrote first: re-read, decide again (after a short, spread-out pause)
                         log.debug("transaction_retry", chart=chart.name, op=what, attempt=tries)
                         await asyncio.sleep(random.uniform(0, 0.001 * min(tries, 20)))
@@ -360,6 +368,8 @@ class _CatchUp(Exception):
 
 
 def _log_moves(moves: Sequence[Transition]) -> None:
+    for move in moves:
+        metrics.transition(move.chart, move.cause)
     if len(moves) > 10:
         first, last = moves[0], moves[-1]
         log.info(

@@ -25,6 +25,7 @@ from stateservice.store.lease import Lease
 from stateservice.store.registrar import Registrar
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import auth, limits, middleware
+from stateservice.web import metrics as web_metrics
 from stateservice.web.keys import BODY_LIMIT, CHARTS, MAX_WAIT, MODELS, REDIS, REGISTRAR, SCHEDULER, STORE, WATCHER
 from stateservice.web.routes import setup_routes
 
@@ -54,9 +55,11 @@ def create_app(
     `models` answers POST /state (none: it answers 404); `max_body` caps every request body.
     `tokens` (None: no authentication) are checked on every request but the probes.
     """
-    # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON
+    # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON;
+    # metrics, outside all, counts every answer with its final status
     app = web.Application(
-        middlewares=[middleware.handle, limits.check, auth.middleware(tokens)], client_max_size=max_body
+        middlewares=[web_metrics.count, middleware.handle, limits.check, auth.middleware(tokens)],
+        client_max_size=max_body,
     )
     app[CHARTS] = {chart.name: chart for chart in charts}
     app[MAX_WAIT] = max_wait

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stateservice import metrics
 from stateservice.errors import StateServiceError
 
 log = structlog.get_logger(__name__)
@@ -80,6 +81,7 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(exc.status, exc.body(), {**headers, **exc.headers})
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         log.warning("redis_unavailable", error=str(exc) or type(exc).__name__)
+        metrics.redis_error()
         response = error_response(
             503,
             {"error": "store_unavailable", "message": "Redis is unreachable; retry shortly", "status": 503},

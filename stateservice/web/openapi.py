@@ -332,6 +332,12 @@ def document(max_wait: float = 300.0, auth: bool = False) -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Leader"), "the leader, or id null"), "503": UNAVAILABLE},
             }
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics, every worker's added up (read scope)",
+                "responses": {"200": _text("the Prometheus text exposition format")},
+            }
+        },
         "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Status"), "up")}}},
         "/readyz": {
             "get": {

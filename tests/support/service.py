@@ -106,6 +106,8 @@ class ServiceProcess:
             self.argv += ["--workers", str(workers)]
         self.argv += list(args)
         self.env = service_env(env)
+        if env is None or "TMPDIR" not in env:
+            self.env["TMPDIR"] = str(cwd)  # its metrics dir, left behind when a test kills it, goes with the test's
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None

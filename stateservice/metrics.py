@@ -1,0 +1,162 @@
+"""Prometheus metrics: the metric objects, the hooks that count, and the text exposition.
+
+    stateservice_requests_total{route,method,status}      counter: answered requests (route: the route's
+                                                           canonical path, or `unmatched`)
+    stateservice_request_duration_seconds{route,method}   histogram: time to answer
+    stateservice_transitions_total{chart,cause}           counter: chart moves (cause put, time or reset)
+    stateservice_transaction_retries_total                counter: Redis transactions retried after a conflict
+    stateservice_redis_errors_total                       counter: Redis unreachable or timing out
+    stateservice_leader                                   gauge: 1 on the worker that leads, else 0 (summed
+                                                           over the live workers of a service)
+    stateservice_predictions_total{model}                 counter: rows a model predicted a state for
+
+With several workers each process writes its own files under PROMETHEUS_MULTIPROC_DIR (prometheus-client's
+multiprocess mode) and `GET /metrics`, whichever worker answers, adds up every worker's. `serve` sets that up
+with `multiprocess()` before any metric exists, so prometheus-client is imported only when a metric is first
+used (it picks its storage when imported). Nothing here talks to HTTP or Redis.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED = "unmatched"
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    duration: Histogram
+    transitions: Counter
+    retries: Counter
+    redis_errors: Counter
+    leader: Gauge
+    predictions: Counter
+
+
+@functools.cache
+def get() -> Metrics:
+    """This process's metric objects, created at first use."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    registry = CollectorRegistry(auto_describe=True)
+    return Metrics(
+        registry=registry,
+        requests=Counter(
+            "stateservice_requests_total",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        ),
+        duration=Histogram(
+            "stateservice_request_duration_seconds",
+            "Time to answer an HTTP request, by route and method",
+            ["route", "method"],
+            registry=registry,
+        ),
+        transitions=Counter(
+            "stateservice_transitions_total",
+            "Chart transitions, by chart and cause",
+            ["chart", "cause"],
+            registry=registry,
+        ),
+        retries=Counter(
+            "stateservice_transaction_retries_total", "Redis transactions retried after a conflict", registry=registry
+        ),
+        redis_errors=Counter("stateservice_redis_errors_total", "Redis unreachable or timing out", registry=registry),
+        leader=Gauge(
+            "stateservice_leader",
+            "1 while this service's worker holds the time-state leader lease",
+            multiprocess_mode="livesum",
+            registry=registry,
+        ),
+        predictions=Counter(
+            "stateservice_predictions_total", "Rows a model predicted a state for", ["model"], registry=registry
+        ),
+    )
+
+
+def request(route: str, method: str, status: int | str, seconds: float) -> None:
+    m = get()
+    m.requests.labels(route, method, str(status)).inc()
+    m.duration.labels(route, method).observe(seconds)
+
+
+def transition(chart: str, cause: str) -> None:
+    get().transitions.labels(chart, cause).inc()
+
+
+def retry() -> None:
+    get().retries.inc()
+
+
+def redis_error() -> None:
+    get().redis_errors.inc()
+
+
+def leader(leading: bool) -> None:
+    get().leader.set(1 if leading else 0)
+
+
+def predictions(model: str, rows: int) -> None:
+    get().predictions.labels(model).inc(rows)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format and its content type (every worker's, in multiprocess mode). Reads files: not on the loop."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = get().registry
+    if os.environ.get(ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+@contextmanager
+def multiprocess() -> Iterator[str]:
+    """A fresh private dir as PROMETHEUS_MULTIPROC_DIR while serving (workers inherit it); removed at exit."""
+    previous = os.environ.get(ENV)
+    directory = tempfile.mkdtemp(prefix="stateservice-metrics-")
+    os.environ[ENV] = directory
+    _restart()
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = previous
+        _restart()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _restart() -> None:
+    """Forget the metric objects; if prometheus-client is loaded already, let it pick its storage again."""
+    get.cache_clear()
+    if "prometheus_client" in sys.modules:
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters keep counting in the totals)."""
+    if os.environ.get(ENV):
+        from prometheus_client import multiprocess as mp
+
+        mp.mark_process_dead(pid)  # type: ignore[no-untyped-call]

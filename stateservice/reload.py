@@ -1,0 +1,110 @@
+"""SIGHUP: re-read the chart files of start-up and swap the new charts in, all or nothing.
+
+A reload runs the start-up checks again: every file must parse (`load_charts`), and every
+changed chart must register in Redis keeping its stored state (`ChartStore.register`; a
+stored current state the new file lacks is `StateRemoved`). Only then is the served dict
+replaced, in one synchronous step, so handlers and the scheduler see all old or all new
+charts. On any problem the old charts keep serving and `charts_reload_failed` lists every
+problem. Signals themselves are wired in `runner.py`; this module knows none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from datetime import tzinfo
+from pathlib import Path
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stateservice.charts_files import load_charts
+from stateservice.core.chart import Chart
+from stateservice.errors import ChartError, StateServiceError
+from stateservice.store.registrar import Registrar
+
+log = structlog.get_logger(__name__)
+
+
+class Reloader:
+    """Reloads `charts` (the dict the app and scheduler serve, mutated in place) from `paths`."""
+
+    def __init__(self, charts: dict[str, Chart], paths: Sequence[Path], zone: tzinfo, registrar: Registrar) -> None:
+        self.charts = charts
+        self.paths = tuple(paths)
+        self.zone = zone
+        self.registrar = registrar
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    def request(self) -> None:
+        """Start a reload in the background (a signal handler's job); reloads run one at a time."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="charts-reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> bool:
+        """Re-read the files; swap the charts in if they all parse and register. False (logged) if not."""
+        async with self._lock:
+            log.info("charts_reloading", paths=[str(p) for p in self.paths])
+            try:
+                fresh = await asyncio.get_running_loop().run_in_executor(None, load_charts, self.paths, self.zone)
+            except ChartError as exc:
+                log.error("charts_reload_failed", problems=[str(p) for p in exc.problems], kept=sorted(self.charts))
+                return False
+            new = {chart.name: chart for chart in fresh}
+            problems = await self._register(new)
+            if problems:
+                log.error("charts_reload_failed", problems=problems, kept=sorted(self.charts))
+                return False
+            old = dict(self.charts)
+            # one synchronous step: no request or scheduler tick sees half of each
+            self.charts.clear()
+            self.charts.update(new)
+            log.info(
+                "charts_reloaded",
+                charts={name: chart.digest[:12] for name, chart in sorted(new.items())},
+                changed=sorted(n for n, c in new.items() if n in old and old[n].digest != c.digest),
+                added=sorted(set(new) - set(old)),
+                removed=sorted(set(old) - set(new)),
+            )
+            return True
+
+    async def close(self) -> None:
+        """Cancel a reload still running (at shutdown, before Redis closes)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+
+    async def _register(self, new: dict[str, Chart]) -> list[str]:
+        """Register the new or changed charts; every problem as a line (none: all registered).
+
+        Every carry-over is checked before anything is written, so a removed state in one chart
+        leaves the others' stored definitions untouched.
+        """
+        changed = [
+            c for name, c in sorted(new.items()) if (old := self.charts.get(name)) is None or old.digest != c.digest
+        ]
+        problems: list[str] = []
+        for chart in changed:
+            problems += await _attempt(chart, self.registrar.store.check_carry_over(chart))
+        if problems:
+            return problems
+        for chart in changed:
+            problems += await _attempt(chart, self.registrar.ensure(chart))
+            if problems:
+                break  # Redis is failing: keep the old charts, the next SIGHUP tries again
+        return problems
+
+
+async def _attempt(chart: Chart, step: Awaitable[object]) -> list[str]:
+    """Await one registration step: [] if it went through, else its problem as a line."""
+    try:
+        await step
+    except StateServiceError as exc:
+        return [exc.message]
+    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+        return [f"{chart.path or chart.name}: cannot register chart {chart.name!r}: {str(exc) or type(exc).__name__}"]
+    return []

@@ -1,0 +1,142 @@
+"""`GET /metrics`: exact counts across `--workers 2`, transitions, the leader gauge, bounded route labels, auth."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stateservice.auth import Scope, Token, Tokens, hash_secret
+from stateservice.core.parse import parse
+from stateservice.web.app import create_app
+from tests.support.service import REPO, ServiceProcess, Services, http
+
+CHART = REPO / "examples" / "states.yaml"  # chart `states`: green_state -> red_state -> blue_state, one report each
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called `name` in a text exposition: (labels, value)."""
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    return sum(value for found, value in samples(text, name) if labels.items() <= found.items())
+
+
+@pytest.fixture
+def two_workers(redis_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    services = Services(tmp_path)
+    try:
+        service = services.start(CHART, redis_url=redis_url, workers=2)
+        yield service
+        assert service.stop() == 0  # SIGTERM: the service removes its metrics dir
+    finally:
+        services.cleanup()
+
+
+def scrape(service: ServiceProcess) -> str:
+    status, headers, body = http("GET", f"{service.url}/metrics")
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain")
+    return body
+
+
+def test_counts_from_both_workers_add_up_exactly(two_workers: ServiceProcess) -> None:
+    url = f"{two_workers.url}/charts/states/state?state=green_state"
+    n = 60
+    with ThreadPoolExecutor(8) as pool:  # concurrent connections: the kernel hands them to both workers
+        statuses = list(pool.map(lambda _: http("GET", url)[0], range(n)))
+    assert statuses == [200] * n
+    for _ in range(3):  # whichever worker answers the scrape
+        body = scrape(two_workers)
+        route = {"route": "/charts/{chart}/state", "method": "GET"}
+        assert total(body, "stateservice_requests_total", status="200", **route) == n
+        assert total(body, "stateservice_request_duration_seconds_count", **route) == n
+        assert not any("green_state" in str(labels) for labels, _ in samples(body, "stateservice_requests_total"))
+
+
+def test_a_put_that_moves_the_chart_counts_one_transition(two_workers: ServiceProcess) -> None:
+    assert http("PUT", f"{two_workers.url}/charts/states/state?state=green_state&host=h1")[0] == 200
+    body = scrape(two_workers)
+    assert total(body, "stateservice_transitions_total", chart="states", cause="put") == 1
+    assert total(body, "stateservice_requests_total", route="/charts/{chart}/state", method="PUT", status="200") == 1
+
+
+def test_the_leader_gauge_sums_to_one_across_workers(two_workers: ServiceProcess) -> None:
+    deadline = time.monotonic() + 15
+    while total(scrape(two_workers), "stateservice_leader") != 1:
+        assert time.monotonic() < deadline, "no worker reported leading"
+        time.sleep(0.2)
+    for _ in range(5):  # never two leaders, whichever worker answers
+        assert total(scrape(two_workers), "stateservice_leader") == 1
+        time.sleep(0.1)
+
+
+def test_a_killed_leading_worker_leaves_no_stale_leader(redis_url: str, tmp_path: Path) -> None:
+    services = Services(tmp_path)
+    try:
+        service = services.start(CHART, redis_url=redis_url, workers=2, args=["--lease-ttl", "1"])
+        deadline = time.monotonic() + 15
+        while total(scrape(service), "stateservice_leader") != 1:
+            assert time.monotonic() < deadline, "no worker reported leading"
+            time.sleep(0.1)
+        leader = json.loads(http("GET", f"{service.url}/leader")[2])
+        os.kill(leader["pid"], signal.SIGKILL)  # no chance to set its gauge to 0: the parent must drop it
+        service.wait_for("worker_spawned", count=3)
+        deadline = time.monotonic() + 15
+        while json.loads(http("GET", f"{service.url}/leader")[2]).get("pid") in (None, leader["pid"]):
+            assert time.monotonic() < deadline, "no new leader"
+            time.sleep(0.1)
+        time.sleep(1)  # the new leader has set its gauge
+        for _ in range(5):
+            assert total(scrape(service), "stateservice_leader") == 1
+            time.sleep(0.1)
+        assert service.stop() == 0
+    finally:
+        services.cleanup()
+
+
+SECRET = "sst_metrics-test-secret"
+
+
+async def test_route_labels_are_canonical_and_unknown_paths_unmatched(aiohttp_client: Any, redis_url: str) -> None:
+    chart = parse(CHART.read_text(), str(CHART)).unwrap()
+    reader = Token("reader", hash_secret(SECRET), frozenset({Scope.READ}))
+    app = create_app([chart], redis_url, scheduler=False, tokens=Tokens((reader,)))
+    client = await aiohttp_client(app)
+    auth = {"Authorization": f"Bearer {SECRET}"}
+
+    async def metrics_text() -> str:
+        response = await client.get("/metrics", headers=auth)
+        assert response.status == 200
+        return await response.text()
+
+    before = await metrics_text()
+    assert (await client.get("/metrics")).status == 401  # the read scope is needed, and the 401 is counted
+    assert (await client.get("/no/such/path-xyzzy", headers=auth)).status == 404
+    assert (await client.get("/charts/nochart-xyzzy/state?state=a", headers=auth)).status == 404
+    after = await metrics_text()
+
+    def delta(**labels: str) -> float:
+        return total(after, "stateservice_requests_total", **labels) - total(
+            before, "stateservice_requests_total", **labels
+        )
+
+    assert delta(route="unmatched", method="GET", status="404") == 1
+    assert delta(route="/charts/{chart}/state", method="GET", status="404") == 1
+    assert delta(route="/metrics", method="GET", status="401") == 1
+    assert "xyzzy" not in after
