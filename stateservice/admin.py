@@ -90,11 +90,11 @@ async def current(url: str, chart: Chart) -> str | None:
         await redis.aclose()
 
 
-async def reset(url: str, chart: Chart, host: str) -> tuple[str, str]:
-    """Reset `chart` to its initial state (recorded in history, cause `reset`). Returns (from, to)."""
+async def reset(url: str, chart: Chart, host: str, actor: str) -> tuple[str, str]:
+    """Reset `chart` to its initial state (recorded in history, cause `reset`, by `actor`). Returns (from, to)."""
     redis = connect(url)
     try:
-        move = await ChartStore(redis).reset(chart, host)
+        move = await ChartStore(redis).reset(chart, host, actor=actor)
         return move.from_state, move.to_state
     finally:
         await redis.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import os
 import socket
 import sys
@@ -372,6 +373,13 @@ def validate(files: Sequence[Path], zone: tzinfo) -> int:
     return 1 if any(r.errors for r in results) else 0
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER: a bare container
+        return str(os.getuid())
+
+
 def status(config: Config, chart: str | None, as_json: bool) -> int:
     from stateservice.runner import redis_for
 
@@ -402,6 +410,7 @@ def reset(config: Config, path: Path, yes: bool) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("not reset", file=sys.stderr)
                 return 2
-        before, after = asyncio.run(admin.reset(url, chart, socket.gethostname()))
+        actor = f"cli:{_user()}"  # the audit trail names who ran it, as a token name would
+        before, after = asyncio.run(admin.reset(url, chart, socket.gethostname(), actor))
     print(f"chart {chart.name!r} reset: {before or '(no state)'} -> {after}")
     return 0

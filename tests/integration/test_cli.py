@@ -350,6 +350,8 @@ def test_reset_on_the_embedded_redis_of_a_running_service(services: Services, da
         ("green_state", "red_state", "put"),
         ("blue_state", "green_state", "reset"),
     ]
+    assert newest[1]["actor"].startswith("cli:")  # the audit trail says who reset it
+    assert newest[1]["host"] == socket.gethostname()
     assert service.stop() == 0
 
 
