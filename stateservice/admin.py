@@ -36,9 +36,9 @@ async def registered_chart(store: ChartStore, name: str, zone: tzinfo) -> Chart:
     return parse(definition["source"], definition.get("path") or name, name, zone).unwrap()
 
 
-async def status(url: str, name: str | None, zone: tzinfo) -> list[dict[str, Any]]:
+async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = False) -> list[dict[str, Any]]:
     """The `GET /charts/{chart}` view of one chart, or of every registered chart, plus its path."""
-    redis = connect(url)
+    redis = connect(url, cluster=cluster)
     try:
         store = ChartStore(redis)
         names = [name] if name else await store.registered()
@@ -80,9 +80,9 @@ def render(views: list[dict[str, Any]], as_json: bool) -> str:
     return "\n".join(lines)
 
 
-async def current(url: str, chart: Chart) -> str | None:
+async def current(url: str, chart: Chart, *, cluster: bool = False) -> str | None:
     """The chart's stored current state, or None when Redis holds none."""
-    redis = connect(url)
+    redis = connect(url, cluster=cluster)
     try:
         state: str | None = await redis.hget(keys.chart_state(chart.name), keys.CURRENT_STATE)
         return state
@@ -90,9 +90,9 @@ async def current(url: str, chart: Chart) -> str | None:
         await redis.aclose()
 
 
-async def reset(url: str, chart: Chart, host: str, actor: str) -> tuple[str, str]:
+async def reset(url: str, chart: Chart, host: str, actor: str, *, cluster: bool = False) -> tuple[str, str]:
     """Reset `chart` to its initial state (recorded in history, cause `reset`, by `actor`). Returns (from, to)."""
-    redis = connect(url)
+    redis = connect(url, cluster=cluster)
     try:
         move = await ChartStore(redis).reset(chart, host, actor=actor)
         return move.from_state, move.to_state

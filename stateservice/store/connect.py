@@ -4,6 +4,9 @@ An outage must answer 503 within a second or two: connect and socket timeouts ar
 redis-py's own retries are off (a failed request fails now; the next one reconnects). A busy
 worker must not answer 503 while Redis is up: the pool blocks for a free connection instead
 of raising "Too many connections" when a thousand requests arrive at once.
+With `cluster=True` the URL names one node of a Redis Cluster, and every master gets such a
+client of its own (see `cluster.py`). A `redis+sentinel://` URL gives a client of the master
+its sentinels name, with the same timeouts and pool, that follows it over a failover (see `sentinel.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-SCHEMES = ("redis", "rediss", "unix")
+from stateservice.store import sentinel
+from stateservice.store.cluster import ClusterRedis
+
+SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
 
 
 def connect(
@@ -24,8 +30,29 @@ def connect(
     socket_timeout: float = 2.0,
     connect_timeout: float = 1.0,
     pool_timeout: float = 5.0,
+    cluster: bool = False,
 ) -> Redis:
-    """A client for `url` (redis://, rediss://, unix://) that returns str and fails fast on an outage."""
+    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://) that returns str and fails fast."""
+    if cluster:
+        return ClusterRedis(
+            url,
+            lambda node: connect(
+                node,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                pool_timeout=pool_timeout,
+            ),
+        )
+    if sentinel.is_sentinel(url):
+        return sentinel.connect(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -40,6 +67,8 @@ def connect(
 
 def redact(url: str) -> str:
     """`url` with any password (in the address or a `password=` query) replaced by `***`, for logs and errors."""
+    if sentinel.is_sentinel(url):
+        return sentinel.redact(url)  # several hosts: urlsplit cannot read its port
     try:
         parts = urlsplit(url)
         password, port = parts.password, parts.port

@@ -1,0 +1,153 @@
+"""Redis Sentinel: `redis+sentinel://` URLs, and a client that follows the master the sentinels name.
+
+    redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB][?sentinel_password=P]
+
+USER and PASSWORD authenticate to the Redis servers (master and replicas); the sentinels are
+asked without credentials unless `sentinel_password=` (and `sentinel_username=`) says otherwise.
+PORT defaults to 26379. `rediss+sentinel://` is refused: TLS through Sentinel is untested here.
+
+Each new connection asks the sentinels where the master is, so after a failover the next
+request reconnects to the new master by itself, and a connection to a demoted master drops
+when it answers READONLY. Until the sentinels name a master, requests fail fast (503) like
+any outage: the same short timeouts, no retries and blocking pool as `connect.py`.
+Not here: writing the data or choosing replicas to read from (every command goes to the master).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+SCHEME = "redis+sentinel"
+TLS_SCHEME = "rediss+sentinel"
+DEFAULT_PORT = 26379
+OPTIONS = ("sentinel_username", "sentinel_password")
+FORM = "redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]"
+
+_HOST = re.compile(r"(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:/\[\]@?#]+))(?::(?P<port>\d{1,5}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def is_sentinel(url: str) -> bool:
+    """Whether `url` asks for Sentinel (`redis+sentinel://`, or the refused `rediss+sentinel://`)."""
+    return url.partition("://")[0].lower() in (SCHEME, TLS_SCHEME)
+
+
+def parse(url: str) -> SentinelURL:
+    """The parts of a `redis+sentinel://` URL. Raises ValueError saying what is wrong (never the password)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() == TLS_SCHEME:
+        raise ValueError(
+            "rediss+sentinel:// (TLS to Sentinel) is not supported; use redis+sentinel:// on a trusted network"
+        )
+    if scheme.lower() != SCHEME or not sep:
+        raise ValueError(f"not a Sentinel URL; the form is {FORM}")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels = tuple(_address(entry) for entry in hosts.split(","))
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError(f"no service name (the name in `sentinel monitor NAME ...`); the form is {FORM}")
+    db = db.rstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"{db!r} is not a database number; the form is {FORM}")
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in OPTIONS:
+            raise ValueError(f"unknown option {name!r}; a Sentinel URL takes only {', '.join(OPTIONS)}")
+        options[name] = value
+    return SentinelURL(
+        sentinels=sentinels,
+        service=unquote(service),
+        db=int(db or 0),
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username") or None,
+        sentinel_password=options.get("sentinel_password") or None,
+    )
+
+
+def redact(url: str) -> str:
+    """`url` with its passwords (in the address and in `sentinel_password=`) replaced by `***`."""
+    head, sep, query = url.partition("?")
+    scheme, slashes, rest = head.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    if ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = "&".join(
+        f"{q.partition('=')[0]}=***" if q.partition("=")[0].endswith("password") else q for q in query.split("&")
+    )
+    return f"{scheme}{slashes}{netloc}{slash}{path}{sep}{query}"
+
+
+class SentinelRedis(Redis):
+    """The master's client; closing it also closes its connections to the sentinels."""
+
+    sentinels: Sentinel | None = None  # (`sentinel` is a Redis command method)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            for client in self.sentinels.sentinels:
+                await client.aclose()
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (connections go to the master the sentinels name), waiting for a free connection."""
+
+
+def connect(url: str, **fast: Any) -> SentinelRedis:
+    """A client of the master that `url`'s sentinels name. `fast`: connect()'s timeouts, retry and pool size."""
+    target = parse(url)
+    pool_size, pool_timeout = fast.pop("max_connections"), fast.pop("timeout")
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={**fast, "username": target.sentinel_username, "password": target.sentinel_password},
+    )
+    client = sentinel.master_for(
+        target.service,
+        redis_class=SentinelRedis,
+        connection_pool_class=BlockingSentinelPool,
+        max_connections=pool_size,
+        timeout=pool_timeout,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        decode_responses=True,
+        **fast,
+    )
+    assert isinstance(client, SentinelRedis)
+    client.sentinels = sentinel
+    return client
+
+
+def _address(entry: str) -> tuple[str, int]:
+    match = _HOST.fullmatch(entry)
+    if not entry or match is None:
+        raise ValueError(f"{entry!r} is not a sentinel address (HOST, HOST:PORT or [IPv6]:PORT); the form is {FORM}")
+    port = int(match["port"] or DEFAULT_PORT)
+    if not 0 < port < 65536:
+        raise ValueError(f"{entry!r}: {port} is not a port number (1-65535)")
+    return (match["ip6"] or match["name"]), port

@@ -1,0 +1,304 @@
+"""Redis Sentinel: `redis+sentinel://` URLs, and a real service that follows its master through a failover.
+
+The failover test runs a real deployment (master and two replicas with `appendfsync always`,
+three sentinels, quorum 2), a real `stateservice serve --redis redis+sentinel://...
+--redis-wait-replicas 1`, and clients that keep reporting new hosts while the master is
+SIGKILLed. Every report that got a 200 must be counted on the new master.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from stateservice.charts_files import load_charts
+from stateservice.config import Config
+from stateservice.core.chart import Chart
+from stateservice.errors import ConfigError, StoreUnavailable
+from stateservice.store import keys
+from stateservice.store.charts import ChartStore
+from stateservice.store.connect import connect, redact
+from stateservice.store.replicated import replicated
+from stateservice.store.sentinel import SentinelURL, parse
+from tests.support.sentinel import SentinelDeployment
+from tests.support.service import Services, http, run_cli, wait_until
+
+CHART = """\
+name: fleet
+current_state: rollout
+states:
+  - name: rollout
+    func: increment
+    current: {key: hosts, value: 0}
+    target: {name: done, when: {key: hosts, value: 1000000}}
+  - name: done
+"""
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_parse_reads_every_part() -> None:
+    url = "redis+sentinel://svc:p%40ss@s1:26380,s2,[::1]:26381/mymaster/3?sentinel_password=sp"
+    assert parse(url) == SentinelURL(
+        sentinels=(("s1", 26380), ("s2", 26379), ("::1", 26381)),
+        service="mymaster",
+        db=3,
+        username="svc",
+        password="p@ss",
+        sentinel_password="sp",
+    )
+    assert parse("redis+sentinel://h/m") == SentinelURL(sentinels=(("h", 26379),), service="m")
+    assert parse("redis+sentinel://:pw@h:1/m/").password == "pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+sentinel://h:26379", "no service name"),
+        ("redis+sentinel://h:26379/", "no service name"),
+        ("redis+sentinel://h:26379/m/zero", "'zero' is not a database number"),
+        ("redis+sentinel://h:26379/m/0/extra", "is not a database number"),
+        ("redis+sentinel://h:port/m", "'h:port' is not a sentinel address"),
+        ("redis+sentinel://h:99999/m", "99999 is not a port number"),
+        ("redis+sentinel://h1,,h2/m", "'' is not a sentinel address"),
+        ("redis+sentinel:///m", "'' is not a sentinel address"),
+        ("redis+sentinel://h/m?password=x", "unknown option 'password'"),
+        ("rediss+sentinel://h/m", "rediss+sentinel:// (TLS to Sentinel) is not supported"),
+    ],
+)
+def test_parse_says_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse(url)
+    assert says in str(caught.value)
+
+
+def test_redact_hides_every_password_of_a_sentinel_url() -> None:
+    url = "redis+sentinel://svc:secret@s1:26379,s2:26379/m/0?sentinel_username=u&sentinel_password=other"
+    assert redact(url) == "redis+sentinel://svc:***@s1:26379,s2:26379/m/0?sentinel_username=u&sentinel_password=***"
+    assert redact("redis+sentinel://:secret@[::1]:1/m") == "redis+sentinel://:***@[::1]:1/m"
+    assert redact("redis+sentinel://s1,s2/m") == "redis+sentinel://s1,s2/m"
+    assert "secret" not in redact("rediss+sentinel://u:secret@h:bad/m")
+
+
+def test_config_accepts_a_sentinel_url_and_adds_the_environments_credentials() -> None:
+    env = {"STATESERVICE_REDIS_USERNAME": "svc", "STATESERVICE_REDIS_PASSWORD": "s3cret"}
+    config = Config.load(argparse.Namespace(redis_url="redis+sentinel://a:1,b:2/m/0"), env)
+    assert config.redis_url == "redis+sentinel://svc:s3cret@a:1,b:2/m/0"
+    assert parse(config.redis_url).password == "s3cret"
+    assert redact(config.redis_url) == "redis+sentinel://svc:***@a:1,b:2/m/0"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "says"),
+    [
+        ({"redis_url": "redis+sentinel://u:secret@a:1/"}, {}, "--redis: 'redis+sentinel://u:***@a:1/': no service"),
+        ({}, {"STATESERVICE_REDIS_URL": "rediss+sentinel://a/m"}, "STATESERVICE_REDIS_URL: 'rediss+sentinel://a/m'"),
+        ({"redis_wait_replicas": "1"}, {}, "--redis-wait-replicas needs --redis URL"),
+        ({"redis_url": "redis://h/0", "redis_wait_replicas": "x"}, {}, "'x' is not a number of replicas"),
+        ({"redis_url": "redis://h/0"}, {"STATESERVICE_REDIS_WAIT_TIMEOUT": "0"}, "STATESERVICE_REDIS_WAIT_TIMEOUT"),
+    ],
+)
+def test_config_refuses_bad_sentinel_and_wait_settings(flags: dict[str, str], env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(argparse.Namespace(**flags), env)
+    assert says in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_config_reads_the_wait_settings() -> None:
+    env = {"STATESERVICE_REDIS_WAIT_REPLICAS": "2", "STATESERVICE_REDIS_WAIT_TIMEOUT": "0.5"}
+    config = Config.load(argparse.Namespace(redis_url="redis+sentinel://a/m"), env)
+    assert (config.redis_wait_replicas, config.redis_wait_timeout) == (2, 0.5)
+    assert Config().redis_wait_replicas == 0
+
+
+def test_serve_with_a_bad_sentinel_url_stops_with_a_clear_error(tmp_path: Path) -> None:
+    chart = tmp_path / "fleet.yaml"
+    chart.write_text(CHART)
+    done = run_cli("serve", "--chart", chart, "--redis", "redis+sentinel://u:secret@a:26379,b:x/m", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "'b:x' is not a sentinel address" in done.stderr
+    assert "secret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+# -- a real deployment -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    found = Services(tmp_path)
+    yield found
+    found.cleanup()
+
+
+@pytest.mark.slow
+async def test_writes_wait_for_replicas_on_the_connection_that_wrote(tmp_path: Path) -> None:
+    deployment = SentinelDeployment(tmp_path / "redis", replicas=1, sentinels=0).start()
+    replica = deployment.data[1].proc
+    assert replica is not None
+    redis = connect(f"redis://127.0.0.1:{deployment.data[0].port}/0")
+    try:
+        chart = _chart(tmp_path)
+        store = ChartStore(replicated(redis, 1, 0.3), coalesce=False)
+        await store.register(chart)
+        assert (await store.report(chart, "rollout", "h1")).counted
+        # a stopped replica acknowledges nothing new; WAIT on any other connection (with no write of
+        # its own) would count it all the same and acknowledge a write the replica never got
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.report(chart, "rollout", "h2")
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        assert caught.value.fields == {"replicas": 1, "acknowledged": 0}
+        assert "only 0 of the 1 replica(s)" in caught.value.message
+        # the write is on the master all the same: a retry with the same host= counts nothing twice
+        assert not (await store.report(chart, "rollout", "h2")).counted
+        assert (await store.report(chart, "rollout", "h3")).counted
+        with pytest.raises(StoreUnavailable) as caught:
+            await ChartStore(replicated(redis, 2, 0.2), coalesce=False).report(chart, "rollout", "h4")
+        assert caught.value.fields == {"replicas": 2, "acknowledged": 1}
+        assert await redis.scard(keys.chart_hosts("fleet", "rollout")) == 4
+    finally:
+        await redis.aclose()
+        deployment.stop()
+
+
+@pytest.mark.slow
+def test_a_write_without_enough_replicas_answers_503_json(tmp_path: Path, services: Services) -> None:
+    deployment = SentinelDeployment(tmp_path / "redis", replicas=1).start()
+    try:
+        service = services.start(
+            _chart_file(tmp_path),
+            redis_url=deployment.url,
+            args=["--redis-wait-replicas", "2", "--redis-wait-timeout", "0.2"],
+        )
+        status, headers, body = http("PUT", f"{service.url}/charts/fleet/state?state=rollout&host=h1")
+        assert status == 503
+        assert headers["Retry-After"] == "1"
+        error = json.loads(body)
+        assert error["error"] == "store_unavailable"
+        assert error["status"] == 503
+        assert (error["replicas"], error["acknowledged"]) == (2, 1)
+        assert "retry" in error["message"]
+        assert http("GET", f"{service.url}/healthz")[0] == 200
+    finally:
+        deployment.stop()
+
+
+@dataclass
+class Answer:
+    host: str
+    started: float
+    ended: float
+    status: int | None
+    body: str
+
+
+@pytest.mark.slow
+def test_the_service_follows_a_failover_and_loses_no_acknowledged_report(tmp_path: Path, services: Services) -> None:
+    deployment = SentinelDeployment(tmp_path / "redis", replicas=2, down_after_ms=800).start()
+    try:
+        service = services.start(
+            _chart_file(tmp_path),
+            redis_url=deployment.url,
+            # a generous WAIT timeout: a slow disk (appendfsync always) must not turn into 503s
+            args=["--redis-wait-replicas", "1", "--redis-wait-timeout", "3", "--lease-ttl", "1"],
+        )
+        answers: list[Answer] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def report(worker: int) -> None:
+            for n in range(100_000):
+                if stop.is_set():
+                    return
+                host = f"w{worker}-{n}"
+                started = time.monotonic()
+                try:
+                    status, _, body = http("PUT", f"{service.url}/charts/fleet/state?state=rollout&host={host}", 8)
+                except OSError as exc:  # a hang past 8 s or a dropped connection: counted as a failure below
+                    status, body = None, repr(exc)
+                with lock:
+                    answers.append(Answer(host, started, time.monotonic(), status, body))
+
+        def ok_after(moment: float, each: int) -> bool:
+            """Whether every client has had `each` 200s to requests sent after `moment`."""
+            with lock:
+                done = Counter(a.host.partition("-")[0] for a in answers if a.status == 200 and a.started > moment)
+            return len(done) == len(threads) and min(done.values()) >= each
+
+        threads = [threading.Thread(target=report, args=(i,), daemon=True) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        try:
+            assert wait_until(lambda: ok_after(0, 2), timeout=20), _summary(answers, service.stderr)
+            old_port = deployment.master_port()
+            killed = time.monotonic()
+            deployment.kill_master()
+            new_port = deployment.wait_for_failover(old_port)
+            failed_over = time.monotonic()
+            assert wait_until(lambda: ok_after(failed_over, 4), timeout=20), _summary(answers, service.stderr)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+        assert new_port != old_port
+
+        broken = [a for a in answers if a.status not in (200, 503)]
+        assert broken == [], broken[:5]  # no other 5xx, no hang, no dropped connection
+        unavailable = [a for a in answers if a.status == 503]
+        assert unavailable, "the clients never saw the master gone"
+        for answer in unavailable:
+            assert killed <= answer.ended and answer.started <= failed_over + 5, answer
+            assert json.loads(answer.body)["error"] == "store_unavailable"
+
+        acknowledged = {a.host for a in answers if a.status == 200}
+        with deployment.master() as master:
+            assert master.info("replication")["role"] == "master"
+            counted = master.smembers(keys.chart_hosts("fleet", "rollout"))
+            assert acknowledged <= counted, sorted(acknowledged - counted)[:10]
+            state = master.hgetall(keys.chart_state("fleet"))
+            assert int(state[keys.counter_field("rollout")]) == len(counted)  # counter and host set agree
+            # the move watcher subscribed again, on the new master
+            assert wait_until(lambda: master.execute_command("PUBSUB", "NUMPAT") >= 1, timeout=5)
+            # the leader renews its 1 s lease on the new master: it is still held 2 s on
+            assert wait_until(lambda: master.exists(keys.leader()) == 1, timeout=5)
+            held = []
+            for _ in range(10):
+                held.append(master.pttl(keys.leader()) > 0)
+                time.sleep(0.2)
+            assert all(held)
+        assert service.running
+        assert service.events("unhandled_error") == []
+    finally:
+        deployment.stop()
+
+
+def _summary(answers: list[Answer], log: str) -> str:
+    statuses = Counter(a.status for a in answers)
+    odd = [a for a in answers if a.status != 200][:5]
+    return f"answers by status: {dict(statuses)}; first others: {odd}\nservice log (end):\n{log[-5000:]}"
+
+
+def _chart_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(CHART)
+    return path
+
+
+def _chart(tmp_path: Path) -> Chart:
+    return load_charts((_chart_file(tmp_path),), UTC)[0]
