@@ -2,20 +2,24 @@
 
 Measured in one run, on this machine, every connection to 127.0.0.1:
 
-1. POST /state throughput of `stateservice serve` (each model loaded once per worker, predicting
-   on its threads) against minimal aiohttp servers that do what the original StateService did:
-   load the model file on every request, then predict, on the event loop; once with `pickle.load`
-   (the original's loader), once with `joblib.load`, once with `skops.io.load` (the format the
-   example config serves). Target: >= 20x.
+1. POST /state throughput of `stateservice serve` (each model loaded once per worker), twice:
+   predicting in the worker's threads (`--predict-processes 0`) and in a pool process
+   (`--predict-processes 1`, the default), against minimal aiohttp servers that do what the
+   original StateService did: load the model file on every request, then predict, on the event
+   loop; once with `pickle.load` (the original's loader), once with `joblib.load`, once with
+   `skops.io.load` (the format the example config serves). Target: >= 20x.
 2. GET /state (a gate check, through Redis) latency, p50 and p99, alone, while one client in
    another process sends POST /state back to back (a prediction always running), and while
-   `--concurrency` clients saturate POST /state. Target: p99 within 1.5x. As a control, the same
-   with one client back to back on a model whose predict costs next to nothing (DummyClassifier):
-   what POST /state costs the gates apart from the prediction itself.
+   `--concurrency` clients saturate POST /state; for threads and for the pool. Target: p99
+   within 1.5x of alone. As a control, the same with one client back to back on a model whose
+   predict costs next to nothing (DummyClassifier): what POST /state costs the gates apart from
+   the prediction itself.
 
 Every server runs one worker and serves the README's example model (examples/models/train.py,
 `--rounds` boosting rounds; stateservice from its pickle). The load clients bound their
 concurrency; the GET probe is paced (open loop) and runs apart from the POST load's process.
+The two stateservice servers run side by side (the idle one costs next to nothing), so that
+each round measures both under the same neighbours.
 
     .venv/bin/python bench/bench_models.py [--seconds 5] [--rounds 50]
 """
@@ -50,6 +54,7 @@ STATES = ["green", "red", "blue"]
 BODY = json.dumps({"name": "colors", "values": [[500, 0]]}).encode()
 DUMMY = json.dumps({"name": "dummy", "values": [[500, 0]]}).encode()  # a model whose predict costs next to nothing
 GATE = "/state?state=green_state"
+VARIANTS = {"threads": 0, "pool": 1}  # --predict-processes of each stateservice server
 START_TIMEOUT = 60.0
 
 
@@ -267,11 +272,15 @@ def main() -> None:
         print(f"example model: {args.rounds} rounds, pickle {path.stat().st_size} bytes; ms each, in-process:")
         for what, ms in costs.items():
             print(f"  {what:16} {ms:8.2f} ms")
-        service = [sys.executable, "-m", "stateservice", "serve", "--port", "0", "--log-format", "json"]
-        service += ["--chart", "examples/states.yaml", "--data-dir", str(root / "data")]
-        service += ["--config", str(root / "conf"), "--models", str(root / "models")]
         with contextlib.ExitStack() as stack:
-            ours = stack.enter_context(running(service, root / "service.log"))
+            ours = {}
+            for variant, processes in VARIANTS.items():
+                service = [sys.executable, "-m", "stateservice", "serve", "--port", "0", "--log-format", "json"]
+                service += ["--chart", "examples/states.yaml", "--data-dir", str(root / f"data-{variant}")]
+                service += ["--config", str(root / "conf"), "--models", str(root / "models")]
+                service += ["--predict-processes", str(processes)]
+                log = root / f"service-{variant}.log"
+                ours[variant] = (log, stack.enter_context(running(service, log)))
             originals = {}
             for each in paths:
                 theirs = stack.enter_context(
@@ -279,18 +288,20 @@ def main() -> None:
                 )
                 assert theirs.stdout is not None
                 originals[each.suffix.lstrip(".")] = f"http://127.0.0.1:{int(theirs.stdout.readline())}"
-            url = service_url(root / "service.log", ours)
-            for base in (url, *originals.values()):  # warm: the model loaded, connections made
+            urls = {variant: service_url(log, proc) for variant, (log, proc) in ours.items()}
+            for base in (*urls.values(), *originals.values()):  # warm: the model loaded, connections made
                 asyncio.run(closed_loop(f"{base}/state", BODY, 1.0, 2))
-            report(args, url, originals)
+                asyncio.run(closed_loop(f"{base}/state", DUMMY, 0.2, 1))
+            report(args, urls, originals)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
-def report(args: argparse.Namespace, url: str, originals: dict[str, str]) -> None:
+def report(args: argparse.Namespace, urls: dict[str, str], originals: dict[str, str]) -> None:
     seconds, concurrency = args.seconds, args.concurrency
     print(f"\nPOST /state throughput, {concurrency} concurrent clients, {seconds:g}s each:")
     rates = {}
-    servers = {"cached (stateservice)": url} | {f"{fmt} load per request": base for fmt, base in originals.items()}
+    servers = {f"cached, {variant}": url for variant, url in urls.items()}
+    servers |= {f"{fmt} load per request": base for fmt, base in originals.items()}
     for name, base in servers.items():
         ok, failed, latencies = asyncio.run(closed_loop(f"{base}/state", BODY, seconds, concurrency))
         rates[name] = ok / seconds
@@ -298,27 +309,30 @@ def report(args: argparse.Namespace, url: str, originals: dict[str, str]) -> Non
             f"  {name:28} {ok / seconds:8.1f} req/s  p50 {percentile(latencies, 0.5):7.2f} ms"
             f"  p99 {percentile(latencies, 0.99):7.2f} ms  failed {failed}"
         )
-    cached = rates.pop("cached (stateservice)")
-    for name, rate in rates.items():
-        print(f"  cached / {name}: {cached / rate:.1f}x (target >= 20x)")
+    cached = {variant: rates.pop(f"cached, {variant}") for variant in urls}
+    for variant, rate_cached in cached.items():
+        for name, rate in rates.items():
+            print(f"  cached, {variant} / {name}: {rate_cached / rate:.1f}x (target >= 20x)")
 
     rounds = args.get_rounds
     print(
         f"\nGET {GATE} latency, paced at {args.get_rate:g}/s; {rounds} rounds of {seconds:g}s alone, then "
         "under each POST load (rounds interleaved, so that a noisy neighbour hits every case alike):"
     )
-    loads = {
-        "alone": (BODY, 0),
-        "1 POST client (back to back)": (BODY, 1),
-        f"{concurrency} POST clients (saturating)": (BODY, concurrency),
-        "control: 1 POST client, DummyClassifier": (DUMMY, 1),
-    }
+    loads = {}
+    for variant, url in urls.items():
+        loads |= {
+            f"{variant}: alone": (url, BODY, 0),
+            f"{variant}: 1 POST client (back to back)": (url, BODY, 1),
+            f"{variant}: {concurrency} POST clients (saturating)": (url, BODY, concurrency),
+            f"{variant}: control, 1 POST client, Dummy": (url, DUMMY, 1),
+        }
     results: dict[str, list[float]] = {label: [] for label in loads}
     posted: dict[str, int] = dict.fromkeys(loads, 0)
     failures = 0
     context = multiprocessing.get_context("spawn")
     for _ in range(rounds):
-        for label, (body, clients) in loads.items():
+        for label, (url, body, clients) in loads.items():
             done = context.Queue()
             load = None
             if clients:
@@ -336,15 +350,17 @@ def report(args: argparse.Namespace, url: str, originals: dict[str, str]) -> Non
     for label, latencies in results.items():
         rate = f", {posted[label] / (rounds * (seconds + 1.0)):.0f} POST/s" if posted[label] else ""
         line(f"{label}{rate}", latencies)
-    alone = percentile(results.pop("alone"), 0.99)
+    alone = {variant: percentile(results.pop(f"{variant}: alone"), 0.99) for variant in urls}
     for label, latencies in results.items():
-        print(f"  p99 with {label} / alone: {percentile(latencies, 0.99) / alone:.2f}x (target <= 1.5x)")
+        variant, _, load = label.partition(": ")
+        ratio = percentile(latencies, 0.99) / alone[variant]
+        print(f"  {variant}: p99 with {load} / alone: {ratio:.2f}x (target <= 1.5x)")
     print(f"  failed requests: {failures}")
 
 
 def line(label: str, latencies: list[float]) -> None:
     print(
-        f"  {label:44} p50 {percentile(latencies, 0.5):6.2f} ms  p99 {percentile(latencies, 0.99):6.2f} ms"
+        f"  {label:58} p50 {percentile(latencies, 0.5):6.2f} ms  p99 {percentile(latencies, 0.99):6.2f} ms"
         f"  max {max(latencies) * 1000:7.2f} ms  n={len(latencies)}"
     )
 

@@ -1,7 +1,10 @@
 """The per-worker model cache: load each model once, reload it when its file changes, predict off the loop.
 
 Every file read, load and `predict` runs on the cache's one thread pool (`start()` creates it,
-`close()` shuts it down; `web/app.py` does both in a cleanup context), never on the event loop.
+`close()` shuts it down; `web/app.py` does both in a cleanup context), never on the event loop;
+with `predict_processes` (`--predict-processes`), loads and predictions run in a pool of other
+processes instead (`predictpool.py`: the GIL of a prediction is then not the event loop's), and
+the worker keeps only each model's file bytes, digest and n_features_in_.
 `start()` also loads every model in the background, so the first requests find them loaded.
 A request stats the model file and predicts in one executor job; only when the file's signature
 (inode, size, mtime, ctime) differs from the version last tried does it start a load, the one
@@ -37,6 +40,7 @@ from stateservice.errors import (
 )
 from stateservice.modelconf import ModelSpec
 from stateservice.modelload import Loader, Signature, current_signature, deserialize, read_model
+from stateservice.predictpool import LoadFailed, PoolDied, PredictPool, RemoteError, Stale
 
 log = structlog.get_logger(__name__)
 
@@ -50,11 +54,12 @@ Rows = list[list[float]]
 class Loaded:
     """A model in memory and the file version it came from."""
 
-    estimator: Any
+    estimator: Any  # None when a prediction pool holds the model
     digest: str
     signature: Signature
     loaded_at: datetime
     n_features: int | None
+    data: bytes | None = None  # the file's bytes, for a pool process that does not hold this version yet
 
 
 @dataclass(slots=True)
@@ -75,7 +80,12 @@ class _Stale:
 
 
 class ModelCache:
-    """The models one worker serves, each loaded once (at start, or at first use). `start()` first, `close()` last."""
+    """The models one worker serves, each loaded once (at start, or at first use). `start()` first, `close()` last.
+
+    `predict_processes` > 0: loads and predictions run in a pool of that many processes, which this cache
+    starts and stops (only if it serves models); `pool` instead shares a pool the caller starts and stops
+    (tests). `loader` deserializes in this process, without a pool only (a pool loads with `deserialize`).
+    """
 
     def __init__(
         self,
@@ -85,19 +95,25 @@ class ModelCache:
         loader: Loader = deserialize,
         threads: int = THREADS,
         warm: bool = True,
+        predict_processes: int = 0,
+        pool: PredictPool | None = None,
     ) -> None:
         self.entries = {spec.name: Entry(spec) for spec in specs}
         self.allow_writable = allow_writable
         self.loader = loader
         self.threads = threads
         self.warm = warm
+        self._own_pool = pool is None and predict_processes > 0 and bool(self.entries)
+        self.pool = PredictPool(predict_processes) if self._own_pool else pool
         self._executor: ThreadPoolExecutor | None = None
         self._warming: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Create the threads; with `warm`, start loading every model in the background (the first requests
-        then wait for that load instead of paying for it, and a model that cannot load is logged at start)."""
+        """Create the threads (and the pool); with `warm`, start loading every model in the background (the first
+        requests then wait for that load instead of paying for it, and a model that cannot load is logged at start)."""
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="models")
+        if self._own_pool and self.pool is not None:
+            self.pool.start()
         if self.warm and self.entries:
             self._warming = asyncio.create_task(self._warm(), name="warm-models")
 
@@ -116,6 +132,8 @@ class ModelCache:
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` on the cache's threads, with the caller's log context."""
@@ -135,17 +153,46 @@ class ModelCache:
         """The state for each row. Raises UnknownModel, ValuesRejected (422), ModelUnavailable, BadPrediction,
         PredictionFailed (500)."""
         entry = self.entry(name)
+        outcome: list[str] | _Stale
         try:
-            outcome = await self.run(_predict_if_fresh, entry.spec, entry.seen, entry.current, rows)
-            if isinstance(outcome, _Stale):
-                loaded = await self.refresh(entry, outcome.signature)
-                outcome = await self.run(_predict, entry.spec, loaded, rows)
+            if self.pool is not None:
+                outcome = await self._predict_in_pool(self.pool, entry, rows)
+            else:
+                outcome = await self.run(_predict_if_fresh, entry.spec, entry.seen, entry.current, rows)
+                if isinstance(outcome, _Stale):
+                    loaded = await self.refresh(entry, outcome.signature)
+                    outcome = await self.run(predict_rows, entry.spec, loaded.estimator, loaded.n_features, rows)
         except (BadPrediction, PredictionFailed) as exc:
             # a fault of the model, not of the caller: the operator needs to hear of it (with the model's traceback)
             log.error("model_prediction_failed", model=name, error=exc.message, exc_info=exc.__cause__)
             raise
         metrics.predictions(name, len(outcome))
         return outcome
+
+    async def _predict_in_pool(self, pool: PredictPool, entry: Entry, rows: Rows) -> list[str]:
+        """One pool job (the freshness check and the prediction), two when the file changed since the last load."""
+        spec, current = entry.spec, entry.current
+        try:
+            outcome: list[str] | Stale = Stale(None)
+            if current is not None:
+                outcome = await pool.predict(spec, entry.seen, current.digest, _data(current), current.n_features, rows)
+            if isinstance(outcome, Stale):
+                current = await self.refresh(entry, outcome.signature)
+                outcome = await pool.predict(spec, None, current.digest, _data(current), current.n_features, rows)
+            assert not isinstance(outcome, Stale)  # only a check against `seen` answers Stale
+            return outcome
+        except PoolDied as exc:
+            raise PredictionFailed(
+                spec.name,
+                f"the prediction process died while predicting with model {spec.name!r} ({exc}); "
+                "a new one was started: retry the request",
+            ) from exc
+        except LoadFailed as exc:
+            raise ModelUnavailable(spec.name, f"a prediction process could not load it: {exc}") from None
+        except RemoteError as exc:
+            raise PredictionFailed(
+                spec.name, f"model {spec.name!r} failed in the prediction process: {str(exc).splitlines()[-1]}"
+            ) from exc
 
     async def refresh(self, entry: Entry, seen: Signature | None = None) -> Loaded:
         """The current version of the model, loaded or reloaded if its file changed. Raises ModelUnavailable."""
@@ -175,9 +222,15 @@ class ModelCache:
             if previous is not None and previous.digest == file.digest:
                 entry.current, entry.error = _replace_signature(previous, file.signature), None
                 return  # touched or copied over with the same bytes: nothing to deserialize
-            estimator = await self.run(self.loader, spec, file.data)
+            if self.pool is not None:
+                estimator, features = None, await self.pool.load(spec, file.digest, file.data)
+            else:
+                estimator = await self.run(self.loader, spec, file.data)
+                features = getattr(estimator, "n_features_in_", None)
         except Exception as exc:
-            entry.error = exc.reason if isinstance(exc, ModelUnavailable) else f"{type(exc).__name__}: {str(exc)[:300]}"
+            if isinstance(exc, PoolDied):  # not the file's fault: the next request tries this version again
+                entry.tried, entry.seen = False, None
+            entry.error = _why(exc)
             log.error(
                 "model_load_failed",
                 model=spec.name,
@@ -187,13 +240,13 @@ class ModelCache:
             )
             return
         entry.error = None
-        features = getattr(estimator, "n_features_in_", None)
         entry.current = Loaded(
             estimator,
             file.digest,
             file.signature,
             datetime.now(UTC),
             features if isinstance(features, int) else None,
+            file.data if self.pool is not None else None,
         )
         log.info(
             "model_loaded",
@@ -207,7 +260,20 @@ class ModelCache:
 
 
 def _replace_signature(loaded: Loaded, signature: Signature) -> Loaded:
-    return Loaded(loaded.estimator, loaded.digest, signature, loaded.loaded_at, loaded.n_features)
+    return Loaded(loaded.estimator, loaded.digest, signature, loaded.loaded_at, loaded.n_features, loaded.data)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ModelUnavailable):
+        return exc.reason
+    if isinstance(exc, LoadFailed):  # already `Type: message`, from the pool process
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _data(loaded: Loaded) -> bytes:
+    assert loaded.data is not None  # kept for every model loaded with a pool
+    return loaded.data
 
 
 def _predict_if_fresh(spec: ModelSpec, seen: Signature | None, loaded: Loaded | None, rows: Rows) -> list[str] | _Stale:
@@ -215,22 +281,22 @@ def _predict_if_fresh(spec: ModelSpec, seen: Signature | None, loaded: Loaded | 
     now = current_signature(spec.path)
     if loaded is None or now != seen:
         return _Stale(now)
-    return _predict(spec, loaded, rows)
+    return predict_rows(spec, loaded.estimator, loaded.n_features, rows)
 
 
-def _predict(spec: ModelSpec, loaded: Loaded, rows: Rows) -> list[str]:
-    """In the executor: the model's states for `rows`. Raises ValuesRejected, PredictionFailed, BadPrediction."""
+def predict_rows(spec: ModelSpec, estimator: Any, n_features: int | None, rows: Rows) -> list[str]:
+    """In a thread or a pool process: the model's states for `rows`. Raises ValuesRejected, PredictionFailed,
+    BadPrediction."""
     width = len(rows[0])
-    if loaded.n_features is not None and width != loaded.n_features:
+    if n_features is not None and width != n_features:
         raise ValuesRejected(
             spec.name,
-            f"model {spec.name!r} expects rows of {loaded.n_features} numbers (its n_features_in_); "
-            f"these rows have {width}",
-            expected=loaded.n_features,
+            f"model {spec.name!r} expects rows of {n_features} numbers (its n_features_in_); these rows have {width}",
+            expected=n_features,
             given=width,
         )
     try:
-        predictions = loaded.estimator.predict(rows)
+        predictions = estimator.predict(rows)
     except ValueError as exc:
         raise ValuesRejected(spec.name, f"model {spec.name!r} rejected the values: {str(exc)[:300]}") from None
     except Exception as exc:

@@ -2,9 +2,10 @@
 
 The body is read as JSON whatever its Content-Type says (the original README's `curl -d` sends
 a form type), checked here (400 naming what is wrong), and handed to `models.ModelCache`, which
-predicts on its threads. Bodies over PARSE_INLINE bytes are also parsed there, so a large body
-never stalls gate traffic. The answer is `{"state": [...]}`, or one state per line when the
-client prefers `text/plain` in `Accept`.
+predicts in its prediction processes (or, with `--predict-processes 0`, on its threads). Bodies
+over PARSE_INLINE bytes are parsed on its threads, so a large body never stalls gate traffic.
+The answer is `{"state": [...]}`, or one state per line when the client prefers `text/plain`
+in `Accept`.
 """
 
 from __future__ import annotations

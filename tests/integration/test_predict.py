@@ -1,4 +1,9 @@
-"""POST /state and GET /models through a real aiohttp server: every status, reloads, one load, trust, formats."""
+"""POST /state and GET /models through a real aiohttp server: every status, reloads, one load, trust, formats.
+
+Each test runs twice: predicting in the worker's threads, and in a prediction pool process (one pool shared
+by the module, so that a pool process starts, and imports scikit-learn, once). The tests that count the
+calls of a loader in this process run with threads only; test_predict_pool.py counts the pool's loads.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from stateservice.models import ModelCache
+from stateservice.predictpool import PredictPool
 from stateservice.web.app import MAX_BODY, create_app
 from tests.support.models import Broken, CountingLoader, Fixed, Layout, Rejects, Sleepy, colors_tree, save
 
@@ -38,12 +44,28 @@ def layout(tmp_path: Path) -> Layout:
     return made
 
 
+@pytest.fixture(scope="module")
+def shared_pool() -> Iterator[PredictPool]:
+    pool = PredictPool(1)
+    pool.start()
+    yield pool
+    asyncio.run(pool.close())
+
+
+@pytest.fixture(params=["threads", "pool"])
+def predict_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
-    """`await make_client(layout, **cache options)`: a real server answering for the layout's models."""
+def make_client(aiohttp_client: Any, redis_url: str, predict_mode: str, request: pytest.FixtureRequest) -> MakeClient:
+    """`await make_client(layout, **cache options)`: a real server answering for the layout's models, predicting
+    in threads or in the shared pool (`predict_mode`)."""
 
     async def make(layout: Layout | None, *, max_body: int = MAX_BODY, **options: Any) -> Client:
         options.setdefault("warm", False)
+        if predict_mode == "pool":
+            options["pool"] = request.getfixturevalue("shared_pool")
         allow = options.get("allow_writable", False)
         cache = ModelCache(layout.specs(allow_writable=allow), **options) if layout is not None else None
         app = create_app([], redis_url, scheduler=False, models=cache, max_body=max_body)
@@ -345,6 +367,7 @@ async def test_a_model_that_never_loaded_is_500_and_is_not_retried_until_its_fil
 # -- the cache ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("predict_mode", ["threads"], indirect=True)  # counts loads in this process
 async def test_concurrent_first_requests_load_the_model_once(make_client: MakeClient, layout: Layout) -> None:
     loader = CountingLoader(delay=0.3)
     client = await make_client(layout, loader=loader)
@@ -357,6 +380,7 @@ async def test_concurrent_first_requests_load_the_model_once(make_client: MakeCl
     assert loader.calls == 1
 
 
+@pytest.mark.parametrize("predict_mode", ["threads"], indirect=True)  # counts loads in this process
 async def test_warming_loads_every_model_at_start_and_requests_share_that_load(
     make_client: MakeClient, layout: Layout
 ) -> None:
@@ -384,6 +408,7 @@ async def test_a_changed_file_is_used_by_the_next_request(make_client: MakeClien
     assert (loaded["replaced"], loaded["digest"]) == (before["digest"], after["digest"])
 
 
+@pytest.mark.parametrize("predict_mode", ["threads"], indirect=True)  # counts loads in this process
 async def test_the_same_bytes_again_are_not_loaded_again(make_client: MakeClient, layout: Layout) -> None:
     path = layout.models / "team" / "colors.joblib"
     loader = CountingLoader()

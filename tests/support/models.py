@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import threading
 import time
 import zipfile
@@ -60,6 +61,25 @@ class Sleepy:
     def predict(self, rows: Any) -> Any:
         time.sleep(self.seconds)
         return [0] * len(rows)
+
+
+class Crashes:
+    """Kills the interpreter it predicts in, as a crash in native code would (run it in a prediction pool only)."""
+
+    n_features_in_ = 1
+
+    def predict(self, rows: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WhereAmI:
+    """Predicts index 0 (green) in any process but `worker`, 1 (red) in it: where did predict run?"""
+
+    def __init__(self, worker: int) -> None:
+        self.worker = worker
+
+    def predict(self, rows: Any) -> Any:
+        return [0 if os.getpid() != self.worker else 1] * len(rows)
 
 
 class CountingLoader:

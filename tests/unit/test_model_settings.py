@@ -71,6 +71,20 @@ def test_max_body_takes_bytes_or_a_k_or_m_suffix(given: str, size: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("flags", "environ", "processes"),
+    [
+        ([], {}, 1),
+        (["--predict-processes", "0"], {"STATESERVICE_PREDICT_PROCESSES": "3"}, 0),
+        ([], {"STATESERVICE_PREDICT_PROCESSES": "3"}, 3),
+    ],
+)
+def test_predict_processes_one_by_default_zero_for_threads(
+    flags: list[str], environ: dict[str, str], processes: int
+) -> None:
+    assert load(*flags, **environ).predict_processes == processes
+
+
+@pytest.mark.parametrize(
     ("flags", "environ", "message"),
     [
         (["--max-body", "lots"], {}, "--max-body: 'lots' is not a size from 1K to 1024M"),
@@ -78,6 +92,8 @@ def test_max_body_takes_bytes_or_a_k_or_m_suffix(given: str, size: int) -> None:
         (["--max-body", "2G"], {}, "--max-body: '2G' is not a size"),
         ([], {"STATESERVICE_MAX_BODY": "-1"}, "STATESERVICE_MAX_BODY: '-1' is not a size"),
         ([], {"STATESERVICE_ALLOW_WRITABLE_MODELS": "maybe"}, "STATESERVICE_ALLOW_WRITABLE_MODELS: 'maybe' is not one"),
+        (["--predict-processes", "-1"], {}, "--predict-processes: '-1' is not a process count"),
+        ([], {"STATESERVICE_PREDICT_PROCESSES": "two"}, "STATESERVICE_PREDICT_PROCESSES: 'two' is not a process"),
         (["--config", "conf"], {}, "--config needs --models too"),
         ([], {"STATESERVICE_MODELS": "models"}, "--models needs --config too"),
     ],
