@@ -354,6 +354,20 @@ class Bench:
             table,
         )
 
+    def gate_only(self) -> None:
+        """Benchmark 1 alone (bare handler vs gate GET), for working on the read path; not part of a full run."""
+        say("\n== 1: gate GET vs bare aiohttp (1 worker) ==")
+        bare = self.bare("bare-gate-w1")
+        gate = self.service("gate_only_w1")
+        self.ready()
+        runs = self.measure([("bare", bare, "/", "GET"), ("gate GET", gate, "/state?state=hot", "GET")])
+        gate.stop()
+        bare.stop()
+        base = Row("bare aiohttp handler (fixed body)", 1, runs["bare"])
+        rows = [base, Row("gate GET `/state?state=hot`", 1, runs["gate GET"], base)]
+        self.ratio_table("1. vs a bare aiohttp handler, 1 worker, 64 connections", rows)
+        self.target_ratio("1. gate GET vs bare aiohttp (1 worker)", rows[1], 0.5)
+
     def stats(self, server: h.Server, chart: str) -> tuple[int, int, int]:
         """Stop `server`; (transactions, retries, reports counted) over its life, from `store_stats` and Redis."""
         counted = self.settled_counter(chart, "hot")
@@ -764,7 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of under a minute (writes no results)")
     parser.add_argument("--output", type=Path, help=f"where to write the results [default: {RESULTS} unless --quick]")
     parser.add_argument(
-        "--only", action="append", choices=["ratios", "wave", "longpoll", "variants"], help="run only these parts"
+        "--only",
+        action="append",
+        choices=["ratios", "wave", "longpoll", "variants", "gate"],
+        help="run only these parts (`gate`: benchmark 1 alone, never part of the default run)",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -782,6 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wave": bench.fleet_wave,
             "longpoll": bench.long_poll,
             "variants": bench.variants,
+            "gate": bench.gate_only,
         }
         with bench.stack:
             for part in parts:

@@ -90,9 +90,19 @@ def get() -> Metrics:
 
 
 def request(route: str, method: str, status: int | str, seconds: float) -> None:
+    counter, histogram = _request_children(route, method, status)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+@functools.cache
+def _request_children(route: str, method: str, status: int | str) -> tuple[Counter, Histogram]:
+    """The labelled children for one (route, method, status): `labels()` takes a lock and builds keys each call.
+
+    Bounded like the labels themselves (routes are canonical paths); forgotten with the metric objects.
+    """
     m = get()
-    m.requests.labels(route, method, str(status)).inc()
-    m.duration.labels(route, method).observe(seconds)
+    return m.requests.labels(route, method, str(status)), m.duration.labels(route, method)
 
 
 def transition(chart: str, cause: str) -> None:
@@ -148,6 +158,7 @@ def multiprocess() -> Iterator[str]:
 def _restart() -> None:
     """Forget the metric objects; if prometheus-client is loaded already, let it pick its storage again."""
     get.cache_clear()
+    _request_children.cache_clear()
     if "prometheus_client" in sys.modules:
         from prometheus_client import values
 

@@ -3,7 +3,9 @@
 Every transaction that moves a chart publishes on `stateservice:{CHART}:moves`; the worker's
 single pattern subscription wakes the requests waiting on that chart, which then re-read
 it. A lost message strands nobody: waiters also re-read on their own every few seconds, and
-all are woken whenever the subscription (re)connects.
+all are woken whenever the subscription (re)connects. On a Redis Cluster each (re)connection
+subscribes on the next master (`ClusterRedis.pubsub`): a classic PUBLISH reaches every node,
+so any one master hears every chart, and a dead one is left behind within about a second.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class MoveWatcher:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.closing = False
-        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, set[asyncio.Future[bool]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -35,27 +37,30 @@ class MoveWatcher:
         self._task = asyncio.create_task(self._listen(), name="move-watcher")
 
     async def wait(self, chart: str, timeout: float) -> bool:
-        """Wait until `chart` moves (or may have) or the worker stops: True; or `timeout` passes: False."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Wait until `chart` moves (or may have) or the worker stops: True; or `timeout` passes: False.
+
+        A bare future and one timer (not `asyncio.wait_for`, which adds a future, a callback and
+        a loop iteration to every wake-up): when a gate opens, thousands of these wake at once.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         waiting = self._waiting.setdefault(chart, set())
         waiting.add(future)
+        timer = loop.call_later(timeout, _settle, future, False)
         try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
+            return await future
         finally:
+            timer.cancel()
             waiting.discard(future)
-            if not waiting:
-                self._waiting.pop(chart, None)
+            if not waiting and self._waiting.get(chart) is waiting:
+                del self._waiting[chart]
 
     def wake(self, chart: str | None = None) -> None:
         """Wake the waiters of `chart`, or all of them."""
         groups = self._waiting.values() if chart is None else [self._waiting.get(chart, set())]
         for futures in groups:
             for future in futures:
-                if not future.done():
-                    future.set_result(None)
+                _settle(future, True)
 
     async def close(self) -> None:
         """Stop listening and wake every waiter, which then sees `closing` (the worker is stopping)."""
@@ -82,3 +87,8 @@ class MoveWatcher:
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
                 log.debug("move_watcher_disconnected", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
+
+
+def _settle(future: asyncio.Future[bool], woken: bool) -> None:
+    if not future.done():
+        future.set_result(woken)

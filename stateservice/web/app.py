@@ -23,9 +23,9 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect
 from stateservice.store.lease import Lease
 from stateservice.store.registrar import Registrar
+from stateservice.store.replicated import replicated
 from stateservice.store.watch import MoveWatcher
-from stateservice.web import auth, limits, middleware
-from stateservice.web import metrics as web_metrics
+from stateservice.web import auth, middleware
 from stateservice.web.keys import BODY_LIMIT, CHARTS, MAX_WAIT, MODELS, REDIS, REGISTRAR, SCHEDULER, STORE, WATCHER
 from stateservice.web.routes import setup_routes
 
@@ -46,6 +46,9 @@ def create_app(
     models: ModelCache | None = None,
     max_body: int = MAX_BODY,
     tokens: Tokens | None = None,
+    wait_replicas: int = 0,
+    wait_timeout: float = 1.0,
+    redis_cluster: bool = False,
 ) -> web.Application:
     """The HTTP application serving `charts`, keeping their state in the Redis at `redis_url`.
 
@@ -54,11 +57,14 @@ def create_app(
     `coalesce` turns group commit of concurrent reports on; `max_wait` caps long-polls.
     `models` answers POST /state (none: it answers 404); `max_body` caps every request body.
     `tokens` (None: no authentication) are checked on every request but the probes.
+    `wait_replicas` (0: off): a chart write is acknowledged once that many replicas have it (WAIT `wait_timeout`).
+    `redis_cluster`: `redis_url` names a node of a Redis Cluster.
     """
-    # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON;
-    # metrics, outside all, counts every answer with its final status
+    # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON
+    # and counts every answer with its final status; handle also applies the size limits, and names the
+    # caller itself when there are no tokens (each layer is paid by every request)
     app = web.Application(
-        middlewares=[web_metrics.count, middleware.handle, limits.check, auth.middleware(tokens)],
+        middlewares=[middleware.handle, *([auth.middleware(tokens)] if tokens is not None else [])],
         client_max_size=max_body,
     )
     app[CHARTS] = {chart.name: chart for chart in charts}
@@ -68,9 +74,9 @@ def create_app(
     app[auth.AUTH_ON] = tokens is not None
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        redis = connect(redis_url)
+        redis = connect(redis_url, cluster=redis_cluster)
         app[REDIS] = redis
-        app[STORE] = ChartStore(redis, coalesce=coalesce)
+        app[STORE] = ChartStore(replicated(redis, wait_replicas, wait_timeout), coalesce=coalesce)
         app[REGISTRAR] = Registrar(app[STORE])
         app[WATCHER] = MoveWatcher(redis)
         await app[REGISTRAR].try_all(app[CHARTS].values())

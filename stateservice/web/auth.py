@@ -1,8 +1,9 @@
 """Who is asking, and may they: the bearer-token / client-certificate middleware.
 
 It runs inside `middleware.handle` (listed after it, so errors it raises still become JSON
-bodies): it finds the identity (a token's name, a client certificate's CN, or `-` when no
-tokens are configured), binds it into the log context and the request, and refuses with
+bodies), and only when tokens are configured (without them, `handle` records `anonymous()`:
+the client certificate's CN or `-`). It finds the identity (a token's name, or `-` on the
+open paths), binds it into the log context and the request, and refuses with
 401 (no or unknown token, with `WWW-Authenticate`) or 403 (wrong scope or chart). The
 probes and the contract (`/healthz`, `/readyz`, `/leader`, `/openapi.json`) are open.
 """
@@ -100,13 +101,22 @@ def _authenticate(request: web.Request, tokens: Tokens) -> Token:
     raise Unauthorized("this endpoint needs a token: send 'Authorization: Bearer TOKEN'")
 
 
+def anonymous(request: web.Request) -> str:
+    """Record and return who asks when no tokens are configured: the client certificate's CN, or `-`."""
+    request[IDENTITY] = name = client_cn(request) or ANONYMOUS
+    return name
+
+
 def middleware(tokens: Tokens | None) -> Middleware:
-    """The auth middleware; with `tokens` None every request is let through (identity `-` or the cert CN)."""
+    """The auth middleware; with `tokens` None every request is let through (identity `-` or the cert CN).
+
+    The application installs it only with tokens (see `anonymous`); without, it only names the caller.
+    """
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if tokens is None:
-            request[IDENTITY] = client_cn(request) or ANONYMOUS
+            anonymous(request)
         elif request.path in OPEN_PATHS:
             request[IDENTITY] = ANONYMOUS
         else:

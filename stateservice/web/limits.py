@@ -1,6 +1,6 @@
 """Request size limits: the query string (414), all headers together (431), a declared body (413).
 
-Checked before authentication and routing, as JSON errors through `middleware.handle`.
+Checked by `middleware.handle` before authentication and the handler, so they answer as its JSON errors.
 Lines longer than `MAX_LINE` (one request line, one header) never reach a middleware:
 aiohttp's parser answers those itself with a plain-text 400 (see the README's Security section).
 """
@@ -8,7 +8,6 @@ aiohttp's parser answers those itself with a plain-text 400 (see the README's Se
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from stateservice.errors import BodyTooLarge, HeadersTooLarge, QueryTooLong
 from stateservice.web.keys import BODY_LIMIT
@@ -18,9 +17,8 @@ MAX_HEADERS = 16 * 1024  # bytes of all header names and values together
 MAX_LINE = 8190  # aiohttp's own limit (web.Server max_line_size, max_field_size) on one request line or header
 
 
-@web.middleware
-async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse oversized requests before any work is done for them."""
+def check(request: web.Request) -> None:
+    """Refuse an oversized request before any work is done for it (raises the 413/414/431 error)."""
     if len(request.raw_path.partition("?")[2]) > MAX_QUERY:
         raise QueryTooLong(MAX_QUERY)
     if sum(len(name) + len(value) for name, value in request.raw_headers) > MAX_HEADERS:
@@ -28,4 +26,3 @@ async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
     limit = request.app[BODY_LIMIT]
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
-    return await handler(request)

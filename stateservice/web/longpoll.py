@@ -2,7 +2,10 @@
 
 The waiting request re-reads its chart when the worker's subscription says the chart moved
 (`store/watch.py`), when a time state it waits behind falls due, and every few seconds in
-any case, so that neither a lost message nor a silent leader strands it.
+any case, so that neither a lost message nor a silent leader strands it. Otherwise it sleeps:
+a client that hangs up cancels its handler (the runner turns on aiohttp's handler
+cancellation), which removes its waiter at once, so there is nothing to poll for (without
+handler cancellation, the next re-check notices the closed connection).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 
 RECHECK = 5.0  # seconds between reads when nothing is heard
-TICK = 1.0  # seconds between checks that the client is still there
 RETRY_AFTER_DEFAULT = 5  # seconds, on a 406 when nothing says when the gate may open
 
 
@@ -57,7 +59,6 @@ async def wait_until_current(
     """Return once `state` is current; raise NotCurrent (with Retry-After) when `wait` seconds pass first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    read_at = loop.time()
     snap = await store.current_state(chart)
     while True:
         if snap.state == state:
@@ -67,12 +68,11 @@ async def wait_until_current(
             raise await refused(store, chart, snap, NotCurrent(chart.name, state, snap.state))
         due = rules.next_due(chart, snap) if chart.state(snap.state) else None
         until_due = (due - await store.clock()).total_seconds() + 0.01 if due else math.inf
-        woken = await watcher.wait(chart.name, max(0.0, min(deadline - now, TICK, until_due)))
+        # whatever ends the wait (a move, the re-check, the deadline, a time state falling due) calls for a read
+        await watcher.wait(chart.name, max(0.0, min(deadline - now, RECHECK, until_due)))
         if watcher.closing:
             raise ServiceStopping()
         if request.transport is None or request.transport.is_closing():
-            raise asyncio.CancelledError()  # the client went away: stop waiting for it
-        now = loop.time()
-        if woken or now - read_at >= RECHECK or now >= deadline or until_due <= TICK:
-            snap = await store.current_state(chart)
-            read_at = now
+            # the client went away, and nothing cancelled us (a runner without handler cancellation)
+            raise asyncio.CancelledError()
+        snap = await store.current_state(chart)

@@ -9,9 +9,10 @@ that reveals nothing of the internals.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -22,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice import metrics
 from stateservice.errors import StateServiceError
+from stateservice.web import auth, limits
+from stateservice.web.metrics import CLIENT_GONE, route_of
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +37,27 @@ HTTP_CODES = {
     414: "uri_too_long",
     431: "headers_too_large",
 }
+
+
+class _RequestIds:
+    """Request ids for requests that bring none: 32 hex digits, a random per-process prefix and a counter.
+
+    Unique across workers and restarts like a uuid4, without reading the OS's random source per request.
+    """
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)  # forked workers must not share the parent's prefix
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(10).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_ids = _RequestIds()
 
 
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -65,14 +89,25 @@ def _options(request: web.Request) -> web.Response | None:
 
 @web.middleware
 async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind the request's log context, answer it (errors as JSON), and log one line for it."""
-    given = request.headers.get("X-Request-ID", "")
-    request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    """Bind the request's log context, refuse it if oversized, answer it (errors as JSON), count it, log a line.
+
+    The outermost middleware, so the count and the line see the final status of every answer
+    (401/403 from auth, 413 from limits, each error rendered here); a client that hangs up
+    first is counted as 499 (nginx's convention).
+    """
+    given = request.headers.get("X-Request-ID")
+    request_id = given if given and REQUEST_ID.fullmatch(given) else _ids.next()
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
+    if request.app[auth.AUTH_ON]:  # auth's middleware binds the identity once it knows it
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
+    else:
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, method=request.method, path=request.path, identity=auth.anonymous(request)
+        )
     started = time.perf_counter()
     response: web.StreamResponse
     try:
+        limits.check(request)
         response = _options(request) or await handler(request)
     except web.HTTPException as exc:
         response = _from_http(exc, request)
@@ -88,6 +123,7 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
             {"Retry-After": "1"},
         )
     except asyncio.CancelledError:
+        metrics.request(route_of(request), request.method, CLIENT_GONE, time.perf_counter() - started)
         log.info("request_cancelled")  # the client went away
         raise
     except Exception:
@@ -96,10 +132,12 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
             500, {"error": "internal_error", "message": "internal error; see the service log", "status": 500}
         )
     response.headers["X-Request-ID"] = request_id
+    seconds = time.perf_counter() - started
+    metrics.request(route_of(request), request.method, response.status, seconds)
     log.info(
         "request",
         status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        duration_ms=round(seconds * 1000, 2),
         remote=request.remote,
         query=request.query_string or None,
     )

@@ -25,6 +25,8 @@ from redis.asyncio import Redis
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.store import keys
+from stateservice.store.watch import MoveWatcher
+from stateservice.web import longpoll
 from stateservice.web.app import create_app
 from stateservice.web.keys import WATCHER
 from tests.support.service import Services, http, wait_until
@@ -73,11 +75,18 @@ class Answer:
 
 @pytest.fixture
 def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
-    """`await make_client(*charts, scheduler=False, max_wait=300)`: a real server and a client, no connection cap."""
+    """`await make_client(*charts, scheduler=False, max_wait=300)`: a real server and a client, no connection cap.
 
-    async def make(*charts: Chart, scheduler: bool = False, max_wait: float = 300.0) -> Client:
+    The server cancels the handler of a client that hangs up, as the runner's does (`handler_cancellation`).
+    """
+
+    async def make(
+        *charts: Chart, scheduler: bool = False, max_wait: float = 300.0, handler_cancellation: bool = True
+    ) -> Client:
         app = create_app(list(charts), redis_url, scheduler=scheduler, max_wait=max_wait)
-        client: Client = await aiohttp_client(app, connector=TCPConnector(limit=0))
+        client: Client = await aiohttp_client(
+            app, connector=TCPConnector(limit=0), server_kwargs={"handler_cancellation": handler_cancellation}
+        )
         return client
 
     return make
@@ -249,10 +258,50 @@ async def test_a_client_that_hangs_up_leaves_no_waiter(make_client: MakeClient) 
         await asyncio.sleep(0.02)
 
     assert waiters(client) == 0, "the waiter of a request whose client went away is still there"
-    assert time.monotonic() - hung_up <= 2.0
+    assert time.monotonic() - hung_up <= 0.5  # the handler is cancelled: nothing waits for a re-check
     # and the service still answers waiters
     poll = asyncio.create_task(get(client, "state=fleet&wait=5"))
     await until_waiting(client, 1)
+    await opened(client)
+    assert (await poll).status == 200
+
+
+async def test_without_handler_cancellation_the_next_recheck_drops_a_hung_up_waiter(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application served by a runner that does not cancel handlers still loses the waiter, at the re-check."""
+    monkeypatch.setattr(longpoll, "RECHECK", 0.3)
+    client = await make_client(load(GATE), handler_cancellation=False)
+    hanging = asyncio.create_task(client.get("/state?state=fleet&wait=30"))
+    await until_waiting(client, 1)
+
+    hanging.cancel()
+    hung_up = time.monotonic()
+    while waiters(client) and time.monotonic() - hung_up < 3.0:
+        await asyncio.sleep(0.02)
+
+    assert waiters(client) == 0, "the waiter of a request whose client went away is still there"
+    assert time.monotonic() - hung_up <= 1.5
+
+
+async def test_a_parked_waiter_sleeps_until_the_recheck(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timer wakes a waiter in between (5,000 parked requests would keep a worker busy): one wait per re-check."""
+    waits: list[float] = []
+    wait = MoveWatcher.wait
+
+    async def counted(self: MoveWatcher, chart: str, timeout: float) -> bool:
+        waits.append(timeout)
+        return await wait(self, chart, timeout)
+
+    monkeypatch.setattr(MoveWatcher, "wait", counted)
+    client = await make_client(load(GATE))
+    poll = asyncio.create_task(get(client, "state=fleet&wait=10"))
+    await until_waiting(client, 1)
+    await asyncio.sleep(1.5)
+
+    assert len(waits) == 1 and waits[0] == pytest.approx(longpoll.RECHECK, abs=0.5), waits
     await opened(client)
     assert (await poll).status == 200
 
