@@ -72,7 +72,16 @@ def _redis_flags(parser: argparse.ArgumentParser) -> None:
         "--redis",
         dest="redis_url",
         metavar="URL",
-        help="use this Redis (redis://, rediss://, unix://) instead of the embedded one [env STATESERVICE_REDIS_URL]",
+        help="use this Redis (redis://, rediss://, unix://, or redis+sentinel://HOST:PORT,.../SERVICE to follow "
+        "the master Sentinel names) instead of the embedded one [env STATESERVICE_REDIS_URL]",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        dest="redis_cluster",
+        action="store_true",
+        default=None,
+        help="--redis names a node of a Redis Cluster: each chart lives on the master owning its slot "
+        "[env STATESERVICE_REDIS_CLUSTER; default off]",
     )
     parser.add_argument(
         "--data-dir",
@@ -151,8 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="the largest request body (e.g. 1048576, 512K, 2M); larger answers 413 "
         "[env STATESERVICE_MAX_BODY; default 1M]",
     )
+    serve.add_argument(
+        "--predict-processes",
+        dest="predict_processes",
+        metavar="N",
+        help="processes per worker that load models and predict, so predictions do not slow the worker's gate "
+        "requests; each holds its own copy of every model; 0: predict in the worker's threads "
+        "[env STATESERVICE_PREDICT_PROCESSES; default 1]",
+    )
     _security_flags(serve)
     _redis_flags(serve)
+    serve.add_argument(
+        "--redis-wait-replicas",
+        dest="redis_wait_replicas",
+        metavar="N",
+        help="acknowledge a state change only once N replicas have it (Redis WAIT); fewer answer 503 "
+        "[env STATESERVICE_REDIS_WAIT_REPLICAS; default 0: off]",
+    )
+    serve.add_argument(
+        "--redis-wait-timeout",
+        dest="redis_wait_timeout",
+        metavar="SECONDS",
+        help="how long --redis-wait-replicas waits for the replicas [env STATESERVICE_REDIS_WAIT_TIMEOUT; default 1]",
+    )
 
     validate = commands.add_parser(
         "validate",
@@ -384,7 +414,7 @@ def status(config: Config, chart: str | None, as_json: bool) -> int:
     from stateservice.runner import redis_for
 
     with redis_for(config) as url:
-        views = asyncio.run(admin.status(url, chart, config.zone()))
+        views = asyncio.run(admin.status(url, chart, config.zone(), cluster=config.redis_cluster))
     print(admin.render(views, as_json))
     return 0
 
@@ -398,7 +428,7 @@ def reset(config: Config, path: Path, yes: bool) -> int:
     chart = results[0].unwrap()
     with redis_for(config) as url:
         if not yes:
-            now = asyncio.run(admin.current(url, chart))
+            now = asyncio.run(admin.current(url, chart, cluster=config.redis_cluster))
             if not sys.stdin.isatty():
                 print(
                     "stateservice: error: refusing to reset without a terminal to confirm; pass --yes", file=sys.stderr
@@ -411,6 +441,6 @@ def reset(config: Config, path: Path, yes: bool) -> int:
                 print("not reset", file=sys.stderr)
                 return 2
         actor = f"cli:{_user()}"  # the audit trail names who ran it, as a token name would
-        before, after = asyncio.run(admin.reset(url, chart, socket.gethostname(), actor))
+        before, after = asyncio.run(admin.reset(url, chart, socket.gethostname(), actor, cluster=config.redis_cluster))
     print(f"chart {chart.name!r} reset: {before or '(no state)'} -> {after}")
     return 0

@@ -20,6 +20,7 @@ import tzlocal
 
 from stateservice.errors import ConfigError
 from stateservice.logs import FORMATS, LEVELS
+from stateservice.store import sentinel
 from stateservice.store.connect import SCHEMES, redact, with_credentials
 
 ENV_PREFIX = "STATESERVICE_"
@@ -43,12 +44,16 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "models": ("--models", "STATESERVICE_MODELS", "(none; needed with --config)"),
     "max_body": ("--max-body", "STATESERVICE_MAX_BODY", "1048576 (1 MiB)"),
     "allow_writable_models": ("--allow-writable-models", "STATESERVICE_ALLOW_WRITABLE_MODELS", "off"),
+    "predict_processes": ("--predict-processes", "STATESERVICE_PREDICT_PROCESSES", "1 (0: predict in threads)"),
     "tokens": ("--tokens", "STATESERVICE_TOKENS", "(none: no authentication, loopback only)"),
     "insecure_no_auth": ("--insecure-no-auth", "STATESERVICE_INSECURE_NO_AUTH", "off"),
     "tls_cert": ("--tls-cert", "STATESERVICE_TLS_CERT", "(none: plain HTTP)"),
     "tls_key": ("--tls-key", "STATESERVICE_TLS_KEY", "(none; needed with --tls-cert)"),
     "tls_client_ca": ("--tls-client-ca", "STATESERVICE_TLS_CLIENT_CA", "(none: no client certificates)"),
     "redis_ca": ("--redis-ca", "STATESERVICE_REDIS_CA", "(the system's CAs, for rediss://)"),
+    "redis_wait_replicas": ("--redis-wait-replicas", "STATESERVICE_REDIS_WAIT_REPLICAS", "0 (off)"),
+    "redis_wait_timeout": ("--redis-wait-timeout", "STATESERVICE_REDIS_WAIT_TIMEOUT", "1"),
+    "redis_cluster": ("--redis-cluster", "STATESERVICE_REDIS_CLUSTER", "off"),
 }
 
 
@@ -70,12 +75,16 @@ class Config:
     models: Path | None = None  # the dir of model files, <models>/<team>/<model>
     max_body: int = 1024 * 1024  # bytes; a larger request body answers 413
     allow_writable_models: bool = False  # load model files others than their owner can write
+    predict_processes: int = 1  # prediction processes per worker serving models; 0: predict in its threads
     tokens: Path | None = None  # the tokens file; None: no authentication (and loopback only)
     insecure_no_auth: bool = False  # allow a non-loopback --host without tokens
     tls_cert: Path | None = None  # serve HTTPS with this certificate chain (PEM) and --tls-key
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)
     redis_ca: Path | None = None  # verify a rediss:// server against this CA file
+    redis_wait_replicas: int = 0  # acknowledge a write only once this many replicas have it (WAIT); 0: off
+    redis_wait_timeout: float = 1.0  # seconds WAIT may take; fewer replicas by then answer 503
+    redis_cluster: bool = False  # --redis names a node of a Redis Cluster
 
     def zone(self) -> tzinfo:
         """The zone naive chart times are read in. Raises ConfigError for an unknown zone name."""
@@ -116,14 +125,27 @@ class Config:
         pick("models", lambda v, _: Path(v))
         pick("max_body", _bytes)
         pick("allow_writable_models", _switch)
+        pick("predict_processes", _processes)
         pick("tokens", lambda v, _: Path(v))
         pick("insecure_no_auth", _switch)
         pick("tls_cert", lambda v, _: Path(v))
         pick("tls_key", lambda v, _: Path(v))
         pick("tls_client_ca", lambda v, _: Path(v))
         pick("redis_ca", lambda v, _: Path(v))
+        pick("redis_wait_replicas", _replicas)
+        pick("redis_wait_timeout", _seconds)
+        pick("redis_cluster", _switch)
+        if values.get("redis_cluster") and urlsplit(values.get("redis_url", "")).scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                "--redis-cluster needs --redis redis://HOST:PORT (or rediss://) naming a node of the cluster: "
+                "the embedded Redis and unix sockets are single servers"
+            )
         if "redis_ca" in values and urlsplit(values.get("redis_url", "")).scheme != "rediss":
             raise ConfigError("--redis-ca needs a rediss:// --redis URL: it verifies the Redis server's certificate")
+        if values.get("redis_wait_replicas") and "redis_url" not in values:
+            raise ConfigError("--redis-wait-replicas needs --redis URL: the embedded redis-server has no replicas")
+        if values.get("redis_wait_replicas") and values.get("redis_cluster"):
+            raise ConfigError("--redis-wait-replicas does not work with --redis-cluster yet; use one or the other")
         if "redis_url" in values:  # credentials from the environment keep the password out of argv and `ps`
             ca = values.get("redis_ca")
             values["redis_url"] = with_credentials(
@@ -184,6 +206,12 @@ def _zone(value: str, source: str) -> tzinfo:
         raise ConfigError(f"{source}: {value!r} is not a time zone name such as UTC or Europe/Berlin") from None
 
 
+def _replicas(value: str, source: str) -> int:
+    if not value.isdigit() or int(value) > 100:
+        raise ConfigError(f"{source}: {value!r} is not a number of replicas (0-100; 0 turns WAIT off)")
+    return int(value)
+
+
 def _workers(value: str, source: str) -> int:
     if value == "auto":
         return os.cpu_count() or 1
@@ -192,14 +220,26 @@ def _workers(value: str, source: str) -> int:
     return int(value)
 
 
+def _processes(value: str, source: str) -> int:
+    if not value.isdigit():
+        raise ConfigError(f"{source}: {value!r} is not a process count (a whole number >= 0)")
+    return int(value)
+
+
 def _redis_url(value: str, source: str) -> str:
+    if sentinel.is_sentinel(value):
+        try:
+            sentinel.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {redact(value)!r}: {exc}") from None
+        return value
     try:
         parts = urlsplit(value)
         scheme = parts.scheme if parts.port is None or parts.port >= 0 else ""  # .port raises for a bad port
     except ValueError:
         scheme = ""  # e.g. an unclosed [ or a port that is no number
     if scheme not in SCHEMES:
-        raise ConfigError(f"{source}: {redact(value)!r} is not a redis://, rediss:// or unix:// URL")
+        raise ConfigError(f"{source}: {redact(value)!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
     return value
 
 

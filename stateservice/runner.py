@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -68,7 +69,7 @@ def serve(config: Config) -> int:
     scheme = "https" if tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca) else "http"
     # before anything counts: every worker (and a lone serving parent) writes its metrics under one private dir
     with redis_for(config, serving=True) as url, metrics.multiprocess():
-        asyncio.run(_preflight(charts, url))
+        asyncio.run(_preflight(charts, url, cluster=config.redis_cluster))
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
         log.info(
@@ -160,9 +161,9 @@ def _data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
-async def _preflight(charts: Sequence[Chart], url: str) -> None:
+async def _preflight(charts: Sequence[Chart], url: str, *, cluster: bool = False) -> None:
     """Register the charts before forking, so a chart that cannot go on stops start-up with its reason."""
-    redis = connect(url)
+    redis = connect(url, cluster=cluster)
     try:
         store = ChartStore(redis)
         for chart in charts:
@@ -222,9 +223,14 @@ async def _worker(
         lease_ttl=config.lease_ttl,
         coalesce=config.coalesce,
         max_wait=config.max_wait,
-        models=ModelCache(models, allow_writable=config.allow_writable_models),
+        models=ModelCache(
+            models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes
+        ),
         max_body=config.max_body,
         tokens=load_tokens(config.tokens) if config.tokens is not None else None,
+        wait_replicas=config.redis_wait_replicas,
+        wait_timeout=config.redis_wait_timeout,
+        redis_cluster=config.redis_cluster,
     )
     runner = web.AppRunner(
         app,
@@ -242,6 +248,9 @@ async def _worker(
         await reloader.reload()  # before serving: its siblings already serve the reloaded charts
     context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
     await web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=context).start()
+    # what start-up built (modules, charts, models) lives as long as the worker: out of every collection, so
+    # that a full one (thousands of parked long-polls set them off) walks what requests hold, not all that
+    gc.freeze()
     log.info("worker_started")
     await stop.wait()
     log.info("worker_stopping")
