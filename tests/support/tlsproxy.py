@@ -30,15 +30,21 @@ class TLSProxy:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop)
+        # Connections are ended inside the loop before it stops: a task or stream left to the garbage
+        # collector after the loop closed warns "loop is closed", which the suite turns into an error.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def _stop(self) -> None:
+    async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in asyncio.all_tasks(self._loop):
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
-        self._loop.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.1)  # let the closed transports (TLS shutdowns included) finish closing
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -53,16 +59,20 @@ class TLSProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
         except OSError:
-            writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+            pass
+        finally:
+            with contextlib.suppress(OSError, ConnectionError):
+                writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, ConnectionError, asyncio.IncompleteReadError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(OSError, ConnectionError):
-        writer.close()
+    try:
+        with contextlib.suppress(OSError, ConnectionError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+    finally:  # also when cancelled at shutdown, so no transport outlives the loop
+        with contextlib.suppress(OSError, ConnectionError):
+            writer.close()
