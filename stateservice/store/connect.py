@@ -11,6 +11,7 @@ its sentinels name, with the same timeouts and pool, that follows it over a fail
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -44,24 +45,16 @@ def connect(
                 pool_timeout=pool_timeout,
             ),
         )
+    pool_options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": pool_timeout,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if sentinel.is_sentinel(url):
-        return sentinel.connect(
-            url,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
+        return sentinel.connect(url, **pool_options)
+    pool = BlockingConnectionPool.from_url(url, decode_responses=True, **pool_options)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
