@@ -216,7 +216,7 @@ def test_the_service_follows_a_failover_and_loses_no_acknowledged_report(tmp_pat
             _chart_file(tmp_path),
             redis_url=deployment.url,
             # a generous WAIT timeout: a slow disk (appendfsync always) must not turn into 503s
-            args=["--redis-wait-replicas", "1", "--redis-wait-timeout", "3", "--lease-ttl", "1"],
+            args=["--redis-wait-replicas", "1", "--redis-wait-timeout", "3", "--lease-ttl", "2"],
         )
         answers: list[Answer] = []
         lock = threading.Lock()
@@ -275,10 +275,10 @@ def test_the_service_follows_a_failover_and_loses_no_acknowledged_report(tmp_pat
             assert int(state[keys.counter_field("rollout")]) == len(counted)  # counter and host set agree
             # the move watcher subscribed again, on the new master
             assert wait_until(lambda: master.execute_command("PUBSUB", "NUMPAT") >= 1, timeout=5)
-            # the leader renews its 1 s lease on the new master: it is still held 2 s on
+            # the leader renews its 2 s lease on the new master: it is still held 3 s on (slack for a loaded CI box)
             assert wait_until(lambda: master.exists(keys.leader()) == 1, timeout=5)
             held = []
-            for _ in range(10):
+            for _ in range(15):
                 held.append(master.pttl(keys.leader()) > 0)
                 time.sleep(0.2)
             assert all(held)
