@@ -62,7 +62,9 @@ class Scheduler:
 
     async def step(self) -> None:
         try:
-            leading = await (self.lease.renew() if self.leading else self.lease.acquire())
+            # a lease found gone on renewal (it expired while this worker was paused, or a failover
+            # lost it) is taken again at once if it is free, not a whole interval later
+            leading = (self.leading and await self.lease.renew()) or await self.lease.acquire()
             if leading != self.leading:
                 log.info("leader_acquired" if leading else "leader_lost")
             self.leading = leading

@@ -1,8 +1,11 @@
 """The leader lease: one key that at most one worker holds, renewed by its holder only.
 
-`SET stateservice:leader VALUE NX PX ttl` takes it; renew and release are Lua scripts that
-act only while the key still holds this worker's VALUE (which carries a random token), so a
-worker that was paused past its lease can neither extend nor delete its successor's.
+Acquire, renew and release are Lua scripts that act only on a free key or one that still holds
+this worker's VALUE (which carries a random token), so a worker that was paused past its lease
+can neither extend nor delete its successor's. Acquire also takes back a lease that is still
+this worker's: a holder that lost sight of Redis for a moment (an outage, a Sentinel failover
+that carried the key to the new master) renews it at once instead of waiting for its own key
+to expire and leaving the charts leaderless in between.
 Leadership only saves duplicate work: every time move is a chart transaction of its own.
 """
 
@@ -16,6 +19,17 @@ from typing import Any
 from redis.asyncio import Redis
 
 from stateservice.store import keys
+
+ACQUIRE = """
+-- KEYS[1] = the lease key / ARGV[1] = this holder's value / ARGV[2] = ttl in milliseconds
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
 
 RENEW = """
 -- KEYS[1] = the lease key / ARGV[1] = this holder's value / ARGV[2] = ttl in milliseconds
@@ -39,12 +53,13 @@ class Lease:
         self.redis = redis
         self.ttl_ms = max(1, int(ttl * 1000))
         self.value = json.dumps({"id": identity, "pid": pid, "token": secrets.token_hex(16)})
+        self._acquire = redis.register_script(ACQUIRE)
         self._renew = redis.register_script(RENEW)
         self._release = redis.register_script(RELEASE)
 
     async def acquire(self) -> bool:
-        """Take the lease if nobody holds it."""
-        return bool(await self.redis.set(keys.leader(), self.value, nx=True, px=self.ttl_ms))
+        """Take the lease if nobody holds it, or take it back (with a fresh TTL) if this worker still does."""
+        return bool(await self._acquire(keys=[keys.leader()], args=[self.value, self.ttl_ms]))
 
     async def renew(self) -> bool:
         """Extend the lease if this worker still holds it; False when it was lost."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
@@ -98,6 +99,22 @@ async def test_lease_value_is_json_id_pid_token_with_the_ttl(clients: Callable[[
     assert value["id"] == "web-1:4242" and value["pid"] == 4242
     assert len(value["token"]) >= 32
     assert 2000 < await plain.pttl(keys.leader()) <= 2500
+
+
+async def test_acquire_takes_back_a_lease_this_worker_still_holds_with_a_fresh_ttl(
+    clients: Callable[[], Redis], plain: Redis
+) -> None:
+    lease = Lease(clients(), 2.0, "web-1:1", 1)
+    impostor = Lease(clients(), 30.0, "web-1:1", 1)  # same id and pid, another token
+    assert await lease.acquire()
+    await plain.pexpire(keys.leader(), 300)  # nearly run out, as after an outage or a failover
+
+    assert not await impostor.acquire()
+    assert 0 < await plain.pttl(keys.leader()) <= 300
+    assert await lease.acquire()
+
+    assert await plain.get(keys.leader()) == lease.value
+    assert 1500 < await plain.pttl(keys.leader()) <= 2000
 
 
 async def test_the_same_identity_gets_a_new_token_per_lease(clients: Callable[[], Redis]) -> None:
@@ -234,6 +251,44 @@ async def test_a_leader_whose_lease_was_taken_stops_leading(clients: Callable[[]
     assert await plain.get(keys.leader()) == two.lease.value
     await one.stop()  # not the holder: it must leave the successor's lease alone
     assert await plain.get(keys.leader()) == two.lease.value
+
+
+async def test_a_leader_whose_lease_ran_out_takes_it_again_in_the_same_step_if_free(
+    clients: Callable[[], Redis], plain: Redis
+) -> None:
+    one = scheduler(clients(), FakeClock(T0), 1)
+    await one.step()
+    await plain.delete(keys.leader())  # expired while `one` was paused, or lost in a failover; nobody took it
+
+    await one.step()
+
+    assert one.leading
+    assert await plain.get(keys.leader()) == one.lease.value
+
+
+async def test_a_leader_that_lost_sight_of_redis_takes_its_lease_back_on_the_next_step(
+    clients: Callable[[], Redis], plain: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(T0)
+    one, two = scheduler(clients(), clock, 1), scheduler(clients(), clock, 2)
+    await one.step()
+    assert one.leading
+
+    async def unreachable() -> bool:
+        raise RedisConnectionError("Connection refused")
+
+    with monkeypatch.context() as patch:  # one renew fails: a blip, or the master dying before a failover
+        patch.setattr(one.lease, "renew", unreachable)
+        await one.step()
+    assert not one.leading
+    await plain.pexpire(keys.leader(), 200)  # the key (carried to the new master) is about to run out
+
+    await two.step()
+    await one.step()
+
+    assert one.leading and not two.leading  # taken back, not waited out: no leaderless gap
+    assert await plain.get(keys.leader()) == one.lease.value
+    assert 4000 < await plain.pttl(keys.leader()) <= 5000
 
 
 async def test_only_the_leader_advances_and_it_advances_charts_other_services_registered(
