@@ -6,27 +6,35 @@ USER and PASSWORD authenticate to the Redis servers (master and replicas); the s
 asked without credentials unless `sentinel_password=` (and `sentinel_username=`) says otherwise.
 PORT defaults to 26379. `rediss+sentinel://` is refused: TLS through Sentinel is untested here.
 
-Each new connection asks the sentinels where the master is, so after a failover the next
-request reconnects to the new master by itself, and a connection to a demoted master drops
-when it answers READONLY. Until the sentinels name a master, requests fail fast (503) like
+Each new connection asks the sentinels where the master is, and the pool asks again about once
+a second while it is used, closing its connections to any other address; so after a failover
+requests move to the new master by themselves, even off an old master that still answers as
+one (paused, cut off, or the loser of a flapping failover), and a connection to a demoted
+master drops when it answers READONLY. Until the sentinels name a master, requests fail fast (503) like
 any outage: the same short timeouts, no retries and blocking pool as `connect.py`.
 Not here: writing the data or choosing replicas to read from (every command goes to the master).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import RedisError
 
 SCHEME = "redis+sentinel"
 TLS_SCHEME = "rediss+sentinel"
 DEFAULT_PORT = 26379
 OPTIONS = ("sentinel_username", "sentinel_password")
+CHECK_INTERVAL = 1.0  # seconds between asking the sentinels whether the master moved, while in use
 FORM = "redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]"
 
 _HOST = re.compile(r"(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:/\[\]@?#]+))(?::(?P<port>\d{1,5}))?")
@@ -108,6 +116,9 @@ class SentinelRedis(Redis):
     sentinels: Sentinel | None = None  # (`sentinel` is a Redis command method)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pool = self.connection_pool
+        if isinstance(pool, BlockingSentinelPool):
+            await pool.stop_checking()
         await super().aclose(close_connection_pool)
         if self.sentinels is not None:
             for client in self.sentinels.sentinels:
@@ -115,7 +126,50 @@ class SentinelRedis(Redis):
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel's pool (connections go to the master the sentinels name), waiting for a free connection."""
+    """Sentinel's pool, waiting for a free connection, that keeps to the master the sentinels name.
+
+    redis-py asks the sentinels only when it opens a connection, so connections kept open in
+    the pool stay on a replaced master for as long as it answers as one: up to about ten
+    seconds, until the sentinels demote it, for a master that was paused or cut off or that
+    lost a flapping failover; writes made there are lost when it is demoted. So the pool asks
+    again at most every CHECK_INTERVAL while it is used (in the background, off the requests'
+    path; a change closes the idle connections) and closes a connection to any other address
+    when it comes back, so the next request reconnects to the named master.
+    """
+
+    _checked = 0.0  # monotonic time of the last check
+    _checker: asyncio.Task[None] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        now = time.monotonic()
+        if now - self._checked >= CHECK_INTERVAL and (self._checker is None or self._checker.done()):
+            self._checked = now
+            self._checker = asyncio.create_task(self._check(), name="sentinel-master-check")
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if self.is_stale(connection):
+            await connection.disconnect()  # it reconnects to the named master when next used
+        await super().release(connection)
+
+    def is_stale(self, connection: AbstractConnection | None) -> bool:
+        """Whether `connection` is open to another address than the master the sentinels last named."""
+        if connection is None or self.master_address is None or not connection.is_connected:
+            return False
+        address = (getattr(connection, "host", None), getattr(connection, "port", None))
+        return address != tuple(self.master_address)
+
+    async def stop_checking(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+            self._checker = None
+
+    async def _check(self) -> None:
+        # no sentinel answering is not this task's to report: the next connection says so (503)
+        with contextlib.suppress(RedisError, OSError):
+            await self.get_master_address()  # type: ignore[no-untyped-call]
 
 
 def connect(url: str, **fast: Any) -> SentinelRedis:

@@ -3,7 +3,8 @@
 Every transaction that moves a chart publishes on `stateservice:{CHART}:moves`; the worker's
 single pattern subscription wakes the requests waiting on that chart, which then re-read
 it. A lost message strands nobody: waiters also re-read on their own every few seconds, and
-all are woken whenever the subscription (re)connects. On a Redis Cluster each (re)connection
+all are woken whenever the subscription (re)connects; behind Sentinel it reconnects when the
+sentinels name another master. On a Redis Cluster each (re)connection
 subscribes on the next master (`ClusterRedis.pubsub`): a classic PUBLISH reaches every node,
 so any one master hears every chart, and a dead one is left behind within about a second.
 """
@@ -73,6 +74,8 @@ class MoveWatcher:
     async def _listen(self) -> None:
         pattern = keys.chart_channel("*")
         prefix, suffix = pattern.split("*")
+        # a Sentinel pool says when the master moved away from a connection (see store/sentinel.py)
+        stale = getattr(getattr(self.redis, "connection_pool", None), "is_stale", None)
         # `closing` as well as cancellation: a cancel inside a Redis read can surface as TimeoutError
         while not self.closing:
             try:
@@ -84,6 +87,8 @@ class MoveWatcher:
                         if message is not None:
                             channel = str(message["channel"])
                             self.wake(channel[len(prefix) : -len(suffix)])
+                        elif stale is not None and stale(pubsub.connection):
+                            break  # the sentinels named another master: subscribe there
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
                 log.debug("move_watcher_disconnected", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
