@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from stateservice import logs
 from stateservice.auth import Scope, Token, Tokens
 from stateservice.errors import Forbidden, Unauthorized
 from stateservice.web import openapi
@@ -124,13 +124,13 @@ def middleware(tokens: Tokens | None) -> Middleware:
             request[IDENTITY] = token.name
             if token.charts is not None:
                 request[CHARTS_ALLOWED] = token.charts
-            structlog.contextvars.bind_contextvars(identity=token.name)
+            logs.bind(identity=token.name)
             scope, chart = scope_of(request), chart_of(request)
             if not token.allows(scope, chart if token.charts is not None else None):
                 raise Forbidden(token.name, scope.value, chart if token.charts is not None else None)
             if token.charts is not None and chart is None and (request.method == "PUT" or scope is Scope.ADMIN):
                 raise Forbidden(token.name, scope.value, chart)  # a chart-bound token must name its chart
-        structlog.contextvars.bind_contextvars(identity=request[IDENTITY])
+        logs.bind(identity=request[IDENTITY])
         return await handler(request)
 
     return check

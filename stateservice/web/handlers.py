@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from stateservice import logs
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
 from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, NotCurrent, UnknownChart
@@ -99,7 +100,7 @@ async def put_state(request: web.Request) -> web.Response:
     chart = await _chart(request)
     state = _state_param(request)
     host = _param(request, "host", HOST_NAME, "host")
-    structlog.contextvars.bind_contextvars(chart=chart.name, state=state, host=host)
+    logs.bind(chart=chart.name, state=state, host=host)
     result = await _store(request).report(chart, state, host, actor=auth.identity(request), remote=request.remote)
     if not result.counted:
         log.info("report_repeated", count=result.count)
@@ -137,7 +138,7 @@ async def reset_chart(request: web.Request) -> web.Response:
     """POST /charts/{chart}/reset[?host=H]: back to the initial state (admin scope), recorded in history."""
     chart = await _chart(request)
     host = _param(request, "host", HOST_NAME, "host")
-    structlog.contextvars.bind_contextvars(chart=chart.name, host=host)
+    logs.bind(chart=chart.name, host=host)
     move = await _store(request).reset(chart, host, actor=auth.identity(request), remote=request.remote)
     return web.json_response(
         {"chart": chart.name, "from": move.from_state or None, "to": move.to_state, "at": codec.timestamp(move.at)}

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import metrics
+from stateservice import logs, metrics
 from stateservice.errors import StateServiceError
 from stateservice.web import auth, limits
 from stateservice.web.metrics import CLIENT_GONE, route_of
@@ -97,13 +97,10 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     """
     given = request.headers.get("X-Request-ID")
     request_id = given if given and REQUEST_ID.fullmatch(given) else _ids.next()
-    structlog.contextvars.clear_contextvars()
     if request.app[auth.AUTH_ON]:  # auth's middleware binds the identity once it knows it
-        structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
+        logs.clear(request_id=request_id, method=request.method, path=request.path)
     else:
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, method=request.method, path=request.path, identity=auth.anonymous(request)
-        )
+        logs.clear(request_id=request_id, method=request.method, path=request.path, identity=auth.anonymous(request))
     started = time.perf_counter()
     response: web.StreamResponse
     try:

@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from aiohttp import web
 
+from stateservice import logs
 from stateservice.errors import BadRequest, BodyTooLarge, InvalidField, InvalidJSON, MissingField, ModelUnavailable
 from stateservice.models import Entry
 from stateservice.store import codec
@@ -43,7 +43,7 @@ async def post_state(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(request.app[BODY_LIMIT]) from None
     ask = parse_body(body) if len(body) <= PARSE_INLINE else await cache.run(parse_body, body)
-    structlog.contextvars.bind_contextvars(model=ask.name, rows=len(ask.rows))
+    logs.bind(model=ask.name, rows=len(ask.rows))
     states = await cache.predict(ask.name, ask.rows)
     if prefers_text(request.headers.get("Accept", "")):
         return web.Response(text="".join(state + "\n" for state in states), content_type="text/plain")

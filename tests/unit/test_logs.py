@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -32,7 +33,7 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
         structlog.reset_defaults()
         structlog.configure(**saved)
         root.handlers, root.level = handlers, level
-        structlog.contextvars.clear_contextvars()
+        logs.clear()
 
 
 def lines(buffer: io.StringIO) -> list[str]:
@@ -41,7 +42,7 @@ def lines(buffer: io.StringIO) -> list[str]:
 
 def test_an_event_is_one_line_as_json_dumps_writes_it(stderr: io.StringIO) -> None:
     log = structlog.get_logger("test_logs")  # a logger of this test's own: it is cached with this configuration
-    structlog.contextvars.bind_contextvars(request_id="abc", path="/state")
+    logs.bind(request_id="abc", path="/state")
 
     log.info("request", status=200, duration_ms=1.25, query=None, text="é\nx", nested={"a": [1, True]}, obj=object)
 
@@ -82,3 +83,98 @@ def test_stdlib_records_get_the_same_shape(stderr: io.StringIO) -> None:
     event = json.loads(line)
     assert line == json.dumps(event)
     assert (event["event"], event["level"], event["pid"]) == ("careful: this", "warning", os.getpid())
+
+
+def test_the_call_wins_over_the_bound_context_and_clear_starts_afresh(stderr: io.StringIO) -> None:
+    log = structlog.get_logger("test_logs")
+    logs.clear(request_id="r1", path="/state")
+    logs.bind(chart="fleet", path="/charts/fleet/state")
+    log.info("one", chart="given")
+    logs.clear(request_id="r2")
+    log.info("two")
+
+    one, two = (json.loads(line) for line in lines(stderr))
+    assert (one["request_id"], one["path"], one["chart"]) == ("r1", "/charts/fleet/state", "given")
+    assert two["request_id"] == "r2" and "path" not in two and "chart" not in two
+
+
+async def test_a_task_keeps_the_context_it_was_started_with(stderr: io.StringIO) -> None:
+    log = structlog.get_logger("test_logs")
+    logs.clear(request_id="parent")
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def child() -> None:
+        logs.bind(step="child")  # its own copy: the parent does not see it
+        started.set()
+        await go_on.wait()
+        log.info("child")
+
+    task = asyncio.create_task(child())
+    await started.wait()
+    logs.clear(request_id="next")  # the parent moves on to another request
+    go_on.set()
+    await task
+    log.info("parent")
+
+    child_event, parent_event = (json.loads(line) for line in lines(stderr))
+    assert (child_event["request_id"], child_event["step"]) == ("parent", "child")
+    assert parent_event["request_id"] == "next" and "step" not in parent_event
+
+
+def test_levels_and_exceptions_as_structlog_writes_them(stderr: io.StringIO) -> None:
+    log = structlog.get_logger("test_logs")
+    log.warning("careful")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed")
+    log.error("bad", exc_info=False)
+
+    careful, failed, bad = (json.loads(line) for line in lines(stderr))
+    assert careful["level"] == "warning"
+    assert failed["level"] == "error" and "RuntimeError: boom" in failed["exception"] and "exc_info" not in failed
+    assert bad["level"] == "error" and "exception" not in bad
+
+
+def test_json_lines_go_to_stderrs_bytes_in_order_with_stdlib_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=True)
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure("json", "info")
+    try:
+        log = structlog.get_logger("test_logs_bytes")
+        log.info("first", text="é")
+        logging.getLogger("some.library").warning("second")
+        log.info("third")
+        stream.flush()
+        found = raw.getvalue().decode().splitlines()
+    finally:
+        structlog.reset_defaults()
+        structlog.configure(**saved)
+        root.handlers, root.level = handlers, level
+        logs.clear()
+    events = [json.loads(line) for line in found]
+    assert [e["event"] for e in events] == ["first", "second", "third"]
+    assert found[0] == json.dumps(events[0]) and events[0]["text"] == "é"
+    assert all(e["pid"] == os.getpid() for e in events)
+
+
+def test_a_forked_worker_logs_its_own_pid(stderr: io.StringIO) -> None:
+    log = structlog.get_logger("test_logs")
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: its copy of the buffer goes to the pipe
+        try:
+            log.info("from the worker")
+            os.write(write_end, stderr.getvalue().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        line = pipe.read().decode()
+    os.waitpid(child, 0)
+    assert json.loads(line)["pid"] == child != os.getpid()
