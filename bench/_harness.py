@@ -199,7 +199,7 @@ def service(
     *,
     workers: int = 1,
     coalesce: bool = True,
-    loop: str = "asyncio",
+    loop: str = "auto",
     hiredis: bool = False,
     log_level: str = "info",
     extra: Sequence[str] = (),
@@ -211,9 +211,10 @@ def service(
     port = 0 if log_level in ("debug", "info") else free_port()
     argv = [sys.executable, str(BENCH / "serve_variant.py"), "serve", "--chart", str(chart), "--port", str(port)]
     argv += ["--redis", redis_url, "--workers", str(workers), "--log-level", log_level]
-    argv += ["--coalesce" if coalesce else "--no-coalesce", *extra]
+    argv += ["--coalesce" if coalesce else "--no-coalesce", "--event-loop", loop, *extra]
     url = f"http://127.0.0.1:{port}" if port else ""
-    return Server(name, argv, logdir, variant_env(loop, hiredis), workers, url)
+    # the service picks its loop itself (--event-loop); BENCH_LOOP is for the baselines
+    return Server(name, argv, logdir, variant_env("asyncio", hiredis), workers, url)
 
 
 def baseline(

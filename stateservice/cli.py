@@ -22,7 +22,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import __version__, admin, client, logs
+from stateservice import __version__, admin, client, eventloop, logs
 from stateservice.charts_files import check_files
 from stateservice.config import Config
 from stateservice.core.parse import Parsed
@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="the largest request body (e.g. 1048576, 512K, 2M); larger answers 413 "
         "[env STATESERVICE_MAX_BODY; default 1M]",
+    )
+    serve.add_argument(
+        "--event-loop",
+        dest="event_loop",
+        choices=eventloop.CHOICES,
+        help="each worker's event loop: uvloop (faster), asyncio's own, or auto: uvloop when installed "
+        "[env STATESERVICE_EVENT_LOOP; default auto]",
     )
     serve.add_argument(
         "--predict-processes",

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tzlocal
 
+from stateservice import eventloop
 from stateservice.errors import ConfigError
 from stateservice.logs import FORMATS, LEVELS
 from stateservice.store import sentinel
@@ -54,6 +55,7 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "redis_wait_replicas": ("--redis-wait-replicas", "STATESERVICE_REDIS_WAIT_REPLICAS", "0 (off)"),
     "redis_wait_timeout": ("--redis-wait-timeout", "STATESERVICE_REDIS_WAIT_TIMEOUT", "1"),
     "redis_cluster": ("--redis-cluster", "STATESERVICE_REDIS_CLUSTER", "off"),
+    "event_loop": ("--event-loop", "STATESERVICE_EVENT_LOOP", "auto (uvloop when installed)"),
 }
 
 
@@ -85,6 +87,7 @@ class Config:
     redis_wait_replicas: int = 0  # acknowledge a write only once this many replicas have it (WAIT); 0: off
     redis_wait_timeout: float = 1.0  # seconds WAIT may take; fewer replicas by then answer 503
     redis_cluster: bool = False  # --redis names a node of a Redis Cluster
+    event_loop: str = "auto"  # a worker's event loop: auto (uvloop when installed), uvloop or asyncio
 
     def zone(self) -> tzinfo:
         """The zone naive chart times are read in. Raises ConfigError for an unknown zone name."""
@@ -135,6 +138,7 @@ class Config:
         pick("redis_wait_replicas", _replicas)
         pick("redis_wait_timeout", _seconds)
         pick("redis_cluster", _switch)
+        pick("event_loop", _event_loop)
         if values.get("redis_cluster") and urlsplit(values.get("redis_url", "")).scheme not in ("redis", "rediss"):
             raise ConfigError(
                 "--redis-cluster needs --redis redis://HOST:PORT (or rediss://) naming a node of the cluster: "
@@ -241,6 +245,13 @@ def _redis_url(value: str, source: str) -> str:
     if scheme not in SCHEMES:
         raise ConfigError(f"{source}: {redact(value)!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
     return value
+
+
+def _event_loop(value: str, source: str) -> str:
+    choice = _choice(eventloop.CHOICES)(value, source)
+    if choice == "uvloop" and not eventloop.available():
+        raise ConfigError(f"{source}: uvloop is not installed here (pip install uvloop), use auto or asyncio")
+    return choice
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:

@@ -29,7 +29,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import metrics, tls
+from stateservice import eventloop, metrics, tls
 from stateservice.auth import check_exposure, is_loopback, load_tokens
 from stateservice.charts_files import load_charts
 from stateservice.config import Config
@@ -78,13 +78,14 @@ def serve(config: Config) -> int:
             auth="tokens" if tokens is not None else "off",
             tokens=len(tokens.entries) if tokens is not None else 0,
             workers=config.workers,
+            event_loop=eventloop.name(config.event_loop),
             redis=redact(url),
             charts=[c.name for c in charts],
             models=[m.name for m in models],
         )
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
-            asyncio.run(_worker(charts, url, sock, config, models))
+            eventloop.run(_worker(charts, url, sock, config, models), config.event_loop)
         else:
             _supervise(config, charts, url, sock, models)
         sock.close()
@@ -251,7 +252,7 @@ async def _worker(
     # what start-up built (modules, charts, models) lives as long as the worker: out of every collection, so
     # that a full one (thousands of parked long-polls set them off) walks what requests hold, not all that
     gc.freeze()
-    log.info("worker_started")
+    log.info("worker_started", event_loop=eventloop.running())
     await stop.wait()
     log.info("worker_stopping")
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # stopping: a late SIGHUP stays pending, unacted on
@@ -270,7 +271,7 @@ def _run_worker(
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
-    asyncio.run(_worker(charts, url, sock, config, models, reload_at_start))
+    eventloop.run(_worker(charts, url, sock, config, models, reload_at_start), config.event_loop)
 
 
 def _supervise(
