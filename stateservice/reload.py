@@ -1,4 +1,4 @@
-"""SIGHUP: re-read the chart files of start-up and swap the new charts in, all or nothing.
+"""SIGHUP: re-read the chart files of start-up and swap the new charts in, all or nothing; and the tokens file.
 
 A reload runs the start-up checks again: every file must parse (`load_charts`), and every
 changed chart must register in Redis keeping its stored state (`ChartStore.register`; a
@@ -19,22 +19,36 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stateservice.auth import load_tokens
 from stateservice.charts_files import load_charts
 from stateservice.core.chart import Chart
-from stateservice.errors import ChartError, StateServiceError
+from stateservice.errors import ChartError, StartupError, StateServiceError
 from stateservice.store.registrar import Registrar
+from stateservice.web.auth import TokensRef
 
 log = structlog.get_logger(__name__)
 
 
 class Reloader:
-    """Reloads `charts` (the dict the app and scheduler serve, mutated in place) from `paths`."""
+    """Reloads `charts` (the dict the app and scheduler serve, mutated in place) from `paths`; and `tokens`, if given.
 
-    def __init__(self, charts: dict[str, Chart], paths: Sequence[Path], zone: tzinfo, registrar: Registrar) -> None:
+    The charts and the tokens are reloaded independently: a bad tokens file does not hold back good
+    chart files, nor the other way round.
+    """
+
+    def __init__(
+        self,
+        charts: dict[str, Chart],
+        paths: Sequence[Path],
+        zone: tzinfo,
+        registrar: Registrar,
+        tokens: TokensReloader | None = None,
+    ) -> None:
         self.charts = charts
         self.paths = tuple(paths)
         self.zone = zone
         self.registrar = registrar
+        self.tokens = tokens
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[bool]] = set()
 
@@ -45,31 +59,36 @@ class Reloader:
         task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> bool:
-        """Re-read the files; swap the charts in if they all parse and register. False (logged) if not."""
+        """Re-read the files; swap the charts (the tokens) in if they all parse and register. False (logged) if not."""
         async with self._lock:
-            log.info("charts_reloading", paths=[str(p) for p in self.paths])
-            try:
-                fresh = await asyncio.get_running_loop().run_in_executor(None, load_charts, self.paths, self.zone)
-            except ChartError as exc:
-                log.error("charts_reload_failed", problems=[str(p) for p in exc.problems], kept=sorted(self.charts))
-                return False
-            new = {chart.name: chart for chart in fresh}
-            problems = await self._register(new)
-            if problems:
-                log.error("charts_reload_failed", problems=problems, kept=sorted(self.charts))
-                return False
-            old = dict(self.charts)
-            # one synchronous step: no request or scheduler tick sees half of each
-            self.charts.clear()
-            self.charts.update(new)
-            log.info(
-                "charts_reloaded",
-                charts={name: chart.digest[:12] for name, chart in sorted(new.items())},
-                changed=sorted(n for n, c in new.items() if n in old and old[n].digest != c.digest),
-                added=sorted(set(new) - set(old)),
-                removed=sorted(set(old) - set(new)),
-            )
-            return True
+            charts = await self._charts()
+            tokens = await self.tokens.reload() if self.tokens is not None else True
+            return charts and tokens
+
+    async def _charts(self) -> bool:
+        log.info("charts_reloading", paths=[str(p) for p in self.paths])
+        try:
+            fresh = await asyncio.get_running_loop().run_in_executor(None, load_charts, self.paths, self.zone)
+        except ChartError as exc:
+            log.error("charts_reload_failed", problems=[str(p) for p in exc.problems], kept=sorted(self.charts))
+            return False
+        new = {chart.name: chart for chart in fresh}
+        problems = await self._register(new)
+        if problems:
+            log.error("charts_reload_failed", problems=problems, kept=sorted(self.charts))
+            return False
+        old = dict(self.charts)
+        # one synchronous step: no request or scheduler tick sees half of each
+        self.charts.clear()
+        self.charts.update(new)
+        log.info(
+            "charts_reloaded",
+            charts={name: chart.digest[:12] for name, chart in sorted(new.items())},
+            changed=sorted(n for n, c in new.items() if n in old and old[n].digest != c.digest),
+            added=sorted(set(new) - set(old)),
+            removed=sorted(set(old) - set(new)),
+        )
+        return True
 
     async def close(self) -> None:
         """Cancel a reload still running (at shutdown, before Redis closes)."""
@@ -108,3 +127,39 @@ async def _attempt(chart: Chart, step: Awaitable[object]) -> list[str]:
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         return [f"{chart.path or chart.name}: cannot register chart {chart.name!r}: {str(exc) or type(exc).__name__}"]
     return []
+
+
+class TokensReloader:
+    """Re-reads the tokens file (`--tokens`) and swaps the tokens `ref` holds, if the file is good.
+
+    The same checks as start-up (`load_tokens`); on any problem the old tokens keep working and
+    `tokens_reload_failed` says why. Requests already past authentication finish as they began.
+    """
+
+    def __init__(self, ref: TokensRef, path: Path) -> None:
+        self.ref = ref
+        self.path = path
+
+    async def reload(self) -> bool:
+        try:
+            fresh = await asyncio.get_running_loop().run_in_executor(None, load_tokens, self.path)
+        except StartupError as exc:
+            log.error("tokens_reload_failed", path=str(self.path), problems=str(exc).splitlines(), kept=self._names())
+            return False
+        except Exception:  # a bug, not the file: the old tokens still serve
+            log.exception("tokens_reload_failed", path=str(self.path), kept=self._names())
+            return False
+        old = set(self._names())
+        self.ref.tokens = fresh
+        new = set(self._names())
+        log.info(
+            "tokens_reloaded",
+            path=str(self.path),
+            tokens=len(fresh.entries),
+            added=sorted(new - old),
+            removed=sorted(old - new),
+        )
+        return True
+
+    def _names(self) -> list[str]:
+        return sorted(entry.name for entry in self.ref.tokens.entries)

@@ -11,6 +11,7 @@ forwards it), keeping the old charts on any error (see `reload.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import gc
 import multiprocessing
@@ -30,19 +31,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice import eventloop, metrics, tls
-from stateservice.auth import check_exposure, is_loopback, load_tokens
+from stateservice.auth import Tokens, check_exposure, is_loopback, load_tokens
 from stateservice.charts_files import load_charts
 from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.errors import StartupError
 from stateservice.modelconf import ModelSpec, load_specs
 from stateservice.models import ModelCache
-from stateservice.reload import Reloader
+from stateservice.reload import Reloader, TokensReloader
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect, redact
 from stateservice.store.embedded import EmbeddedRedis
 from stateservice.web import limits
 from stateservice.web.app import create_app
+from stateservice.web.auth import TOKENS
 from stateservice.web.keys import CHARTS, REGISTRAR
 
 log = structlog.get_logger(__name__)
@@ -85,9 +87,9 @@ def serve(config: Config) -> int:
         )
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
-            eventloop.run(_worker(charts, url, sock, config, models), config.event_loop)
+            eventloop.run(_worker(charts, url, sock, config, models, tokens), config.event_loop)
         else:
-            _supervise(config, charts, url, sock, models)
+            _supervise(config, charts, url, sock, models, tokens)
         sock.close()
     log.info("stopped")
     return 0
@@ -206,12 +208,14 @@ async def _worker(
     sock: socket.socket,
     config: Config,
     models: Sequence[ModelSpec] = (),
+    tokens: Tokens | None = None,
     reload_at_start: bool = False,
 ) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
 
-    SIGHUP reloads the chart files; `reload_at_start` does so before serving (a worker respawned after a
-    reload was forked with the charts of start-up).
+    SIGHUP reloads the chart files and the tokens file; `reload_at_start` does so before serving (a worker
+    respawned after a reload was forked with the charts and tokens of start-up, which it keeps if the files
+    have broken since).
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -228,7 +232,7 @@ async def _worker(
             models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes
         ),
         max_body=config.max_body,
-        tokens=load_tokens(config.tokens) if config.tokens is not None else None,
+        tokens=tokens,
         wait_replicas=config.redis_wait_replicas,
         wait_timeout=config.redis_wait_timeout,
         redis_cluster=config.redis_cluster,
@@ -242,7 +246,9 @@ async def _worker(
         max_field_size=limits.MAX_LINE,
     )
     await runner.setup()
-    reloader = Reloader(app[CHARTS], config.charts, config.zone(), app[REGISTRAR])
+    ref = app.get(TOKENS)
+    tokens_reloader = TokensReloader(ref, config.tokens) if ref is not None and config.tokens is not None else None
+    reloader = Reloader(app[CHARTS], config.charts, config.zone(), app[REGISTRAR], tokens_reloader)
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # one held back until now is handled here
     if reload_at_start:
@@ -266,20 +272,27 @@ def _run_worker(
     sock: socket.socket,
     config: Config,
     models: Sequence[ModelSpec],
+    tokens: Tokens | None,
     reload_at_start: bool = False,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
-    eventloop.run(_worker(charts, url, sock, config, models, reload_at_start), config.event_loop)
+    eventloop.run(_worker(charts, url, sock, config, models, tokens, reload_at_start), config.event_loop)
 
 
 def _supervise(
-    config: Config, charts: Sequence[Chart], url: str, sock: socket.socket, models: Sequence[ModelSpec]
+    config: Config,
+    charts: Sequence[Chart],
+    url: str,
+    sock: socket.socket,
+    models: Sequence[ModelSpec],
+    tokens: Tokens | None,
 ) -> None:
     """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal.
 
-    SIGHUP is forwarded to every worker, each of which reloads its charts.
+    SIGHUP is forwarded to every worker, each of which reloads its charts and tokens; this process re-reads
+    the tokens file too, so that a worker respawned later is forked with the last good tokens.
     """
     context = multiprocessing.get_context("fork")
     stopping = False
@@ -290,8 +303,13 @@ def _supervise(
         stopping = True
 
     def on_hup(signum: int, _: FrameType | None) -> None:
-        nonlocal reloads
+        nonlocal reloads, tokens
         reloads += 1
+        if config.tokens is not None:
+            # read now, the file the workers are about to read: a worker respawned later starts from the
+            # last good tokens, never from ones a reload revoked
+            with contextlib.suppress(Exception):  # each worker logs what is wrong with the file
+                tokens = load_tokens(config.tokens)
         for worker in list(workers):
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGHUP)
@@ -302,7 +320,7 @@ def _supervise(
 
     def spawn() -> multiprocessing.process.BaseProcess:
         process = context.Process(
-            target=_run_worker, args=(charts, url, sock, config, models, reloads > 0), daemon=False
+            target=_run_worker, args=(charts, url, sock, config, models, tokens, reloads > 0), daemon=False
         )
         with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
             process.start()

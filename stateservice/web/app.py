@@ -63,10 +63,13 @@ def create_app(
     # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON
     # and counts every answer with its final status; handle also applies the size limits, and names the
     # caller itself when there are no tokens (each layer is paid by every request)
+    ref = auth.TokensRef(tokens) if tokens is not None else None
     app = web.Application(
-        middlewares=[middleware.handle, *([auth.middleware(tokens)] if tokens is not None else [])],
+        middlewares=[middleware.handle, *([auth.middleware(ref)] if ref is not None else [])],
         client_max_size=max_body,
     )
+    if ref is not None:
+        app[auth.TOKENS] = ref
     app[CHARTS] = {chart.name: chart for chart in charts}
     app[MAX_WAIT] = max_wait
     app[MODELS] = models if models is not None else ModelCache([])

@@ -10,6 +10,7 @@ probes and the contract (`/healthz`, `/readyz`, `/leader`, `/openapi.json`) are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -107,20 +108,30 @@ def anonymous(request: web.Request) -> str:
     return name
 
 
-def middleware(tokens: Tokens | None) -> Middleware:
-    """The auth middleware; with `tokens` None every request is let through (identity `-` or the cert CN).
+@dataclass(slots=True)
+class TokensRef:
+    """The tokens the middleware checks; a SIGHUP reload (`reload.TokensReloader`) swaps them in one assignment."""
+
+    tokens: Tokens
+
+
+TOKENS = web.AppKey("tokens", TokensRef)  # the tokens checked, when they are required
+
+
+def middleware(ref: TokensRef | None) -> Middleware:
+    """The auth middleware; with `ref` None every request is let through (identity `-` or the cert CN).
 
     The application installs it only with tokens (see `anonymous`); without, it only names the caller.
     """
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens is None:
+        if ref is None:
             anonymous(request)
         elif request.path in OPEN_PATHS:
             request[IDENTITY] = ANONYMOUS
         else:
-            token = _authenticate(request, tokens)
+            token = _authenticate(request, ref.tokens)
             request[IDENTITY] = token.name
             if token.charts is not None:
                 request[CHARTS_ALLOWED] = token.charts

@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from stateservice.auth import hash_secret
 from stateservice.charts_files import load_charts
 from stateservice.reload import Reloader
 from stateservice.store.charts import ChartStore
@@ -322,4 +325,86 @@ def test_a_worker_respawned_after_a_reload_serves_the_reloaded_charts(
     wait_events(service, "charts_reloaded", 3)  # the new worker reloaded at start
 
     assert all_workers_serve(service, load_digest(chart))
+    assert service.stop() == 0
+
+
+# -- SIGHUP and the tokens file --------------------------------------------------------------------
+
+
+def tokens_file(path: Path, **secrets: str) -> Path:
+    """A tokens file giving each `name=secret` every scope."""
+    entries = "".join(
+        f"  - {{name: {name}, sha256: {hash_secret(secret)}, scopes: [read, report, admin]}}\n"
+        for name, secret in secrets.items()
+    )
+    path.write_text("tokens:\n" + entries)
+    return path
+
+
+def answers_with(service: ServiceProcess, secret: str, times: int = 8) -> set[int]:
+    """The statuses of `times` GETs with `secret` (several: with two workers, each should be asked)."""
+    statuses = set()
+    for _ in range(times):
+        request = urllib.request.Request(f"{service.url}/charts/wave", headers={"Authorization": f"Bearer {secret}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                statuses.add(response.status)
+        except urllib.error.HTTPError as exc:
+            statuses.add(exc.code)
+    return statuses
+
+
+def test_sighup_reloads_the_tokens_file_in_every_worker_and_keeps_them_on_a_bad_one(
+    services: Services, redis_url: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "wave.yaml"
+    chart.write_text(gate(1))
+    tokens = tokens_file(tmp_path / "tokens.yaml", old="old-secret")
+    service = services.start(chart, redis_url=redis_url, workers=2, args=["--tokens", str(tokens)])
+    assert answers_with(service, "old-secret") == {200}
+    assert answers_with(service, "new-secret") == {401}
+
+    tokens_file(tokens, new="new-secret")  # rotated: the old token removed, a new one added
+    hup(service)
+    wait_events(service, "tokens_reloaded", 2)
+
+    reloaded = events(service, "tokens_reloaded")
+    assert len({e["pid"] for e in reloaded}) == 2
+    assert all(e["added"] == ["new"] and e["removed"] == ["old"] and e["tokens"] == 1 for e in reloaded), reloaded
+    assert answers_with(service, "new-secret") == {200}
+    assert answers_with(service, "old-secret") == {401}
+    assert "new-secret" not in service.stderr  # secrets are never logged
+
+    tokens.write_text("tokens: [{name: broken, sha256: nothex, scopes: [read]}]\n")
+    hup(service)
+    wait_events(service, "tokens_reload_failed", 2)
+
+    failed = events(service, "tokens_reload_failed")
+    assert all(e["kept"] == ["new"] and "sha256 must be" in " ".join(e["problems"]) for e in failed), failed
+    assert answers_with(service, "new-secret") == {200}
+    assert len(events(service, "charts_reloaded")) == 4  # the charts reloaded all the same
+    assert service.stop() == 0
+
+
+def test_a_worker_respawned_after_the_tokens_file_broke_has_the_last_good_tokens_not_revoked_ones(
+    services: Services, redis_url: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "wave.yaml"
+    chart.write_text(gate(1))
+    tokens = tokens_file(tmp_path / "tokens.yaml", ops="ops-secret", leaked="leaked-secret")
+    service = services.start(chart, redis_url=redis_url, workers=2, args=["--tokens", str(tokens)])
+    tokens_file(tokens, ops="ops-secret")  # revoke `leaked`
+    hup(service)
+    wait_events(service, "tokens_reloaded", 2)
+    tokens.write_text("not: [the, right, shape]\n")  # then the file breaks
+    hup(service)
+    wait_events(service, "tokens_reload_failed", 2)
+
+    victim = int(events(service, "worker_spawned")[0]["worker_pid"])
+    os.kill(victim, signal.SIGKILL)
+    wait_events(service, "worker_spawned", 3)
+    wait_events(service, "tokens_reload_failed", 3)  # the new worker tried the file at start and kept its tokens
+
+    assert answers_with(service, "leaked-secret", times=16) == {401}  # in every worker, the new one too
+    assert answers_with(service, "ops-secret", times=16) == {200}
     assert service.stop() == 0
