@@ -17,6 +17,7 @@ from stateservice.errors import StateServiceError
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect
+from stateservice.store.replicated import replicated
 from stateservice.views import describe
 
 
@@ -90,11 +91,23 @@ async def current(url: str, chart: Chart, *, cluster: bool = False) -> str | Non
         await redis.aclose()
 
 
-async def reset(url: str, chart: Chart, host: str, actor: str, *, cluster: bool = False) -> tuple[str, str]:
-    """Reset `chart` to its initial state (recorded in history, cause `reset`, by `actor`). Returns (from, to)."""
+async def reset(
+    url: str,
+    chart: Chart,
+    host: str,
+    actor: str,
+    *,
+    cluster: bool = False,
+    wait_replicas: int = 0,
+    wait_timeout: float = 1.0,
+) -> tuple[str, str]:
+    """Reset `chart` to its initial state (recorded in history, cause `reset`, by `actor`). Returns (from, to).
+
+    With `wait_replicas`, as the service's writes: done only once that many replicas have it (else StoreUnavailable).
+    """
     redis = connect(url, cluster=cluster)
     try:
-        move = await ChartStore(redis).reset(chart, host, actor=actor)
+        move = await ChartStore(replicated(redis, wait_replicas, wait_timeout)).reset(chart, host, actor=actor)
         return move.from_state, move.to_state
     finally:
         await redis.aclose()

@@ -177,19 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _security_flags(serve)
     _redis_flags(serve)
-    serve.add_argument(
-        "--redis-wait-replicas",
-        dest="redis_wait_replicas",
-        metavar="N",
-        help="acknowledge a state change only once N replicas have it (Redis WAIT); fewer answer 503 "
-        "[env STATESERVICE_REDIS_WAIT_REPLICAS; default 0: off]",
-    )
-    serve.add_argument(
-        "--redis-wait-timeout",
-        dest="redis_wait_timeout",
-        metavar="SECONDS",
-        help="how long --redis-wait-replicas waits for the replicas [env STATESERVICE_REDIS_WAIT_TIMEOUT; default 1]",
-    )
+    _wait_flags(serve, "acknowledge a state change only once N replicas have it (Redis WAIT); fewer answer 503")
 
     validate = commands.add_parser(
         "validate",
@@ -221,9 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("chart_file", metavar="CHART_FILE", type=Path)
     reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     _redis_flags(reset)
+    _wait_flags(reset, "report the reset done only once N replicas have it (Redis WAIT); fewer is an error (exit 1)")
     _client_commands(commands)
     _token_commands(commands)
     return parser
+
+
+def _wait_flags(parser: argparse.ArgumentParser, replicas_help: str) -> None:
+    parser.add_argument(
+        "--redis-wait-replicas",
+        dest="redis_wait_replicas",
+        metavar="N",
+        help=f"{replicas_help} [env STATESERVICE_REDIS_WAIT_REPLICAS; default 0: off]",
+    )
+    parser.add_argument(
+        "--redis-wait-timeout",
+        dest="redis_wait_timeout",
+        metavar="SECONDS",
+        help="how long --redis-wait-replicas waits for the replicas [env STATESERVICE_REDIS_WAIT_TIMEOUT; default 1]",
+    )
 
 
 def _security_flags(parser: argparse.ArgumentParser) -> None:
@@ -448,6 +452,16 @@ def reset(config: Config, path: Path, yes: bool) -> int:
                 print("not reset", file=sys.stderr)
                 return 2
         actor = f"cli:{_user()}"  # the audit trail names who ran it, as a token name would
-        before, after = asyncio.run(admin.reset(url, chart, socket.gethostname(), actor, cluster=config.redis_cluster))
+        before, after = asyncio.run(
+            admin.reset(
+                url,
+                chart,
+                socket.gethostname(),
+                actor,
+                cluster=config.redis_cluster,
+                wait_replicas=config.redis_wait_replicas,
+                wait_timeout=config.redis_wait_timeout,
+            )
+        )
     print(f"chart {chart.name!r} reset: {before or '(no state)'} -> {after}")
     return 0

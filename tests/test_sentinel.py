@@ -241,6 +241,27 @@ async def test_writes_leave_an_old_master_that_still_answers_once_the_sentinels_
         deployment.stop()
 
 
+@pytest.mark.slow
+def test_cli_reset_waits_for_replicas_as_the_service_does(tmp_path: Path) -> None:
+    deployment = SentinelDeployment(tmp_path / "redis", replicas=1).start()
+    try:
+        chart = _chart_file(tmp_path)
+        base = ["reset", chart, "--yes", "--redis", deployment.url, "--redis-wait-timeout", "0.2"]
+
+        short = run_cli(*base, "--redis-wait-replicas", "2", cwd=tmp_path)
+        assert short.returncode == 1, short.stderr
+        assert "only 1 of the 2 replica(s)" in short.stderr and "Traceback" not in short.stderr
+
+        env = {"STATESERVICE_REDIS_WAIT_REPLICAS": "1"}  # as a service's environment file would set it
+        done = run_cli(*base, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "chart 'fleet' reset" in done.stdout
+        with redis_at(deployment.data[1].port) as replica:  # on the replica before the command said done
+            assert replica.hget(keys.chart_state("fleet"), keys.CURRENT_STATE) == "rollout"
+    finally:
+        deployment.stop()
+
+
 @dataclass
 class Answer:
     host: str
