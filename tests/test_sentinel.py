@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stateservice.charts_files import load_charts
 from stateservice.config import Config
@@ -34,7 +36,7 @@ from stateservice.store.connect import connect, redact
 from stateservice.store.replicated import replicated
 from stateservice.store.sentinel import SentinelURL, parse
 from stateservice.store.watch import MoveWatcher
-from tests.support.sentinel import SentinelDeployment
+from tests.support.sentinel import SERVICE, SentinelDeployment
 from tests.support.service import Services, http, run_cli, wait_until
 
 CHART = """\
@@ -260,6 +262,48 @@ def test_cli_reset_waits_for_replicas_as_the_service_does(tmp_path: Path) -> Non
             assert replica.hget(keys.chart_state("fleet"), keys.CURRENT_STATE) == "rollout"
     finally:
         deployment.stop()
+
+
+@pytest.mark.slow
+async def test_a_sentinel_address_that_answers_junk_is_passed_over_and_alone_is_unreachable(tmp_path: Path) -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def junk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while data := await reader.read(65536):  # "+OK" to every command: a server, but no sentinel
+            writer.write(b"+OK\r\n" * data.count(b"*"))
+            await writer.drain()
+
+    server = await asyncio.start_server(junk, "127.0.0.1", 0)
+    junk_port = server.sockets[0].getsockname()[1]
+    deployment = SentinelDeployment(tmp_path / "redis", replicas=1).start()
+    try:
+        alone = connect(f"redis+sentinel://127.0.0.1:{junk_port}/{SERVICE}")
+        try:
+            with pytest.raises(RedisConnectionError, match="No master found"):  # a 503, not a 500
+                await alone.ping()
+        finally:
+            await alone.aclose()
+
+        real = deployment.url.removeprefix("redis+sentinel://")
+        first = connect(f"redis+sentinel://127.0.0.1:{junk_port},{real}")
+        try:
+            assert await first.set("k", "v")
+            assert await first.get("k") == "v"
+            # asked twice at once (a new connection, the pool's check): still each sentinel once, none lost
+            assert first.sentinels is not None
+            ports = [c.connection_pool.connection_kwargs["port"] for c in first.sentinels.sentinels]
+            assert sorted(ports) == sorted([junk_port, *(n.port for n in deployment.sentinels)])
+        finally:
+            await first.aclose()
+    finally:
+        deployment.stop()
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await server.wait_closed()
 
 
 @dataclass

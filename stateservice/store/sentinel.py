@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, unquote
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 SCHEME = "redis+sentinel"
@@ -114,15 +115,51 @@ class SentinelRedis(Redis):
     """The master's client; closing it also closes its connections to the sentinels."""
 
     sentinels: Sentinel | None = None  # (`sentinel` is a Redis command method)
+    sentinel_clients: tuple[Redis, ...] = ()  # every one, whatever order discovery has put them in since
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         pool = self.connection_pool
         if isinstance(pool, BlockingSentinelPool):
             await pool.stop_checking()
         await super().aclose(close_connection_pool)
-        if self.sentinels is not None:
-            for client in self.sentinels.sentinels:
-                await client.aclose()
+        for client in self.sentinel_clients:
+            await client.aclose()
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, asking for the master one call at a time.
+
+    `discover_master` moves the sentinel that answered to the front of the list while it walks
+    the list, so two calls at once (the pool's background check and a new connection) could
+    duplicate one sentinel and drop another from it: the dropped one was then never asked again.
+    """
+
+    def __init__(self, clients: list[Redis], sentinel_kwargs: dict[str, Any]) -> None:
+        super().__init__([], sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        self.sentinels = clients
+        self._asking = asyncio.Lock()
+
+    async def discover_master(self, service_name: str) -> Any:
+        async with self._asking:
+            return await super().discover_master(service_name)
+
+
+class _SentinelClient(Redis):
+    """A client of one sentinel. An answer it cannot read (a sentinel address that is some other
+    server, a broken sentinel) counts as that sentinel being unreachable, so the next one is asked
+    and, if none answers, the request gets a 503 rather than a 500."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except (RedisError, OSError):
+            raise
+        except Exception as exc:
+            kwargs = self.connection_pool.connection_kwargs
+            raise RedisConnectionError(
+                f"sentinel {kwargs.get('host')}:{kwargs.get('port')} gave an answer that cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -161,6 +198,9 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     async def stop_checking(self) -> None:
         if self._checker is not None:
+            # let a check in flight finish (the sentinels' short timeouts bound it): one cancelled while it
+            # connects can leave its socket behind
+            await asyncio.wait({self._checker}, timeout=CHECK_INTERVAL * 2)
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
@@ -176,10 +216,9 @@ def connect(url: str, **fast: Any) -> SentinelRedis:
     """A client of the master that `url`'s sentinels name. `fast`: connect()'s timeouts, retry and pool size."""
     target = parse(url)
     pool_size, pool_timeout = fast.pop("max_connections"), fast.pop("timeout")
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels),
-        sentinel_kwargs={**fast, "username": target.sentinel_username, "password": target.sentinel_password},
-    )
+    sentinel_kwargs = {**fast, "username": target.sentinel_username, "password": target.sentinel_password}
+    clients: list[Redis] = [_SentinelClient(host=h, port=p, **sentinel_kwargs) for h, p in target.sentinels]
+    sentinel = _Sentinels(clients, sentinel_kwargs)
     client = sentinel.master_for(
         target.service,
         redis_class=SentinelRedis,
@@ -194,6 +233,7 @@ def connect(url: str, **fast: Any) -> SentinelRedis:
     )
     assert isinstance(client, SentinelRedis)
     client.sentinels = sentinel
+    client.sentinel_clients = tuple(clients)
     return client
 
 
