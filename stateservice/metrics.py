@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "stateservice-metrics-"  # then the serving process's pid, "-" and mkdtemp's random part
 UNMATCHED = "unmatched"
 
 
@@ -139,9 +140,14 @@ def exposition() -> tuple[bytes, str]:
 
 @contextmanager
 def multiprocess() -> Iterator[str]:
-    """A fresh private dir as PROMETHEUS_MULTIPROC_DIR while serving (workers inherit it); removed at exit."""
+    """A fresh private dir as PROMETHEUS_MULTIPROC_DIR while serving (workers inherit it); removed at exit.
+
+    Its name carries the serving process's pid, so that the dirs of services killed before they
+    could remove theirs (SIGKILL, a crash, a power cut) are removed by the next one to start.
+    """
+    remove_stale()
     previous = os.environ.get(ENV)
-    directory = tempfile.mkdtemp(prefix="stateservice-metrics-")
+    directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     os.environ[ENV] = directory
     _restart()
     try:
@@ -153,6 +159,35 @@ def multiprocess() -> Iterator[str]:
             os.environ[ENV] = previous
         _restart()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def remove_stale(parent: str | None = None) -> list[str]:
+    """Remove the metrics dirs, in `parent` (default: the temp dir), of services no longer running; those removed.
+
+    Only dirs this user owns whose pid is gone: a pid that is alive again, even as another
+    program, keeps its dir (a few kilobytes) rather than risking a live service's.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name.removeprefix(PREFIX).partition("-")[0]
+        if not name.startswith(PREFIX) or not pid.isdigit():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.lstat(path).st_uid != os.getuid() or not os.path.isdir(path) or os.path.islink(path):
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except OSError:  # gone meanwhile, or a live process of another user
+            continue
+    return removed
 
 
 def _restart() -> None:

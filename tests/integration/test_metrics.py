@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stateservice import metrics
 from stateservice.auth import Scope, Token, Tokens, hash_secret
 from stateservice.core.parse import parse
 from stateservice.web.app import create_app
@@ -140,3 +143,47 @@ async def test_route_labels_are_canonical_and_unknown_paths_unmatched(aiohttp_cl
     assert delta(route="/charts/{chart}/state", method="GET", status="404") == 1
     assert delta(route="/metrics", method="GET", status="401") == 1
     assert "xyzzy" not in after
+
+
+def test_a_killed_services_metrics_dir_is_removed_by_the_next_start(redis_url: str, tmp_path: Path) -> None:
+    services = Services(tmp_path)  # each service's TMPDIR is tmp_path
+    try:
+        killed = services.start(CHART, redis_url=redis_url, workers=2)
+        [left] = [p for p in tmp_path.iterdir() if p.name.startswith(metrics.PREFIX)]
+        assert left.name.startswith(f"{metrics.PREFIX}{killed.pid}-")
+        killed.kill()  # SIGKILL: no chance to remove it
+        assert left.exists()
+
+        again = services.start(CHART, redis_url=redis_url)
+
+        assert not left.exists()
+        [current] = [p for p in tmp_path.iterdir() if p.name.startswith(metrics.PREFIX)]
+        assert current.name.startswith(f"{metrics.PREFIX}{again.pid}-")
+        assert again.stop() == 0
+        assert not current.exists()
+    finally:
+        services.cleanup()
+
+
+def test_remove_stale_keeps_live_and_foreign_dirs(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    stale = tmp_path / f"{metrics.PREFIX}{dead}-abc"
+    live = tmp_path / f"{metrics.PREFIX}{os.getpid()}-def"
+    other = tmp_path / "stateservice-metrics-notapid-x"
+    unrelated = tmp_path / "something-else"
+    for directory in (stale, live, other, unrelated):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"x")
+    link = tmp_path / f"{metrics.PREFIX}{dead}-link"
+    link.symlink_to(unrelated)  # a link is never followed nor removed
+
+    assert metrics.remove_stale(str(tmp_path)) == [str(stale)]
+    assert not stale.exists()
+    assert live.exists() and other.exists() and (unrelated / "counter_1.db").exists() and link.is_symlink()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
