@@ -238,9 +238,8 @@ class ChartStore:
         key = keys.chart_state(chart.name)
 
         async def attempt(pipe: Pipeline) -> Transition:
-            await pipe.watch(key)
-            now = await self.clock()
-            previous = await pipe.hget(key, keys.CURRENT_STATE)
+            now = await self.clock()  # before WATCH: the window another write can fail us in stays short
+            [previous] = await _watched(pipe, key, ("HGET", key, keys.CURRENT_STATE))
             prior = Snapshot(previous, 0, now) if previous else None
             snap, move = rules.reset(chart, prior, now, host)
             move = replace(move, actor=actor, remote=remote)
@@ -266,10 +265,9 @@ class ChartStore:
         definition = keys.chart_definition(chart.name)
 
         async def attempt(pipe: Pipeline) -> Snapshot:
-            await pipe.watch(key, definition)
-            now = await self.clock()
-            stored = codec.decode_snapshot(chart, await pipe.hgetall(key))
-            digest = await pipe.hget(definition, "digest")
+            now = await self.clock()  # before WATCH: the window another write can fail us in stays short
+            fields, digest = await _watched(pipe, (key, definition), ("HGETALL", key), ("HGET", definition, "digest"))
+            stored = codec.decode_snapshot(chart, fields)
             pipe.multi()
             if stored is None:
                 snap = rules.initial(chart, now)
@@ -400,21 +398,22 @@ class ChartStore:
             lock.release()
 
 
-async def _watched(pipe: Pipeline, key: str, *reads: tuple[str, ...]) -> list[Any]:
-    """WATCH `key` and send `reads` in one round trip on the transaction's connection; the replies to `reads`.
+async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple[str, ...]) -> list[Any]:
+    """WATCH the `watched` key(s) and send `reads` in one round trip on the transaction's connection; their replies.
 
     redis-py sends WATCH and every read after it as round trips of their own, and another
     worker's EXEC landing anywhere between our WATCH and our EXEC fails ours (a retry): one
     round trip instead of two or three makes that window about half as long. A pipeline that
     routes its WATCH itself (Redis Cluster's) keeps redis-py's way.
     """
+    watching = (watched,) if isinstance(watched, str) else watched
     if type(pipe).watch is not Pipeline.watch:
-        await pipe.watch(key)
+        await pipe.watch(*watching)
         return [await pipe.execute_command(*read) for read in reads]
     conn = pipe.connection
     if conn is None:
         conn = pipe.connection = await pipe.connection_pool.get_connection()
-    commands = [("WATCH", key), *reads]
+    commands = [("WATCH", *watching), *reads]
     replies: list[Any] = []
     try:
         await conn.send_packed_command(conn.pack_commands(commands))
