@@ -198,9 +198,6 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     async def stop_checking(self) -> None:
         if self._checker is not None:
-            # let a check in flight finish (the sentinels' short timeouts bound it): one cancelled while it
-            # connects can leave its socket behind
-            await asyncio.wait({self._checker}, timeout=CHECK_INTERVAL * 2)
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
