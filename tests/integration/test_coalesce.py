@@ -26,28 +26,12 @@ from stateservice.core.parse import parse
 from stateservice.store import keys
 from stateservice.web.app import create_app
 from stateservice.web.keys import STORE
+from tests.support.charts import FOREVER, wave
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
 
 COALESCE = pytest.mark.parametrize("coalesce", [True, False], ids=["coalesce", "no-coalesce"])
-FOREVER = 1_000_000  # a target no test reaches
-
-# canary -> fleet after `target` reports; fleet counts without moving
-WAVE = """
-name: {name}
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: fleet, when: {{key: hosts, value: {target}}}}}
-  - name: fleet
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: done, when: {{key: hosts, value: {forever}}}}}
-  - name: done
-"""
 
 # a counts forever and is never entered by a transition; an operator moves the chart to b,
 # whose reports then move it to c (entered once, so its counter and host set start once)
@@ -69,11 +53,6 @@ states:
     target: {{name: done, when: {{key: hosts, value: {forever}}}}}
   - name: done
 """
-
-
-def wave(target: int, name: str = "wave") -> Chart:
-    text = textwrap.dedent(WAVE.format(name=name, target=target, forever=FOREVER)).lstrip("\n")
-    return parse(text, f"{name}.yaml").unwrap()
 
 
 @dataclass(frozen=True)

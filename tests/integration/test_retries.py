@@ -12,7 +12,6 @@ in the middle of it may leave a reply unread on a pooled connection.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,36 +22,15 @@ from redis.exceptions import ResponseError
 
 from stateservice.core import rules
 from stateservice.core.chart import Chart
-from stateservice.core.parse import parse
 from stateservice.errors import NotCurrent
 from stateservice.store import keys
 from stateservice.store.charts import MAX_PAUSE, ChartStore
 from stateservice.store.clock import local_clock
 from stateservice.store.connect import connect
 from stateservice.store.group import GroupCommit
-
-FOREVER = 1_000_000
-
-WAVE = """
-name: wave
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: fleet, when: {{key: hosts, value: {target}}}}}
-  - name: fleet
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: done, when: {{key: hosts, value: {forever}}}}}
-  - name: done
-"""
+from tests.support.charts import FOREVER, wave
 
 Hook = Callable[[], Awaitable[None]]
-
-
-def wave(target: int) -> Chart:
-    return parse(textwrap.dedent(WAVE.format(target=target, forever=FOREVER)).lstrip("\n"), "wave.yaml").unwrap()
 
 
 class HookedPipeline(Pipeline):
