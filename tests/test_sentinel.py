@@ -34,7 +34,7 @@ from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect, redact
 from stateservice.store.replicated import replicated
-from stateservice.store.sentinel import SentinelURL, parse
+from stateservice.store.sentinel import SentinelRedis, SentinelURL, parse
 from stateservice.store.watch import MoveWatcher
 from tests.support.sentinel import SERVICE, SentinelDeployment
 from tests.support.service import Services, http, run_cli, wait_until
@@ -248,7 +248,7 @@ def test_cli_reset_waits_for_replicas_as_the_service_does(tmp_path: Path) -> Non
     deployment = SentinelDeployment(tmp_path / "redis", replicas=1).start()
     try:
         chart = _chart_file(tmp_path)
-        base = ["reset", chart, "--yes", "--redis", deployment.url, "--redis-wait-timeout", "0.2"]
+        base: list[str | Path] = ["reset", chart, "--yes", "--redis", deployment.url, "--redis-wait-timeout", "0.2"]
 
         short = run_cli(*base, "--redis-wait-replicas", "2", cwd=tmp_path)
         assert short.returncode == 1, short.stderr
@@ -291,7 +291,7 @@ async def test_a_sentinel_address_that_answers_junk_is_passed_over_and_alone_is_
             assert await first.set("k", "v")
             assert await first.get("k") == "v"
             # asked twice at once (a new connection, the pool's check): still each sentinel once, none lost
-            assert first.sentinels is not None
+            assert isinstance(first, SentinelRedis) and first.sentinels is not None
             ports = [c.connection_pool.connection_kwargs["port"] for c in first.sentinels.sentinels]
             assert sorted(ports) == sorted([junk_port, *(n.port for n in deployment.sentinels)])
         finally:
