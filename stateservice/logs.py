@@ -54,21 +54,26 @@ def merge(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
 _LEVEL_OF = {"warn": "warning", "exception": "error"}
 
 
+_pid = os.getpid()  # several workers write to one stream: the pid tells them apart
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)  # once, however often `configure` runs
+
+
 class _Stamp:
     """`level`, `timestamp` (as `TimeStamper(fmt="iso", utc=True)` writes it) and `pid`, in one processor.
 
-    The seconds are formatted once a second; the pid (several workers write to one stream: it
-    tells them apart) is read again after a fork.
+    The seconds are formatted once a second; the pid is the one read at import or after the last fork.
     """
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
-        self._pid = os.getpid()
-        os.register_at_fork(after_in_child=self._forked)
-
-    def _forked(self) -> None:
-        self._pid = os.getpid()
 
     def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         event["level"] = _LEVEL_OF.get(method, method)  # as structlog's add_log_level
@@ -78,7 +83,7 @@ class _Stamp:
             self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         micros = int((now - second) * 1_000_000)
         event["timestamp"] = f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
-        event.setdefault("pid", self._pid)
+        event.setdefault("pid", _pid)
         return event
 
 
@@ -108,12 +113,12 @@ except (AttributeError, TypeError):  # a Python without the C accelerator
 
 def _dumps(event: Any, **_: Any) -> str:
     """`event` exactly as `json.dumps(event, default=...)` writes it."""
-    if _C_ENCODE is not None:
-        try:
-            return "".join(_C_ENCODE(event, 0))
-        except RecursionError:
-            pass  # a value that contains itself: the plain encoder says so (ValueError), as before
-    return _ENCODER.encode(event)
+    if _C_ENCODE is None:
+        return _ENCODER.encode(event)
+    try:
+        return "".join(_C_ENCODE(event, 0))
+    except RecursionError:  # a value that contains itself: the plain encoder says so (ValueError), as before
+        return _ENCODER.encode(event)
 
 
 def _dumps_bytes(event: Any, **_: Any) -> bytes:
