@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -174,12 +175,12 @@ def remove_stale(parent: str | None = None) -> list[str]:
     except OSError:
         return removed
     for name in names:
-        pid = name.removeprefix(PREFIX).partition("-")[0]
-        if not name.startswith(PREFIX) or not pid.isdigit():
+        if not name.startswith(PREFIX) or not (pid := name.removeprefix(PREFIX).partition("-")[0]).isdigit():
             continue
         path = os.path.join(parent, name)
         try:
-            if os.lstat(path).st_uid != os.getuid() or not os.path.isdir(path) or os.path.islink(path):
+            found = os.lstat(path)  # a symlink is not a dir here: never followed
+            if found.st_uid != os.getuid() or not stat.S_ISDIR(found.st_mode):
                 continue
             os.kill(int(pid), 0)
         except ProcessLookupError:
