@@ -13,6 +13,8 @@ import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from stateservice import logs
+
 CHOICES = ("auto", "uvloop", "asyncio")
 
 T = TypeVar("T")
@@ -38,8 +40,11 @@ def name(choice: str) -> str:
 
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:
     """`asyncio.run(main)` on the loop `choice` names."""
-    with asyncio.Runner(loop_factory=factory(choice)) as runner:
-        return runner.run(main)
+    try:
+        with asyncio.Runner(loop_factory=factory(choice)) as runner:
+            return runner.run(main)
+    finally:
+        logs.flush()  # lines held for a loop step that will not come (see logs.Lines)
 
 
 def running() -> str:

@@ -8,15 +8,28 @@ A worker writes a line per request, so the line's cost is a visible part of a re
 lives in one ContextVar (`bind`/`clear`/`merge`, the semantics of structlog.contextvars
 without copying the whole context per event), level, time and pid are added in one step,
 and JSON lines go to stderr's byte buffer, skipping the text layer.
+
+The write itself (a system call per line) cost more than making the line, so `info` and
+`debug` lines logged inside a running event loop are written together at the loop's next
+step (`Lines`): a busy worker writes tens of lines per call, 5,000 woken long-polls a few
+hundred calls. A `warning` or worse, a line from outside a loop and `flush()` (the end of
+every `eventloop.run` and of the process) write everything held at once, in order; a forked
+child starts with nothing held (its parent writes what it held).
+Each write holds whole lines and at most PIPE_BUF bytes, so workers sharing one stderr pipe
+never interleave inside a line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextvars
 import json
 import logging
 import os
+import select
 import sys
+import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType
@@ -60,6 +73,8 @@ _pid = os.getpid()  # several workers write to one stream: the pid tells them ap
 def _forked() -> None:
     global _pid
     _pid = os.getpid()
+    if _lines is not None:
+        _lines.forked()
 
 
 os.register_at_fork(after_in_child=_forked)  # once, however often `configure` runs
@@ -125,6 +140,97 @@ def _dumps_bytes(event: Any, **_: Any) -> bytes:
     return _dumps(event).encode()  # ASCII: non-ASCII characters are escaped, as json.dumps does
 
 
+_URGENT = frozenset({"warning", "warn", "error", "err", "exception", "critical", "fatal", "failure"})
+_WRITE_MAX = getattr(select, "PIPE_BUF", 512)  # POSIX: a pipe write of at most this many bytes is never split
+
+
+class Lines:
+    """JSON lines for a binary stream, held until the running event loop's next step (see the module doc)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._held: list[bytes] = []
+        self._lock = threading.Lock()  # lines also come from threads (model loads, /metrics)
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+
+    def add(self, line: bytes, urgent: bool) -> None:
+        with self._lock:
+            self._held.append(line)
+            if not urgent:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    pass  # no loop in this thread: nothing would write it later
+                else:
+                    if self._flush_on is not loop:  # also when a loop stopped with a flush still pending
+                        self._flush_on = loop
+                        loop.call_soon(self.flush)
+                    return
+            self._write_held()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_held()
+
+    def forked(self) -> None:
+        """In a new child: nothing held (the parent wrote it), and a lock no other thread of the parent holds."""
+        self._lock = threading.Lock()
+        self._held = []
+        self._flush_on = None
+
+    def _write_held(self) -> None:
+        self._flush_on = None
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        chunk: list[bytes] = []
+        size = 0
+        for line in held:
+            if chunk and size + len(line) > _WRITE_MAX:
+                self._stream.write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        self._stream.write(b"".join(chunk))
+        self._stream.flush()
+
+
+class LineLogger:
+    """A structlog logger (as `structlog.BytesLogger`) that hands its lines to `Lines`."""
+
+    def __init__(self, lines: Lines) -> None:
+        self._lines = lines
+
+    def msg(self, message: bytes) -> None:
+        self._lines.add(message + b"\n", urgent=False)
+
+    def _urgent(self, message: bytes) -> None:
+        self._lines.add(message + b"\n", urgent=True)
+
+    debug = info = log = msg
+    warning = warn = error = err = exception = critical = fatal = failure = _urgent
+
+
+_lines: Lines | None = None
+
+
+def flush() -> None:
+    """Write every held line now (before a process ends or forks; done for `eventloop.run` and at exit)."""
+    if _lines is not None:
+        _lines.flush()
+
+
+atexit.register(flush)
+
+
+class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Records from the standard library's logging, written after every held line (they are warnings or worse)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        flush()
+        super().emit(record)
+
+
 def configure(fmt: str = "json", level: str = "info") -> None:
     """Route structlog and stdlib logging to stderr as JSON (`json`) or coloured text (`console`)."""
     shared: list[Any] = [merge, _Stamp()]
@@ -133,22 +239,27 @@ def configure(fmt: str = "json", level: str = "info") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    global _lines
+    flush()  # lines held for the stream configured before
+    _lines = None
     factory: Any = structlog.WriteLoggerFactory(sys.stderr)
     last: Any = renderer
     binary = getattr(sys.stderr, "buffer", None)
     if fmt == "json" and binary is not None:
-        # stderr is line-buffered and flushed per line, like this writer, so lines keep their order
+        # stderr is line-buffered and flushed per line, and `Lines` flushes per write, so lines keep their order
         sys.stderr.flush()
-        factory, last = structlog.BytesLoggerFactory(binary), structlog.processors.JSONRenderer(serializer=_dumps_bytes)
+        _lines = Lines(binary)
+        logger = LineLogger(_lines)
+        factory, last = (lambda *_: logger), structlog.processors.JSONRenderer(serializer=_dumps_bytes)
     structlog.configure(
         processors=[*shared, _exc_info, last],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        # one write per line (print() writes the newline separately): workers share one stderr pipe
+        # whole lines per write (print() writes the newline separately): workers share one stderr pipe
         logger_factory=factory,
         # each module's logger binds once, not on every call (configure runs once, in `cli.main`, before any logging)
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StdlibHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=shared))
     root = logging.getLogger()
     root.handlers = [handler]
