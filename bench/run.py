@@ -237,7 +237,7 @@ class Bench:
     def exact_count(self, label: str, server: h.Server, chart: str, state: str = "hot") -> None:
         """Benchmark 4: a PUT run with the awaiting client; the counter must grow by exactly its 200s."""
         before = self.settled_counter(chart, state)
-        result = asyncio.run(
+        result = h.run_client(
             h.aiohttp_load(
                 f"{server.url}/state?state={state}",
                 method="PUT",
@@ -412,8 +412,10 @@ class Bench:
         urls = [f"{wave.url}/state?state=wave&host=h{i}" for i in range(plan.hosts)]
         bare_urls = [f"{bare.url}/state?state=wave&host=h{i}" for i in range(plan.hosts)]
         connections = plan.wave_connections
-        base = asyncio.run(h.aiohttp_load(bare_urls, method="PUT", connections=connections))
-        result = asyncio.run(h.aiohttp_load(urls, method="PUT", connections=connections, header="Stateservice-Counted"))
+        base = h.run_client(h.aiohttp_load(bare_urls, method="PUT", connections=connections))
+        result = h.run_client(
+            h.aiohttp_load(urls, method="PUT", connections=connections, header="Stateservice-Counted")
+        )
         bare.stop()
         tx, retries = h.store_totals(wave.stop())
         history = self.redis.xrange(f"stateservice:{{{chart}}}:history")
@@ -489,9 +491,9 @@ class Bench:
             self.ready()
             pid = server.worker_pids()[0]
             port = int(server.url.rpartition(":")[2])
-            asyncio.run(h.aiohttp_load(f"{server.url}/state?state=closed", connections=8, requests=200))  # warm
+            h.run_client(h.aiohttp_load(f"{server.url}/state?state=closed", connections=8, requests=200))  # warm
             idle_rss = h.rss_mb(pid)
-            outcome = asyncio.run(_long_poll(server.url, pid, port, plan.waiters, wait=60))
+            outcome = h.run_client(_long_poll(server.url, pid, port, plan.waiters, wait=60))
             server.stop()
             outcome.idle_rss, outcome.server_span = idle_rss, _server_wake_span(server)
             say(f"  repetition {repeat}: last 200 after {outcome.wake_seconds:.3f} s, RSS {outcome.rss:.1f} MB")
@@ -747,8 +749,8 @@ def render(report: Report, machine_rows: list[tuple[str, str]], quick: bool, ela
         "counter over those transactions.",
         "- The Lua baseline (`bench/_servers.py`) does the PUT as one EVALSHA: check the state, add the host, "
         "increment, move, record, publish; one Redis round trip per request, no batching.",
-        "- The fleet wave, the long-poll and the exact counts use the bounded aiohttp client (it awaits every "
-        "answer); it runs on the same cores as the servers, so its own cost is inside those times.",
+        "- The fleet wave, the long-poll and the exact counts use the bounded aiohttp client, on uvloop (it "
+        "awaits every answer); it runs on the same cores as the servers, so its own cost is inside those times.",
         "- A MISS is a performance target not met and does not fail the run; a FAIL is a correctness check "
         "(counts, transitions, answers) and makes `bench/run.py` exit 1.",
         "",
