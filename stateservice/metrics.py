@@ -49,10 +49,43 @@ class Metrics:
     predictions: Counter
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _process_id() -> int:
+    """The pid, for prometheus-client, which asks on every update to notice a fork: kept by an at-fork hook.
+
+    (Its default, `os.getpid`, is a system call: three per request, for the request counter and histogram.)
+    """
+    return _pid
+
+
+def _pick_storage() -> None:
+    """What prometheus-client stores values in: per-process files in multiprocess mode (`ENV` set), else memory."""
+    from prometheus_client import values
+
+    multiprocess = os.environ.get(ENV) or os.environ.get(ENV.lower())
+    values.ValueClass = (
+        values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
+        if multiprocess
+        else values.MutexValue
+    )
+
+
 @functools.cache
 def get() -> Metrics:
     """This process's metric objects, created at first use."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    _pick_storage()
 
     registry = CollectorRegistry(auto_describe=True)
     return Metrics(
@@ -196,9 +229,7 @@ def _restart() -> None:
     get.cache_clear()
     _request_children.cache_clear()
     if "prometheus_client" in sys.modules:
-        from prometheus_client import values
-
-        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        _pick_storage()
 
 
 def process_dead(pid: int) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from stateservice import metrics
@@ -187,3 +189,37 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+_NO_PID_CHECK = """
+import os, sys
+from stateservice import metrics
+metrics.request("/state", "GET", 200, 0.001)  # the children and their files exist from here on
+calls = []
+real = os.getpid
+os.getpid = lambda: calls.append(1) or real()
+for _ in range(10):
+    metrics.request("/state", "GET", 200, 0.001)
+os.getpid = real
+child = os.fork()
+if child == 0:
+    metrics.request("/state", "GET", 200, 0.001)
+    os._exit(0)
+os.waitpid(child, 0)
+print(len(calls), os.getpid(), child)
+"""
+
+
+def test_updates_ask_no_pid_of_the_os_and_a_forked_child_writes_its_own_files(tmp_path: Path) -> None:
+    """prometheus-client checks the pid on every update to notice a fork; ours comes from an at-fork hook."""
+    env = {**os.environ, metrics.ENV: str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_PID_CHECK], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    calls, parent, child = (int(word) for word in done.stdout.split())
+    assert calls == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {f"counter_{parent}.db", f"counter_{child}.db"}
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert total(generate_latest(registry).decode(), "stateservice_requests_total", route="/state") == 12

@@ -241,7 +241,7 @@ def test_sigterm_answers_a_long_poll_503_and_releases_the_lease(
     assert wait_until(lambda: plain.get("stateservice:leader") is None or new_leader(), 1.5)
     assert time.monotonic() - stopping < 15
     # substring: two workers' lines on one pipe can interleave, so the line may not parse as JSON
-    assert '"event": "leader_released"' in first.stderr, first.stderr[-6000:]
+    assert '"event":"leader_released"' in first.stderr, first.stderr[-6000:]
     assert other.stop() == 0
 
 

@@ -1,4 +1,4 @@
-"""The JSON log lines: one per event, the shape `json.dumps` gives, an ISO UTC timestamp, context and pid."""
+"""The JSON log lines: one per event, compact JSON, an ISO UTC timestamp, context and pid."""
 
 from __future__ import annotations
 
@@ -36,11 +36,16 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
         logs.clear()
 
 
+def compact(event: object) -> str:
+    """What a line must be: `event` as JSON without spaces, non-ASCII as is."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
 def lines(buffer: io.StringIO) -> list[str]:
     return buffer.getvalue().splitlines()
 
 
-def test_an_event_is_one_line_as_json_dumps_writes_it(stderr: io.StringIO) -> None:
+def test_an_event_is_one_line_of_compact_json(stderr: io.StringIO) -> None:
     log = structlog.get_logger("test_logs")  # a logger of this test's own: it is cached with this configuration
     logs.bind(request_id="abc", path="/state")
 
@@ -48,7 +53,7 @@ def test_an_event_is_one_line_as_json_dumps_writes_it(stderr: io.StringIO) -> No
 
     [line] = lines(stderr)
     event = json.loads(line)
-    assert line == json.dumps(event)  # the separators and escapes of the standard library's encoder
+    assert line == compact(event)  # compact, UTF-8 (orjson)
     assert event["event"] == "request" and event["level"] == "info" and event["pid"] == os.getpid()
     assert (event["request_id"], event["path"], event["status"], event["duration_ms"]) == ("abc", "/state", 200, 1.25)
     assert event["query"] is None and event["text"] == "é\nx" and event["nested"] == {"a": [1, True]}
@@ -70,6 +75,12 @@ def test_the_timestamp_is_iso_utc_with_microseconds_and_current(stderr: io.Strin
     assert stamps == sorted(stamps)
 
 
+def test_what_orjson_refuses_is_written_by_the_standard_library_in_the_same_shape(stderr: io.StringIO) -> None:
+    structlog.get_logger("test_logs").info("big", n=2**70, text="é")
+    [line] = lines(stderr)
+    assert line == compact(json.loads(line)) and json.loads(line)["n"] == 2**70
+
+
 def test_a_value_that_contains_itself_is_refused_as_before(stderr: io.StringIO) -> None:
     looped: list[object] = []
     looped.append(looped)
@@ -81,7 +92,7 @@ def test_stdlib_records_get_the_same_shape(stderr: io.StringIO) -> None:
     logging.getLogger("some.library").warning("careful: %s", "this")
     [line] = lines(stderr)
     event = json.loads(line)
-    assert line == json.dumps(event)
+    assert line == compact(event)
     assert (event["event"], event["level"], event["pid"]) == ("careful: this", "warning", os.getpid())
 
 
@@ -159,7 +170,7 @@ def test_json_lines_go_to_stderrs_bytes_in_order_with_stdlib_records(monkeypatch
         logs.clear()
     events = [json.loads(line) for line in found]
     assert [e["event"] for e in events] == ["first", "second", "third"]
-    assert found[0] == json.dumps(events[0]) and events[0]["text"] == "é"
+    assert found[0] == compact(events[0]) and events[0]["text"] == "é"
     assert all(e["pid"] == os.getpid() for e in events)
 
 
