@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from stateservice.auth import Tokens
-from stateservice.core.chart import Chart
+from stateservice.core.chart import Chart, Snapshot
 from stateservice.models import ModelCache
 from stateservice.scheduler import Scheduler, identity
 from stateservice.store.charts import ChartStore
@@ -76,12 +76,16 @@ def create_app(
     app[BODY_LIMIT] = max_body
     app[auth.AUTH_ON] = tokens is not None
 
+    async def read_chart(name: str) -> Snapshot | None:
+        chart = app[CHARTS].get(name)  # the definition served now (a SIGHUP may have reloaded it)
+        return None if chart is None else await app[STORE].current_state(chart)
+
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = connect(redis_url, cluster=redis_cluster)
         app[REDIS] = redis
         app[STORE] = ChartStore(replicated(redis, wait_replicas, wait_timeout), coalesce=coalesce)
         app[REGISTRAR] = Registrar(app[STORE])
-        app[WATCHER] = MoveWatcher(redis)
+        app[WATCHER] = MoveWatcher(redis, read=read_chart)
         await app[REGISTRAR].try_all(app[CHARTS].values())
         app[WATCHER].start()
         yield

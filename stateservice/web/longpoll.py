@@ -1,11 +1,12 @@
 """Gate checks that wait: `GET /state?state=X&wait=SECONDS` answers as soon as X is current.
 
 The waiting request re-reads its chart when the worker's subscription says the chart moved
-(`store/watch.py`), when a time state it waits behind falls due, and every few seconds in
-any case, so that neither a lost message nor a silent leader strands it. Otherwise it sleeps:
-a client that hangs up cancels its handler (the runner turns on aiohttp's handler
-cancellation), which removes its waiter at once, so there is nothing to poll for (without
-handler cancellation, the next re-check notices the closed connection).
+(`store/watch.py` reads it once for all its waiters), when a time state it waits behind
+falls due, and every few seconds in any case, so that neither a lost message nor a silent
+leader strands it. Otherwise it sleeps: a client that hangs up cancels its handler (the
+runner turns on aiohttp's handler cancellation), which removes its waiter at once, so there
+is nothing to poll for (without handler cancellation, the next re-check notices the closed
+connection).
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ async def wait_until_current(
             raise await refused(store, chart, snap, NotCurrent(chart.name, state, snap.state))
         due = rules.next_due(chart, snap) if chart.state(snap.state) else None
         until_due = (due - await store.clock()).total_seconds() + 0.01 if due else math.inf
-        # whatever ends the wait (a move, the re-check, the deadline, a time state falling due) calls for a read
-        await watcher.wait(chart.name, max(0.0, min(deadline - now, RECHECK, until_due)))
+        # whatever ends the wait (a move, the re-check, the deadline, a time state falling due) calls for a read:
+        # after a move's message, the watcher's own (one for all the chart's waiters)
+        read = await watcher.wait(chart.name, max(0.0, min(deadline - now, RECHECK, until_due)))
         if watcher.closing:
             raise ServiceStopping()
         if request.transport is None or request.transport.is_closing():
             # the client went away, and nothing cancelled us (a runner without handler cancellation)
             raise asyncio.CancelledError()
-        snap = await store.current_state(chart)
+        snap = read if read is not None and chart.state(read.state) else await store.current_state(chart)

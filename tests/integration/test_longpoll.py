@@ -22,9 +22,10 @@ from aiohttp import TCPConnector, web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from stateservice.core.chart import Chart
+from stateservice.core.chart import Chart, Snapshot
 from stateservice.core.parse import parse
 from stateservice.store import keys
+from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import longpoll
 from stateservice.web.app import create_app
@@ -291,7 +292,7 @@ async def test_a_parked_waiter_sleeps_until_the_recheck(
     waits: list[float] = []
     wait = MoveWatcher.wait
 
-    async def counted(self: MoveWatcher, chart: str, timeout: float) -> bool:
+    async def counted(self: MoveWatcher, chart: str, timeout: float) -> Snapshot | None:
         waits.append(timeout)
         return await wait(self, chart, timeout)
 
@@ -351,6 +352,28 @@ async def test_a_time_state_falling_due_wakes_a_waiter_with_no_leader(make_clien
     assert await plain.hget(keys.chart_state("soak"), keys.CURRENT_STATE) == "go"
     records: list[tuple[str, dict[str, str]]] = await plain.xrange(keys.chart_history("soak"))  # type: ignore[assignment]
     assert [(f["from"], f["to"], f["cause"]) for _, f in records] == [("wait", "go", "time")]
+
+
+async def test_the_waiters_woken_by_a_move_share_one_read_of_the_chart(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the move's message the watcher reads the chart once and hands the state to every waiter."""
+    client = await make_client(load(GATE))
+    polls = [asyncio.create_task(get(client, "state=fleet&wait=10")) for _ in range(20)]
+    await until_waiting(client, 20)
+    reads: list[str] = []
+    current_state = ChartStore.current_state
+
+    async def counted(self: ChartStore, chart: Chart) -> Snapshot:
+        reads.append(chart.name)
+        return await current_state(self, chart)
+
+    monkeypatch.setattr(ChartStore, "current_state", counted)
+    await opened(client)
+    answers = await asyncio.gather(*polls)
+
+    assert [a.status for a in answers] == [200] * 20
+    assert reads == ["gate"]  # not one per waiter
 
 
 @pytest.mark.slow
