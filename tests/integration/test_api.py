@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
@@ -23,6 +21,7 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect
 from stateservice.web.app import create_app
 from stateservice.web.keys import REDIS
+from tests.support.app import Client, MakeClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -76,9 +75,6 @@ GLOBAL_KEYS = {
     if fn.__module__ == keys.__name__ and not name.startswith("_") and not inspect.signature(fn).parameters
 }
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
-
 
 def load(text: str, path: str = "chart.yaml") -> Chart:
     return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
@@ -90,23 +86,9 @@ def seed() -> Chart:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
+def make_client(serve: MakeClient) -> MakeClient:
     """`await make_client(chart, ...)`: a real server for an app serving those charts, and a client for it."""
-
-    async def make(*charts: Chart) -> Client:
-        app = create_app(list(charts), redis_url)
-        client: Client = await aiohttp_client(app)
-        return client
-
-    return make
-
-
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[Redis]:
-    """A plain Redis client: what an operator with redis-cli sees and does."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
+    return serve
 
 
 async def put(client: Client, url: str, status: int = 200) -> Any:

@@ -10,26 +10,19 @@ request did what (a history record names the host that moved the chart).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from aiohttp import TCPConnector, web
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.store import keys
-from stateservice.web.app import create_app
 from stateservice.web.keys import STORE
+from tests.support.app import Client, MakeClient
 from tests.support.charts import FOREVER, wave
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 COALESCE = pytest.mark.parametrize("coalesce", [True, False], ids=["coalesce", "no-coalesce"])
 
@@ -67,23 +60,9 @@ class Answer:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
+def make_client(serve: MakeClient) -> MakeClient:
     """`await make_client(*charts, coalesce=...)`: a real server (one worker) and a client without a connection cap."""
-
-    async def make(*charts: Chart, coalesce: bool = True) -> Client:
-        app = create_app(list(charts), redis_url, coalesce=coalesce, scheduler=False)
-        client: Client = await aiohttp_client(app, connector=TCPConnector(limit=0))
-        return client
-
-    return make
-
-
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[Redis]:
-    """A plain Redis client: what an operator with redis-cli sees and does."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
+    return functools.partial(serve, scheduler=False, unlimited=True)
 
 
 async def put(client: Client, state: str, host: str | None = None, chart: str | None = None) -> Answer:

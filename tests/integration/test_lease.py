@@ -62,14 +62,6 @@ async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
         await client.aclose()
 
 
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[Redis]:
-    """What redis-cli sees."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 def token(value: str | None) -> str:
     assert value is not None
     found: str = json.loads(value)["token"]

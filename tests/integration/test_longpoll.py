@@ -9,17 +9,15 @@ falling due with no leader all open a waiting gate. The last test runs the comma
 from __future__ import annotations
 
 import asyncio
+import functools
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import TCPConnector, web
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart, Snapshot
@@ -28,12 +26,9 @@ from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import longpoll
-from stateservice.web.app import create_app
 from stateservice.web.keys import WATCHER
+from tests.support.app import Client, MakeClient
 from tests.support.service import Services, http, wait_until
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 # one report opens the gate to fleet
 GATE = """
@@ -75,30 +70,12 @@ class Answer:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
+def make_client(serve: MakeClient) -> MakeClient:
     """`await make_client(*charts, scheduler=False, max_wait=300)`: a real server and a client, no connection cap.
 
     The server cancels the handler of a client that hangs up, as the runner's does (`handler_cancellation`).
     """
-
-    async def make(
-        *charts: Chart, scheduler: bool = False, max_wait: float = 300.0, handler_cancellation: bool = True
-    ) -> Client:
-        app = create_app(list(charts), redis_url, scheduler=scheduler, max_wait=max_wait)
-        client: Client = await aiohttp_client(
-            app, connector=TCPConnector(limit=0), server_kwargs={"handler_cancellation": handler_cancellation}
-        )
-        return client
-
-    return make
-
-
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[Redis]:
-    """A plain Redis client: what an operator with redis-cli sees and does."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
+    return functools.partial(serve, scheduler=False, unlimited=True, handler_cancellation=True)
 
 
 @pytest.fixture

@@ -11,24 +11,21 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from stateservice.models import ModelCache
 from stateservice.predictpool import PredictPool
 from stateservice.web.app import MAX_BODY, create_app
+from tests.support.app import Client, MakeClient
 from tests.support.models import Broken, CountingLoader, Fixed, Layout, Rejects, Sleepy, colors_tree, save
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 ROWS = [[500, 0], [650, 10], [470, 99.5]]
 ORIGINAL_EXAMPLE = b"""{
     "name": "colors", // References the configuration file and finds the target model

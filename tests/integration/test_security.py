@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import subprocess
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,6 @@ import pytest
 import redis
 import schemathesis
 import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -27,13 +25,10 @@ from structlog.testing import capture_logs
 from stateservice.auth import Tokens, hash_secret, parse_tokens
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
-from stateservice.web.app import create_app
 from stateservice.web.limits import MAX_LINE, MAX_QUERY
 from stateservice.web.openapi import document
+from tests.support.app import Client, MakeClient
 from tests.support.service import REPO, ServiceProcess, Services, http, run_cli
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 ROLLOUT = """
 name: rollout
@@ -75,11 +70,11 @@ def bearer(name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
+def make_client(serve: MakeClient) -> MakeClient:
+    """`await make_client(*chart texts, tokens=...)`: a real server (no scheduler) and a client for it."""
+
     async def make(*texts: str, tokens: Tokens | None = None) -> Client:
-        app = create_app([load(t) for t in texts], redis_url, tokens=tokens, scheduler=False)
-        client: Client = await aiohttp_client(app)
-        return client
+        return await serve(*[load(t) for t in texts], tokens=tokens, scheduler=False)
 
     return make
 

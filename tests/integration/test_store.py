@@ -53,14 +53,6 @@ async def stores(redis_url: str) -> AsyncIterator[StoreFactory]:
         await client.aclose()
 
 
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[Redis]:
-    """A plain client, as redis-cli would see the data."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 async def test_concurrent_reports_from_two_workers_count_exactly(stores: StoreFactory, plain: Redis) -> None:
     chart = chain("hot", [1000, 1])
     workers = [stores(), stores()]

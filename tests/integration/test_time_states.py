@@ -8,18 +8,17 @@ pause a reader between its decision and its write (a former leader that wakes up
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
@@ -27,11 +26,8 @@ from stateservice.core.parse import parse
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.connect import connect
-from stateservice.web.app import create_app
+from tests.support.app import Client, MakeClient
 from tests.support.service import run_cli
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # "long ago": the entered_at an operator writes with redis-cli
 T0_TEXT = "2024-01-01T00:00:00Z"
@@ -167,22 +163,9 @@ class GatedClock(FakeClock):
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
+def make_client(serve: MakeClient) -> MakeClient:
     """`await make_client(chart, ...)`: a real server (no scheduler: nobody leads) and a client for it."""
-
-    async def make(*charts: Chart) -> Client:
-        client: Client = await aiohttp_client(create_app(list(charts), redis_url, scheduler=False))
-        return client
-
-    return make
-
-
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[Redis]:
-    """What redis-cli sees and does."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
+    return functools.partial(serve, scheduler=False)
 
 
 @pytest.fixture

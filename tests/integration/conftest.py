@@ -1,0 +1,45 @@
+"""Fixtures of the integration tests: the application on a real server, and Redis as an operator sees it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import TCPConnector
+from redis.asyncio import Redis
+
+from stateservice.core.chart import Chart
+from stateservice.web.app import create_app
+from tests.support.app import Client, MakeClient
+
+
+@pytest.fixture
+def serve(aiohttp_client: Any, redis_url: str) -> MakeClient:
+    """`await serve(*charts, unlimited=False, handler_cancellation=None, **options)`: a real server and its client.
+
+    `options` go to `create_app`; `unlimited` lifts the client's connection cap (tests that hold
+    hundreds of requests open); `handler_cancellation` sets the server's, as the runner does (True).
+    """
+
+    async def make(
+        *charts: Chart, unlimited: bool = False, handler_cancellation: bool | None = None, **options: Any
+    ) -> Client:
+        app = create_app(list(charts), redis_url, **options)
+        kwargs: dict[str, Any] = {}
+        if unlimited:
+            kwargs["connector"] = TCPConnector(limit=0)
+        if handler_cancellation is not None:
+            kwargs["server_kwargs"] = {"handler_cancellation": handler_cancellation}
+        client: Client = await aiohttp_client(app, **kwargs)
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def plain(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain Redis client: what an operator with redis-cli sees and does."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
