@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from stateservice import logs
+from stateservice import logs, metrics
 
 CHOICES = ("auto", "uvloop", "asyncio")
 
@@ -44,7 +44,9 @@ def run(main: Coroutine[Any, Any, T], choice: str) -> T:
         with asyncio.Runner(loop_factory=factory(choice)) as runner:
             return runner.run(main)
     finally:
-        logs.flush()  # lines held for a loop step that will not come (see logs.Lines)
+        # what was held for a loop step that will not come (see logs.Lines, metrics._Answered)
+        metrics.flush()
+        logs.flush()
 
 
 def running() -> str:

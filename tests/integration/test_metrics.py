@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from stateservice import metrics
+from stateservice import eventloop, metrics
 from stateservice.auth import Scope, Token, Tokens, hash_secret
 from stateservice.core.parse import parse
 from stateservice.web.app import create_app
@@ -223,3 +224,83 @@ def test_updates_ask_no_pid_of_the_os_and_a_forked_child_writes_its_own_files(tm
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
     assert total(generate_latest(registry).decode(), "stateservice_requests_total", route="/state") == 12
+
+
+def _requests_counted() -> float:
+    return total(metrics.exposition()[0].decode(), "stateservice_requests_total", route="/turn")
+
+
+def _durations_counted() -> float:
+    return total(metrics.exposition()[0].decode(), "stateservice_request_duration_seconds_count", route="/turn")
+
+
+@pytest.fixture
+def fresh_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's metrics in memory, from zero."""
+    monkeypatch.delenv(metrics.ENV, raising=False)
+    metrics._restart()
+    yield
+    metrics._restart()
+
+
+def test_the_requests_of_a_loop_turn_are_counted_at_the_next(fresh_metrics: None) -> None:
+    async def main() -> tuple[float, float, float]:
+        for status in (200, 200, 406):
+            metrics.request("/turn", "GET", status, 0.002)
+        held = _requests_counted()
+        await asyncio.sleep(0)
+        return held, _requests_counted(), _durations_counted()
+
+    assert asyncio.run(main()) == (0, 3, 3)
+    text = metrics.exposition()[0].decode()
+    assert total(text, "stateservice_requests_total", route="/turn", status="406") == 1
+    assert total(text, "stateservice_request_duration_seconds_sum", route="/turn") == pytest.approx(0.006)
+
+
+def test_outside_a_loop_a_request_is_counted_at_once_and_a_loop_that_stops_loses_none(fresh_metrics: None) -> None:
+    metrics.request("/turn", "GET", 200, 0.001)
+    assert _requests_counted() == 1
+
+    loop = asyncio.new_event_loop()
+    loop.call_soon(metrics.request, "/turn", "GET", 200, 0.001)
+    loop.call_soon(loop.stop)  # stops at the end of this turn: the count scheduled for the next never runs
+    loop.run_forever()
+    loop.close()
+    assert _requests_counted() == 1
+    metrics.flush()  # what eventloop.run does when its loop ends
+    assert _requests_counted() == 2
+
+    async def main() -> None:
+        metrics.request("/turn", "GET", 200, 0.001)
+        await asyncio.sleep(0)
+
+    eventloop.run(main(), "asyncio")  # a new loop gets its own count, though the old one stopped with one pending
+    assert _requests_counted() == 3 and _durations_counted() == 3
+
+
+_FORK_WHILE_HELD = """
+import asyncio, os
+from stateservice import metrics
+
+async def main():
+    metrics.request("/turn", "GET", 200, 0.001)  # held for the next turn
+    child = os.fork()
+    if child == 0:
+        metrics.flush()
+        os._exit(0)
+    os.waitpid(child, 0)
+
+asyncio.run(main())
+metrics.flush()
+"""
+
+
+def test_a_forked_child_does_not_count_its_parents_held_requests(tmp_path: Path) -> None:
+    env = {**os.environ, metrics.ENV: str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_WHILE_HELD], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert total(generate_latest(registry).decode(), "stateservice_requests_total", route="/turn") == 1
