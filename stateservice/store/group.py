@@ -42,13 +42,16 @@ class GroupCommit(Generic[I, R]):
         self._batch: list[tuple[I, asyncio.Future[R]]] = []  # in flight
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, item: I) -> R:
-        """Queue `item` for the next batch and wait for its result (or its exception)."""
+    def submit(self, item: I) -> asyncio.Future[R]:
+        """Queue `item` for the next batch; the future gives its result (or raises its exception).
+
+        A plain function, not a coroutine: an awaiting handler resumes through one frame less.
+        """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
-        return await future
+        return future
 
     def _more(self) -> list[I]:
         room = self.max_batch - len(self._batch)

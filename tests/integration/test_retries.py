@@ -211,9 +211,9 @@ async def test_group_commit_answers_the_items_more_added_in_order() -> None:
         return [item * 10 for item in items]
 
     group: GroupCommit[int, int] = GroupCommit(commit, max_batch=4)
-    first = asyncio.create_task(group.submit(1))
+    first = group.submit(1)
     await asyncio.sleep(0)  # the batch [1] is in flight
-    rest = [asyncio.create_task(group.submit(n)) for n in range(2, 8)]
+    rest = [group.submit(n) for n in range(2, 8)]
     await asyncio.sleep(0)
     release.set()
 
@@ -231,13 +231,13 @@ async def test_group_commit_waits_the_pause_before_the_next_batch_and_items_keep
         return items
 
     group: GroupCommit[int, int] = GroupCommit(commit, pause=lambda: 0.2)
-    first = asyncio.create_task(group.submit(1))
+    first = group.submit(1)
     await asyncio.sleep(0)
-    second = asyncio.create_task(group.submit(2))  # queued behind the batch in flight
+    second = group.submit(2)  # queued behind the batch in flight
     await asyncio.sleep(0)
     release.set()
     assert await first == 1
-    third = asyncio.create_task(group.submit(3))  # arrives during the pause: it joins 2's batch
+    third = group.submit(3)  # arrives during the pause: it joins 2's batch
 
     assert list(await asyncio.gather(second, third)) == [2, 3]
     assert batches == [[1], [2, 3]]
