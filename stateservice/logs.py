@@ -135,7 +135,6 @@ def _render_text(logger: Any, method: str, event: MutableMapping[str, Any]) -> s
     return _render_bytes(logger, method, event).decode()
 
 
-_URGENT = frozenset({"warning", "warn", "error", "err", "exception", "critical", "fatal", "failure"})
 _WRITE_MAX = getattr(select, "PIPE_BUF", 512)  # POSIX: a pipe write of at most this many bytes is never split
 
 
@@ -210,7 +209,7 @@ _lines: Lines | None = None
 
 
 def flush() -> None:
-    """Write every held line now (before a process ends or forks; done for `eventloop.run` and at exit)."""
+    """Write every held line now (before a process ends: done at the end of `eventloop.run` and at exit)."""
     if _lines is not None:
         _lines.flush()
 
