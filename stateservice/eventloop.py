@@ -44,7 +44,7 @@ def run(main: Coroutine[Any, Any, T], choice: str) -> T:
         with asyncio.Runner(loop_factory=factory(choice)) as runner:
             return runner.run(main)
     finally:
-        # what was held for a loop step that will not come (see logs.Lines, metrics._Answered)
+        # what was held for a loop turn that will not come (perprocess.NextTurn: log lines, request counts)
         metrics.flush()
         logs.flush()
 

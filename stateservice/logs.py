@@ -12,25 +12,23 @@ text layer.
 
 The write itself (a system call per line) cost more than making the line, so `info` and
 `debug` lines logged inside a running event loop are written together at the loop's next
-step (`Lines`): a busy worker writes tens of lines per call, 5,000 woken long-polls a few
-hundred calls. A `warning` or worse, a line from outside a loop and `flush()` (the end of
-every `eventloop.run` and of the process) write everything held at once, in order; a forked
-child starts with nothing held (its parent writes what it held).
+step (`perprocess.NextTurn`): a busy worker writes tens of lines per call, 5,000 woken
+long-polls a few hundred calls. A `warning` or worse, a line from outside a loop and
+`flush()` (the end of every `eventloop.run` and of the process) write everything held at
+once, in order; a forked child starts with nothing held (its parent writes what it held).
 Each write holds whole lines and at most PIPE_BUF bytes, so workers sharing one stderr pipe
 never interleave inside a line.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextvars
+import functools
 import json
 import logging
-import os
 import select
 import sys
-import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType
@@ -38,6 +36,9 @@ from typing import Any
 
 import orjson
 import structlog
+
+from stateservice import perprocess
+from stateservice.perprocess import NextTurn
 
 FORMATS = ("json", "console")
 LEVELS = ("debug", "info", "warning", "error")
@@ -69,23 +70,10 @@ def merge(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
 _LEVEL_OF = {"warn": "warning", "exception": "error"}
 
 
-_pid = os.getpid()  # several workers write to one stream: the pid tells them apart
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-    if _lines is not None:
-        _lines.forked()
-
-
-os.register_at_fork(after_in_child=_forked)  # once, however often `configure` runs
-
-
 class _Stamp:
     """`level`, `timestamp` (as `TimeStamper(fmt="iso", utc=True)` writes it) and `pid`, in one processor.
 
-    The seconds are formatted once a second; the pid is the one read at import or after the last fork.
+    The seconds are formatted once a second; the pid is read once per process (`perprocess.pid`).
     """
 
     def __init__(self) -> None:
@@ -100,7 +88,7 @@ class _Stamp:
             self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         micros = int((now - second) * 1_000_000)
         event["timestamp"] = f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
-        event.setdefault("pid", _pid)
+        event.setdefault("pid", perprocess.pid())  # several workers write to one stream: the pid tells them apart
         return event
 
 
@@ -138,74 +126,40 @@ def _render_text(logger: Any, method: str, event: MutableMapping[str, Any]) -> s
 _WRITE_MAX = getattr(select, "PIPE_BUF", 512)  # POSIX: a pipe write of at most this many bytes is never split
 
 
-class Lines:
-    """JSON lines for a binary stream, held until the running event loop's next step (see the module doc)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._held: list[bytes] = []
-        self._lock = threading.Lock()  # lines also come from threads (model loads, /metrics)
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
-
-    def add(self, line: bytes, urgent: bool) -> None:
-        with self._lock:
-            self._held.append(line)
-            if not urgent:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    pass  # no loop in this thread: nothing would write it later
-                else:
-                    if self._flush_on is not loop:  # also when a loop stopped with a flush still pending
-                        self._flush_on = loop
-                        loop.call_soon(self.flush)
-                    return
-            self._write_held()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._write_held()
-
-    def forked(self) -> None:
-        """In a new child: nothing held (the parent wrote it), and a lock no other thread of the parent holds."""
-        self._lock = threading.Lock()
-        self._held = []
-        self._flush_on = None
-
-    def _write_held(self) -> None:
-        self._flush_on = None
-        if not self._held:
-            return
-        held, self._held = self._held, []
-        chunk: list[bytes] = []
-        size = 0
-        for line in held:
-            if chunk and size + len(line) > _WRITE_MAX:
-                self._stream.write(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
-        self._stream.write(b"".join(chunk))
-        self._stream.flush()
+def _write_lines(stream: Any, lines: list[bytes]) -> None:
+    """`lines` to `stream` in writes of whole lines, each at most PIPE_BUF bytes (one line longer goes alone)."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) > _WRITE_MAX:
+            stream.write(b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    stream.write(b"".join(chunk))
+    stream.flush()
 
 
 class LineLogger:
-    """A structlog logger (as `structlog.BytesLogger`) that hands its lines to `Lines`."""
+    """A structlog logger (as `structlog.BytesLogger`) that holds its lines for the loop's next turn.
 
-    def __init__(self, lines: Lines) -> None:
+    Warnings and worse are written at once, after everything held before them.
+    """
+
+    def __init__(self, lines: NextTurn[bytes]) -> None:
         self._lines = lines
 
     def msg(self, message: bytes) -> None:
-        self._lines.add(message + b"\n", urgent=False)
+        self._lines.add(message + b"\n")
 
     def _urgent(self, message: bytes) -> None:
-        self._lines.add(message + b"\n", urgent=True)
+        self._lines.add(message + b"\n", now=True)
 
     debug = info = log = msg
     warning = warn = error = err = exception = critical = fatal = failure = _urgent
 
 
-_lines: Lines | None = None
+_lines: NextTurn[bytes] | None = None
 
 
 def flush() -> None:
@@ -236,9 +190,9 @@ def configure(fmt: str = "json", level: str = "info") -> None:
     last: Any = renderer
     binary = getattr(sys.stderr, "buffer", None)
     if fmt == "json" and binary is not None:
-        # stderr is line-buffered and flushed per line, and `Lines` flushes per write, so lines keep their order
+        # stderr is line-buffered and flushed per line, and `_write_lines` flushes, so lines keep their order
         sys.stderr.flush()
-        _lines = Lines(binary)
+        _lines = NextTurn(functools.partial(_write_lines, binary))
         logger = LineLogger(_lines)
         factory, last = (lambda *_: logger), _render_bytes
     structlog.configure(

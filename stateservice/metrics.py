@@ -18,18 +18,19 @@ used (it picks its storage when imported). Nothing here talks to HTTP or Redis.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import shutil
 import stat
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from stateservice import perprocess
+from stateservice.perprocess import NextTurn
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -51,33 +52,14 @@ class Metrics:
     predictions: Counter
 
 
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-    _answered.forked()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def _process_id() -> int:
-    """The pid, for prometheus-client, which asks on every update to notice a fork: kept by an at-fork hook.
-
-    (Its default, `os.getpid`, is a system call: three per request, for the request counter and histogram.)
-    """
-    return _pid
-
-
 def _pick_storage() -> None:
     """What prometheus-client stores values in: per-process files in multiprocess mode (`ENV` set), else memory."""
     from prometheus_client import values
 
     multiprocess = os.environ.get(ENV) or os.environ.get(ENV.lower())
     values.ValueClass = (
-        values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
+        # it asks for the pid on every update, to notice a fork: `os.getpid` is a system call each time
+        values.MultiProcessValue(process_identifier=perprocess.pid)  # type: ignore[no-untyped-call]
         if multiprocess
         else values.MutexValue
     )
@@ -127,65 +109,27 @@ def get() -> Metrics:
     )
 
 
-class _Answered:
-    """The requests answered in the running event loop's current turn, counted at its next one.
+def _count(answered: list[tuple[str, str, int | str, float]]) -> None:
+    """Add a loop turn's answered requests to the metrics: each counter once per label set, each duration.
 
-    Counting each request as it is answered touched prometheus-client's code and files between
-    every two requests; counting a turn's requests together (a busy worker answers several per
-    turn) keeps that work in one place. A counter moves by the turn's count per label set, the
-    histogram takes each duration. Outside a loop, or from another thread, a request is counted
-    at once, with what is held; `flush()` (the end of `eventloop.run`) counts what is held.
+    Counting each request as it was answered ran prometheus-client's code (a lock and a file
+    write per value) between every two requests; once per turn keeps that work in one place.
     """
-
-    def __init__(self) -> None:
-        self._held: list[tuple[str, str, int | str, float]] = []
-        self._lock = threading.Lock()
-        self._flush_on: asyncio.AbstractEventLoop | None = None
-
-    def add(self, route: str, method: str, status: int | str, seconds: float) -> None:
-        with self._lock:
-            self._held.append((route, method, status, seconds))
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                pass
-            else:
-                if self._flush_on is not loop:
-                    self._flush_on = loop
-                    loop.call_soon(self.flush)
-                return
-            self._count_held()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._count_held()
-
-    def forked(self) -> None:
-        """In a new child: what the parent held is the parent's to count."""
-        self._lock = threading.Lock()
-        self._held = []
-        self._flush_on = None
-
-    def _count_held(self) -> None:
-        self._flush_on = None
-        if not self._held:
-            return
-        held, self._held = self._held, []
-        counts: dict[tuple[str, str, int | str], int] = {}
-        for route, method, status, seconds in held:
-            key = (route, method, status)
-            counts[key] = counts.get(key, 0) + 1
-            _request_children(route, method, status)[1].observe(seconds)
-        for key, count in counts.items():
-            _request_children(*key)[0].inc(count)
+    counts: dict[tuple[str, str, int | str], int] = {}
+    for route, method, status, seconds in answered:
+        key = (route, method, status)
+        counts[key] = counts.get(key, 0) + 1
+        _request_children(route, method, status)[1].observe(seconds)
+    for key, count in counts.items():
+        _request_children(*key)[0].inc(count)
 
 
-_answered = _Answered()
+_answered: NextTurn[tuple[str, str, int | str, float]] = NextTurn(_count)
 
 
 def request(route: str, method: str, status: int | str, seconds: float) -> None:
-    """Count an answered request and its duration (at the end of this event-loop turn, see `_Answered`)."""
-    _answered.add(route, method, status, seconds)
+    """Count an answered request and its duration, at the running loop's next turn (`perprocess.NextTurn`)."""
+    _answered.add((route, method, status, seconds))
 
 
 def flush() -> None:
