@@ -69,7 +69,7 @@ def bare_app() -> object:
 def lua_app(redis_url: str, chart: str, state: str, target: str, count: int) -> object:
     from aiohttp import web
 
-    from stateservice.store.connect import connect
+    from stateservice.store.redis.connect import connect
 
     key = f"stateservice:{{{chart}}}"
     report_keys = [f"{key}:hosts:{state}", f"{key}:hosts:{target}", f"{key}:history"]

@@ -33,7 +33,7 @@ def apply() -> str:
 
 def main() -> int:
     apply()
-    from stateservice.cli import main as cli_main
+    from stateservice.cli.main import main as cli_main
 
     return cli_main(sys.argv[1:])
 

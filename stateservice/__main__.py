@@ -2,6 +2,6 @@
 
 import sys
 
-from stateservice.cli import main
+from stateservice.cli.main import main
 
 sys.exit(main())

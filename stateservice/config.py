@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tzlocal
 
-from stateservice import eventloop
 from stateservice.errors import ConfigError
-from stateservice.logs import FORMATS, LEVELS
-from stateservice.store import sentinel
-from stateservice.store.connect import SCHEMES, redact, with_credentials
+from stateservice.server import eventloop
+from stateservice.store.redis import sentinel
+from stateservice.store.redis.connect import SCHEMES, redact, with_credentials
+from stateservice.telemetry.logs import FORMATS, LEVELS
 
 ENV_PREFIX = "STATESERVICE_"
 T = TypeVar("T")

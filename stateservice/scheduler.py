@@ -18,12 +18,12 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import metrics
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.errors import StateServiceError
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
+from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from stateservice.auth import parse_tokens
-from stateservice.cli import build_parser
+from stateservice.cli.main import build_parser
 from stateservice.config import SETTINGS, Config
 from stateservice.core.parse import parse
-from stateservice.runner import SHUTDOWN_GRACE
+from stateservice.security.tokens import parse_tokens
+from stateservice.server.supervisor import SHUTDOWN_GRACE
 from stateservice.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from stateservice.models import ModelCache
+from stateservice.models.cache import ModelCache
 from stateservice.web.app import create_app
 from tests.support.models import Crashes, Fixed, Layout, Rejects, Sleepy, WhereAmI, colors_tree, save
 from tests.support.service import Services, alive, wait_until

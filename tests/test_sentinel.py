@@ -26,15 +26,15 @@ import pytest
 import redis as sync_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from stateservice.charts_files import load_charts
+from stateservice.charts.files import load_charts
 from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.errors import ConfigError, StoreUnavailable
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect, redact
-from stateservice.store.replicated import replicated
-from stateservice.store.sentinel import SentinelRedis, SentinelURL, parse
+from stateservice.store.redis.connect import connect, redact
+from stateservice.store.redis.replicated import replicated
+from stateservice.store.redis.sentinel import SentinelRedis, SentinelURL, parse
 from stateservice.store.watch import MoveWatcher
 from tests.support.sentinel import SERVICE, SentinelDeployment
 from tests.support.service import Services, http, run_cli, wait_until

@@ -26,13 +26,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError, WatchError
 
-from stateservice import metrics
 from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import StateServiceError, StoreBusy
 from stateservice.store import codec, keys
 from stateservice.store.clock import Clock, RedisClock
 from stateservice.store.group import GroupCommit
+from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -15,18 +15,18 @@ from datetime import UTC, tzinfo
 import structlog
 from aiohttp import web
 
-from stateservice.auth import Tokens
 from stateservice.core.chart import Chart, Snapshot
-from stateservice.models import ModelCache
+from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler, identity
+from stateservice.security.tokens import Tokens
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
 from stateservice.store.lease import Lease
+from stateservice.store.redis.connect import connect
+from stateservice.store.redis.replicated import replicated
 from stateservice.store.registrar import Registrar
-from stateservice.store.replicated import replicated
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import auth, middleware
-from stateservice.web.keys import BODY_LIMIT, CHARTS, MAX_WAIT, MODELS, REDIS, REGISTRAR, SCHEDULER, STORE, WATCHER
+from stateservice.web.appkeys import BODY_LIMIT, CHARTS, MAX_WAIT, MODELS, REDIS, REGISTRAR, SCHEDULER, STORE, WATCHER
 from stateservice.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)

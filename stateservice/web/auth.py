@@ -16,11 +16,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from stateservice import logs
-from stateservice.auth import Scope, Token, Tokens
 from stateservice.errors import Forbidden, Unauthorized
+from stateservice.security.tokens import Scope, Token, Tokens
+from stateservice.telemetry import logs
 from stateservice.web import openapi
-from stateservice.web.keys import CHARTS
+from stateservice.web.appkeys import CHARTS
 
 OPEN_PATHS = frozenset(openapi.OPEN_PATHS)  # probes must work without a token
 IDENTITY = web.RequestKey("identity", str)

@@ -11,16 +11,16 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from stateservice import logs
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
 from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, NotCurrent, UnknownChart
 from stateservice.store import codec
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import holder
-from stateservice.views import describe
+from stateservice.telemetry import logs
 from stateservice.web import auth, longpoll, openapi
-from stateservice.web.keys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, STORE, WATCHER
+from stateservice.web.appkeys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, STORE, WATCHER
+from stateservice.web.views import describe
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from stateservice.errors import BodyTooLarge, HeadersTooLarge, QueryTooLong
-from stateservice.web.keys import BODY_LIMIT
+from stateservice.web.appkeys import BODY_LIMIT
 
 MAX_QUERY = 4096  # bytes of query string; well under the request line limit, so the answer is ours (JSON)
 MAX_HEADERS = 16 * 1024  # bytes of all header names and values together

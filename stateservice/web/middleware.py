@@ -21,10 +21,10 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import logs, metrics
 from stateservice.errors import StateServiceError
+from stateservice.telemetry import logs, metrics
 from stateservice.web import auth, limits
-from stateservice.web.metrics import CLIENT_GONE, route_of
+from stateservice.web.prometheus import CLIENT_GONE, route_of
 
 log = structlog.get_logger(__name__)
 

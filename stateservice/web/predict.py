@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from stateservice import logs
 from stateservice.errors import BadRequest, BodyTooLarge, InvalidField, InvalidJSON, MissingField, ModelUnavailable
-from stateservice.models import Entry
+from stateservice.models.cache import Entry
 from stateservice.store import codec
-from stateservice.web.keys import BODY_LIMIT, MODELS
+from stateservice.telemetry import logs
+from stateservice.web.appkeys import BODY_LIMIT, MODELS
 
 PARSE_INLINE = 16 * 1024
 EXAMPLE = '{"name": "colors", "values": [[500, 0]]}'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stateservice.web import handlers, metrics, predict
+from stateservice.web import handlers, predict, prometheus
 
 # any segment, braces included: a malformed chart name gets a 400 that says why, not a bare 404
 CHART = "/charts/{chart:[^/]+}"
@@ -25,4 +25,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/leader", handlers.leader)
     app.router.add_get("/openapi.json", handlers.openapi_json)
     app.router.add_get("/models", predict.list_models)
-    app.router.add_get("/metrics", metrics.serve_metrics)
+    app.router.add_get("/metrics", prometheus.serve_metrics)

@@ -18,9 +18,9 @@ from stateservice.core.parse import parse
 from stateservice.core.rules import StateRemoved
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
+from stateservice.store.redis.connect import connect
 from stateservice.web.app import create_app
-from stateservice.web.keys import REDIS
+from stateservice.web.appkeys import REDIS
 from tests.support.app import Client, MakeClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from stateservice.core.parse import parse
 from stateservice.store import keys
-from stateservice.web.keys import STORE
+from stateservice.web.appkeys import STORE
 from tests.support.app import Client, MakeClient
 from tests.support.charts import FOREVER, wave
 

@@ -16,7 +16,7 @@ import redis
 from structlog.testing import capture_logs
 
 from stateservice.errors import StartupError
-from stateservice.store.embedded import EmbeddedRedis, find_redis_cli, find_redis_server
+from stateservice.store.redis.embedded import EmbeddedRedis, find_redis_cli, find_redis_server
 
 
 def _state(pid: int) -> str | None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stateservice import eventloop
 from stateservice.config import Config
 from stateservice.errors import ConfigError
+from stateservice.server import eventloop
 from tests.support.service import Services, http
 
 CHART = """\

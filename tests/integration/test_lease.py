@@ -17,8 +17,8 @@ from stateservice.core.parse import parse
 from stateservice.scheduler import Scheduler
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
 from stateservice.store.lease import Lease, holder
+from stateservice.store.redis.connect import connect
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -26,7 +26,7 @@ from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import longpoll
-from stateservice.web.keys import WATCHER
+from stateservice.web.appkeys import WATCHER
 from tests.support.app import Client, MakeClient
 from tests.support.service import Services, http, wait_until
 

@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from stateservice import eventloop, metrics
-from stateservice.auth import Scope, Token, Tokens, hash_secret
 from stateservice.core.parse import parse
+from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
+from stateservice.server import eventloop
+from stateservice.telemetry import metrics
 from stateservice.web.app import create_app
 from tests.support.service import REPO, ServiceProcess, Services, http
 
@@ -194,7 +195,7 @@ def _dead_pid() -> int:
 
 _NO_PID_CHECK = """
 import os, sys
-from stateservice import metrics
+from stateservice.telemetry import metrics
 metrics.request("/state", "GET", 200, 0.001)  # the children and their files exist from here on
 calls = []
 real = os.getpid
@@ -280,7 +281,7 @@ def test_outside_a_loop_a_request_is_counted_at_once_and_a_loop_that_stops_loses
 
 _FORK_WHILE_HELD = """
 import asyncio, os
-from stateservice import metrics
+from stateservice.telemetry import metrics
 
 async def main():
     metrics.request("/turn", "GET", 200, 0.001)  # held for the next turn

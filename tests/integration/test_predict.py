@@ -20,8 +20,8 @@ import structlog
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from stateservice.models import ModelCache
-from stateservice.predictpool import PredictPool
+from stateservice.models.cache import ModelCache
+from stateservice.models.pool import PredictPool
 from stateservice.web.app import MAX_BODY, create_app
 from tests.support.app import Client, MakeClient
 from tests.support.models import Broken, CountingLoader, Fixed, Layout, Rejects, Sleepy, colors_tree, save

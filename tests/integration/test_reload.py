@@ -23,11 +23,11 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from stateservice.auth import hash_secret
-from stateservice.charts_files import load_charts
-from stateservice.reload import Reloader
+from stateservice.charts.files import load_charts
+from stateservice.charts.reload import Reloader
+from stateservice.security.tokens import hash_secret
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
+from stateservice.store.redis.connect import connect
 from stateservice.store.registrar import Registrar
 from tests.support.service import ServiceProcess, Services, http, wait_until
 

@@ -26,8 +26,8 @@ from stateservice.errors import NotCurrent
 from stateservice.store import keys
 from stateservice.store.charts import MAX_PAUSE, ChartStore
 from stateservice.store.clock import local_clock
-from stateservice.store.connect import connect
 from stateservice.store.group import GroupCommit
+from stateservice.store.redis.connect import connect
 from tests.support.charts import FOREVER, wave
 
 Hook = Callable[[], Awaitable[None]]

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from structlog.testing import capture_logs
 
-from stateservice.auth import Tokens, hash_secret, parse_tokens
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
+from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.web.limits import MAX_LINE, MAX_QUERY
 from stateservice.web.openapi import document
 from tests.support.app import Client, MakeClient

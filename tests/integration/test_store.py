@@ -15,7 +15,7 @@ from stateservice.core.parse import parse
 from stateservice.errors import NotCurrent
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
+from stateservice.store.redis.connect import connect
 
 StoreFactory = Callable[[], ChartStore]
 

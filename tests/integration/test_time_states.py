@@ -25,7 +25,7 @@ from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
+from stateservice.store.redis.connect import connect
 from tests.support.app import Client, MakeClient
 from tests.support.service import run_cli
 

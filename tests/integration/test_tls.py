@@ -12,10 +12,10 @@ import pytest
 import trustme
 from aiohttp import web
 
-from stateservice.auth import hash_secret, parse_tokens
 from stateservice.core.parse import parse
 from stateservice.errors import StartupError
-from stateservice.tls import server_context
+from stateservice.security.tls import server_context
+from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.web.app import create_app
 from tests.support.service import Services, http
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from stateservice.store.embedded import find_redis_server
+from stateservice.store.redis.embedded import find_redis_server
 
 SLOTS = 16384
 BUS_OFFSET = 10000  # Redis 6.2 has no cluster-port setting: the bus listens on port + 10000

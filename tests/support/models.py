@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stateservice.modelconf import ModelSpec, load_specs
-from stateservice.modelload import deserialize
+from stateservice.models.conf import ModelSpec, load_specs
+from stateservice.models.files import deserialize
 
 STATES = ("green", "red", "blue")
 WAVELENGTHS = [[460.0, 0.0], [480.0, 50.0], [510.0, 0.0], [540.0, 50.0], [650.0, 0.0], [700.0, 50.0]]

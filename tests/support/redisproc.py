@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from stateservice.store.embedded import find_redis_server
+from stateservice.store.redis.embedded import find_redis_server
 
 START_TIMEOUT = 10.0
 PORT_ATTEMPTS = 5

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from stateservice.store.embedded import find_redis_server
+from stateservice.store.redis.embedded import find_redis_server
 from tests.support.redisproc import free_port
 
 SERVICE = "stateservice-test"

@@ -8,7 +8,9 @@ import textwrap
 import pytest
 import yaml
 
-from stateservice.auth import (
+from stateservice.config import Config
+from stateservice.errors import ConfigError, StartupError
+from stateservice.security.tokens import (
     Scope,
     Token,
     Tokens,
@@ -19,9 +21,7 @@ from stateservice.auth import (
     make_token,
     parse_tokens,
 )
-from stateservice.config import Config
-from stateservice.errors import ConfigError, StartupError
-from stateservice.store.connect import redact
+from stateservice.store.redis.connect import redact
 
 A, B = "a" * 64, "b" * 64
 GOOD = textwrap.dedent(

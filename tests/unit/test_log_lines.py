@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from stateservice import eventloop, logs
+from stateservice.server import eventloop
+from stateservice.telemetry import logs
 
 
 class Recorder(io.BytesIO):

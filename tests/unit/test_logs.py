@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 
-from stateservice import logs
+from stateservice.telemetry import logs
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stateservice.errors import ModelConfigError
-from stateservice.modelconf import ModelFormat, check_configs, load_specs, trust_problem
+from stateservice.models.conf import ModelFormat, check_configs, load_specs, trust_problem
 
 GOOD = {"name": "colors", "team": "state_service", "model": "colors_v1.pkl", "states": ["green", "red", "blue"]}
 

@@ -18,8 +18,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stateservice.store import sentinel
-from stateservice.store.cluster import ClusterRedis
+from stateservice.store.redis import sentinel
+from stateservice.store.redis.cluster import ClusterRedis
 
 SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
 

@@ -44,8 +44,8 @@ from typing import Any
 import structlog
 
 from stateservice.errors import BadPrediction, PredictionFailed, StateServiceError, ValuesRejected
-from stateservice.modelconf import ModelSpec
-from stateservice.modelload import Signature, current_signature, deserialize
+from stateservice.models.conf import ModelSpec
+from stateservice.models.files import Signature, current_signature, deserialize
 
 log = structlog.get_logger(__name__)
 
@@ -354,7 +354,7 @@ def _load(spec: ModelSpec, digest: str, data: bytes) -> int | str | None:
 def _predict(
     spec: ModelSpec, seen: Signature | None, digest: str, data: bytes | None, n_features: int | None, rows: Rows
 ) -> list[str] | Stale | Missing | Refused | str:
-    from stateservice.models import predict_rows  # here: models.py imports this module
+    from stateservice.models.cache import predict_rows  # here: models.py imports this module
 
     if seen is not None:
         now = current_signature(spec.path)

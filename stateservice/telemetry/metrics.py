@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stateservice import perprocess
-from stateservice.perprocess import NextTurn
+from stateservice.telemetry import perprocess
+from stateservice.telemetry.perprocess import NextTurn
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram

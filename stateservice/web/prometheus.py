@@ -1,4 +1,4 @@
-"""`GET /metrics`, and what `middleware.handle` labels each counted request with (see `stateservice/metrics.py`).
+"""`GET /metrics`, and what `middleware.handle` labels each counted request with (see `telemetry/metrics.py`).
 
 `middleware.handle` is the outermost middleware and counts every request with its final
 status, errors included (401/403 from auth, 413 from limits, the JSON errors it renders).
@@ -12,7 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-from stateservice import metrics
+from stateservice.telemetry import metrics
 
 CLIENT_GONE = "499"  # the client hung up before the answer (nginx's convention)
 

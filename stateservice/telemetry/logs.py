@@ -37,8 +37,8 @@ from typing import Any
 import orjson
 import structlog
 
-from stateservice import perprocess
-from stateservice.perprocess import NextTurn
+from stateservice.telemetry import perprocess
+from stateservice.telemetry.perprocess import NextTurn
 
 FORMATS = ("json", "console")
 LEVELS = ("debug", "info", "warning", "error")

@@ -30,7 +30,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from stateservice import metrics
 from stateservice.errors import (
     BadPrediction,
     ModelUnavailable,
@@ -38,9 +37,10 @@ from stateservice.errors import (
     UnknownModel,
     ValuesRejected,
 )
-from stateservice.modelconf import ModelSpec
-from stateservice.modelload import Loader, Signature, current_signature, deserialize, read_model
-from stateservice.predictpool import LoadFailed, PoolDied, PredictPool, RemoteError, Stale
+from stateservice.models.conf import ModelSpec
+from stateservice.models.files import Loader, Signature, current_signature, deserialize, read_model
+from stateservice.models.pool import LoadFailed, PoolDied, PredictPool, RemoteError, Stale
+from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -30,22 +30,24 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import eventloop, metrics, tls
-from stateservice.auth import Tokens, check_exposure, is_loopback, load_tokens
-from stateservice.charts_files import load_charts
+from stateservice.charts.files import load_charts
+from stateservice.charts.reload import Reloader, TokensReloader
 from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.errors import StartupError
-from stateservice.modelconf import ModelSpec, load_specs
-from stateservice.models import ModelCache
-from stateservice.reload import Reloader, TokensReloader
+from stateservice.models.cache import ModelCache
+from stateservice.models.conf import ModelSpec, load_specs
+from stateservice.security import tls
+from stateservice.security.tokens import Tokens, check_exposure, is_loopback, load_tokens
+from stateservice.server import eventloop
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect, redact
-from stateservice.store.embedded import EmbeddedRedis
+from stateservice.store.redis.connect import connect, redact
+from stateservice.store.redis.embedded import EmbeddedRedis
+from stateservice.telemetry import metrics
 from stateservice.web import limits
 from stateservice.web.app import create_app
+from stateservice.web.appkeys import CHARTS, REGISTRAR
 from stateservice.web.auth import TOKENS
-from stateservice.web.keys import CHARTS, REGISTRAR
 
 log = structlog.get_logger(__name__)
 

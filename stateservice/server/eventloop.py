@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from stateservice import logs, metrics
+from stateservice.telemetry import logs, metrics
 
 CHOICES = ("auto", "uvloop", "asyncio")
 

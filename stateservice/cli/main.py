@@ -22,15 +22,18 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice import __version__, admin, client, eventloop, logs
-from stateservice.charts_files import check_files
+from stateservice import __version__
+from stateservice.charts.files import check_files
+from stateservice.cli import admin, client
 from stateservice.config import Config
 from stateservice.core.parse import Parsed
 from stateservice.errors import ChartError, ModelConfigError, StartupError, StateServiceError
-from stateservice.modelconf import check_configs
-from stateservice.modelconf import describe as describe_model
-from stateservice.modelload import load_now
-from stateservice.store.connect import redact
+from stateservice.models.conf import check_configs
+from stateservice.models.conf import describe as describe_model
+from stateservice.models.files import load_now
+from stateservice.server import eventloop
+from stateservice.store.redis.connect import redact
+from stateservice.telemetry import logs
 
 log = structlog.get_logger(__name__)
 
@@ -299,7 +302,7 @@ def _token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def token_create(name: str, scopes: Sequence[str], charts: Sequence[str]) -> int:
     """`token create`: the secret on the first line of stdout, then the YAML entry."""
-    from stateservice.auth import entry_yaml, make_token
+    from stateservice.security.tokens import entry_yaml, make_token
 
     secret, token = make_token(name, scopes, charts)
     print(secret)
@@ -357,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = dataclasses.replace(config, log_level="warning")  # a one-shot command: only say what matters
         logs.configure(config.log_format, config.log_level)
         if args.command == "serve":
-            from stateservice.runner import serve  # the server's imports are not needed by validate
+            from stateservice.server.supervisor import serve  # the server's imports are not needed by validate
 
             return serve(config)
         if args.command == "validate":
@@ -422,7 +425,7 @@ def _user() -> str:
 
 
 def status(config: Config, chart: str | None, as_json: bool) -> int:
-    from stateservice.runner import redis_for
+    from stateservice.server.supervisor import redis_for
 
     with redis_for(config) as url:
         views = asyncio.run(admin.status(url, chart, config.zone(), cluster=config.redis_cluster))
@@ -431,7 +434,7 @@ def status(config: Config, chart: str | None, as_json: bool) -> int:
 
 
 def reset(config: Config, path: Path, yes: bool) -> int:
-    from stateservice.runner import redis_for
+    from stateservice.server.supervisor import redis_for
 
     results = check_files([path], config.zone())
     if results[0].errors:

@@ -6,7 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
-from stateservice.models import ModelCache
+from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler
 from stateservice.store.charts import ChartStore
 from stateservice.store.registrar import Registrar

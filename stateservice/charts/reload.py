@@ -19,10 +19,10 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.auth import load_tokens
-from stateservice.charts_files import load_charts
+from stateservice.charts.files import load_charts
 from stateservice.core.chart import Chart
 from stateservice.errors import ChartError, StartupError, StateServiceError
+from stateservice.security.tokens import load_tokens
 from stateservice.store.registrar import Registrar
 from stateservice.web.auth import TokensRef
 

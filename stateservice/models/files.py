@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stateservice.errors import ModelUnavailable
-from stateservice.modelconf import ModelFormat, ModelSpec, trust_problem
+from stateservice.models.conf import ModelFormat, ModelSpec, trust_problem
 
 # a file version: a replaced file (new inode), a rewrite (size, mtime) or a chmod (ctime) each change it
 Signature = tuple[int, int, int, int, int]

@@ -16,9 +16,9 @@ from stateservice.core.parse import parse
 from stateservice.errors import StateServiceError
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.connect import connect
-from stateservice.store.replicated import replicated
-from stateservice.views import describe
+from stateservice.store.redis.connect import connect
+from stateservice.store.redis.replicated import replicated
+from stateservice.web.views import describe
 
 
 class NotRegistered(StateServiceError):
