@@ -146,7 +146,7 @@ def test_every_runnable_marker_is_before_a_console_or_sh_block() -> None:
 def test_runnable_blocks_are_found() -> None:
     """The walkthrough and the blocks of the reference pages are marked: a marker lost to an edit fails here."""
     marked = {block.path.name for block in BLOCKS}
-    assert {"README.md", "index.md", "cli.md", "http-api.md", "redis.md", "operating.md"} <= marked
+    assert {"README.md", "index.md", "cli.md", "http-api.md", "redis.md", "operating.md", "security.md"} <= marked
     readme = [block for block in BLOCKS if block.path.name == "README.md"]
     assert any("/charts/states/history" in block.text for block in readme)
 
