@@ -22,7 +22,7 @@ from stateservice.errors import StartupError
 from tests.support.models import Fixed, Layout
 from tests.support.service import REPO, Services, http, run_cli
 
-README = (REPO / "README.md").read_text()
+MODELS_PAGE = (REPO / "docs" / "models.md").read_text()  # the models walkthrough lives there
 SERVE_EXAMPLE = "--chart examples/states.yaml --config examples/models/conf --models examples/models/models"
 
 
@@ -149,7 +149,7 @@ def test_the_readme_models_walkthrough_runs_as_written(services: Services, tmp_p
     """Train the example model, serve it as the README says, and run each `$` line: it prints what the README says."""
     if shutil.which("curl") is None:
         pytest.fail("curl is needed to run the README walkthrough (apt-get install curl)")
-    section = README[README.index("## Implicit charts") :]
+    section = MODELS_PAGE
     start = re.search(r"```sh\n(.*?)\n```", section, re.S)
     assert start
     train, serve = start.group(1).split(" && ")

@@ -1,0 +1,205 @@
+"""The README and docs/ are the manual: their tables match the code, their examples parse, their runnable blocks run.
+
+A block is runnable when the line before its opening fence is `<!-- runnable -->` (see
+docs/contributing.md): a `console` block's `$` lines must print what follows them, an `sh`
+block must exit 0. Each runs against a fresh service started as the README's quick start does.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import stateservice
+from stateservice.config import SETTINGS
+from stateservice.core.parse import parse
+from stateservice.store import keys
+from tests.support.service import REPO, Services
+
+ROOT = REPO
+README = (ROOT / "README.md").read_text()
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+MANUAL = [ROOT / "README.md", *PAGES]  # every file whose blocks may be marked runnable
+RUNNABLE = "<!-- runnable -->"
+
+
+def page(name: str) -> str:
+    return (ROOT / "docs" / name).read_text()
+
+
+def table_after(text: str, marker: str) -> list[list[str]]:
+    """The rows of the markdown table following `<!-- marker: ... -->`, cells stripped of backticks."""
+    lines = text[text.index(f"<!-- {marker}:") :].splitlines()[1:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        if not set("".join(cells)) <= set("- "):
+            rows.append(cells)
+    return rows[1:]  # without the header
+
+
+def test_settings_table_matches_config() -> None:
+    documented = {row[0]: (row[1], row[2]) for row in table_after(page("settings.md"), "settings")}
+    expected = {flag: (env, default) for flag, env, default in SETTINGS.values()}
+    assert documented == expected
+
+
+def test_keys_table_names_every_key() -> None:
+    documented = {row[0]: row[1] for row in table_after(page("redis.md"), "keys")}
+    expected = {
+        keys.charts_index(): "set",
+        keys.leader(): "string",
+        keys.chart_state("CHART"): "hash",
+        keys.chart_hosts("CHART", "STATE"): "set",
+        keys.chart_history("CHART"): "stream",
+        keys.chart_definition("CHART"): "hash",
+        keys.chart_channel("CHART"): "pubsub",
+    }
+    assert documented == expected
+    for key in expected:
+        assert key in (keys.__doc__ or ""), f"{key} missing from the keys module docstring"
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("examples/**/*.yaml")), ids=lambda p: p.name)
+def test_every_example_chart_parses(path: Path) -> None:
+    result = parse(path.read_text(), str(path))
+    assert result.problems == []
+
+
+def test_charts_page_example_parses() -> None:
+    text = re.search(r"```yaml\n(.*?)```", page("charts.md"), re.S)
+    assert text
+    assert parse(text.group(1), "charts.md.yaml").problems == []
+
+
+def test_quick_start_commands_are_the_ci_commands() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    quick_start = re.findall(r"```sh\n(.*?)\n```", README, re.S)[:2]
+    assert quick_start[1] in ci
+    assert re.findall(r"```sh\n(.*?)\n```", page("index.md"), re.S)[:2] == quick_start
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README)
+    assert "docs/index.md" in targets
+    missing = [target for target in targets if not (ROOT / target).is_file()]
+    assert missing == []
+
+
+def test_versions_agree_with_the_changelog() -> None:
+    """pyproject's version, `stateservice.__version__` and the changelog's newest entry are one version."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    top = re.search(r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d\d-\d\d)$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert top, "CHANGELOG.md has no `## [X.Y.Z] - YYYY-MM-DD` entry"
+    assert project == stateservice.__version__ == top.group(1)
+
+
+# -- runnable blocks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    path: Path
+    line: int
+    kind: str  # console or sh
+    text: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def runnable_blocks(path: Path) -> tuple[list[Block], list[str]]:
+    """Every block of `path` marked runnable, and each marker that is not right before a console or sh fence."""
+    text = path.read_text()
+    blocks, misplaced = [], []
+    for marker in re.finditer(rf"^{re.escape(RUNNABLE)}$", text, re.M):
+        line = text.count("\n", 0, marker.start()) + 2  # the fence's line
+        fence = re.match(r"\n```(console|sh)\n(.*?)^```$", text[marker.end() :], re.S | re.M)
+        if fence is None:
+            misplaced.append(f"{path.relative_to(ROOT)}:{line - 1}")
+        else:
+            blocks.append(Block(path, line, fence.group(1), fence.group(2)))
+    return blocks, misplaced
+
+
+BLOCKS = [block for path in MANUAL for block in runnable_blocks(path)[0]]
+
+
+def test_every_runnable_marker_is_before_a_console_or_sh_block() -> None:
+    assert [where for path in MANUAL for where in runnable_blocks(path)[1]] == []
+
+
+def test_runnable_blocks_are_found() -> None:
+    """The walkthrough and the blocks of the reference pages are marked: a marker lost to an edit fails here."""
+    marked = {block.path.name for block in BLOCKS}
+    assert {"README.md", "index.md", "cli.md", "http-api.md", "redis.md", "operating.md", "security.md"} <= marked
+    readme = [block for block in BLOCKS if block.path.name == "README.md"]
+    assert any("/charts/states/history" in block.text for block in readme)
+
+
+def shell_command(command: str, url: str) -> str:
+    python = shlex.quote(sys.executable)
+    command = command.replace("http://localhost:5000", url).replace(".venv/bin/python", python)
+    return command.replace(".venv/bin/stateservice", f"{python} -m stateservice")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
+def test_runnable_block_runs_as_written(block: Block) -> None:
+    """Each `$ command` of a console block prints what the page says; an sh block exits 0."""
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed to run the docs' examples (apt-get install curl)")
+    workdir = Path(tempfile.mkdtemp(prefix="ss-", dir="/tmp"))  # short: the embedded Redis's socket is in it
+    services = Services(workdir)
+    services.watch(workdir / "stateservice-data")
+    try:
+        shutil.copytree(ROOT / "examples", workdir / "examples")
+        service = services.start("examples/states.yaml")
+        env = {**service.env, "STATESERVICE_URL": service.url}
+        if block.kind == "sh":
+            script = "\n".join(shell_command(line, service.url) for line in block.text.splitlines())
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
+            assert done.returncode == 0, f"{block.name}\n{done.stdout}\n{done.stderr}"
+        else:
+            steps: list[tuple[str, list[str]]] = []
+            for line in block.text.splitlines():
+                if line.startswith("$ "):
+                    steps.append((line[2:], []))
+                else:
+                    steps[-1][1].append(line)
+            assert steps, f"{block.name}: a console block without a `$ ` line"
+            for command, expected in steps:
+                done = subprocess.run(
+                    ["bash", "-c", f"set -o pipefail; {shell_command(command, service.url)}"],
+                    cwd=workdir,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    env=env,
+                )
+                assert done.stdout.splitlines() == expected, f"{block.name}: {command}\n{done.stderr}"
+        assert service.stop() == 0
+    finally:
+        services.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
