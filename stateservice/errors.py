@@ -67,6 +67,12 @@ class UnknownChart(StateServiceError):
         )
 
 
+class NotRegistered(StateServiceError):
+    """`stateservice status`/`reset`: no chart of that name is registered in this Redis."""
+
+    status, code = 404, "not_registered"
+
+
 class UnknownState(StateServiceError):
     status, code = 404, "unknown_state"
 
@@ -114,7 +120,41 @@ class CorruptState(StateServiceError):
 
 
 class StoreUnavailable(StateServiceError):
+    """Redis did not answer (or too few replicas acknowledged a write); the caller should retry."""
+
     status, code = 503, "store_unavailable"
+
+    def __init__(self, message: str = "Redis is unreachable; retry shortly", **fields: Any) -> None:
+        super().__init__(message, **fields)
+
+
+class InternalError(StateServiceError):
+    """Anything we did not raise on purpose: the answer reveals nothing (the log has the traceback)."""
+
+    status, code = 500, "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("internal error; see the service log")
+
+
+# the codes of the answers aiohttp's router and server give (no such path, method, limits they enforce)
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
+
+
+class HTTPRefused(StateServiceError):
+    """A request aiohttp refused before (or instead of) a handler: its status, and a code from `HTTP_CODES`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.code = HTTP_CODES.get(status, f"http_{status}")
+        super().__init__(message)
 
 
 class ServiceStopping(StateServiceError):
@@ -172,6 +212,12 @@ class ConfigError(StartupError):
     """A setting has a bad value; the message names where it came from."""
 
     code = "config_error"
+
+
+class StateRemoved(StartupError):
+    """The stored current state is not in the chart file any more; only a reset can go on."""
+
+    status, code = 503, "state_removed"
 
 
 class ModelConfigError(StartupError):

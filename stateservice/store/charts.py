@@ -259,7 +259,7 @@ class ChartStore:
         """Record that this chart is served: its definition, and its state when Redis has none.
 
         A changed chart file keeps the stored state and counter when that state still exists
-        (the new rules apply from the next report). Raises rules.StateRemoved otherwise.
+        (the new rules apply from the next report). Raises StateRemoved otherwise.
         """
         key = keys.chart_state(chart.name)
         definition = keys.chart_definition(chart.name)
@@ -290,7 +290,7 @@ class ChartStore:
         return await self._transact(chart, "register", attempt)
 
     async def check_carry_over(self, chart: Chart) -> None:
-        """Check, writing nothing, that `register(chart)` would keep the stored state. Raises rules.StateRemoved."""
+        """Check, writing nothing, that `register(chart)` would keep the stored state. Raises StateRemoved."""
         stored = codec.decode_snapshot(chart, await self.redis.hgetall(keys.chart_state(chart.name)))
         if stored is not None:
             rules.carry_over(chart, stored)

@@ -11,8 +11,7 @@ import pytest
 
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.core.parse import parse
-from stateservice.core.rules import StateRemoved
-from stateservice.errors import CorruptState, NotCurrent, NotReportable, UnknownState
+from stateservice.errors import CorruptState, NotCurrent, NotReportable, StateRemoved, UnknownState
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 
