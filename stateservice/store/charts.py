@@ -266,7 +266,8 @@ class ChartStore:
 
         async def attempt(pipe: Pipeline) -> Snapshot:
             now = await self.clock()  # before WATCH: the window another write can fail us in stays short
-            fields, digest = await _watched(pipe, (key, definition), ("HGETALL", key), ("HGET", definition, "digest"))
+            reads = (("HGETALL", key), ("HGET", definition, keys.DEFINITION_DIGEST))
+            fields, digest = await _watched(pipe, (key, definition), *reads)
             stored = codec.decode_snapshot(chart, fields)
             pipe.multi()
             if stored is None:
@@ -358,12 +359,7 @@ class ChartStore:
     def _define(self, pipe: Pipeline, chart: Chart, now: datetime) -> None:
         pipe.hset(
             keys.chart_definition(chart.name),
-            mapping={
-                "path": chart.path,
-                "digest": chart.digest,
-                "source": chart.source,
-                "registered_at": codec.timestamp(now),
-            },
+            mapping=codec.encode_definition(chart, now),
         )
         pipe.sadd(keys.charts_index(), chart.name)
 
