@@ -7,9 +7,9 @@ is the only place that turns them into HTTP responses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 class StateServiceError(Exception):
@@ -17,12 +17,13 @@ class StateServiceError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    always_headers: ClassVar[Mapping[str, str]] = {}  # response headers every answer of this error has
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields
-        self.headers: dict[str, str] = {}  # extra response headers, e.g. Retry-After
+        self.headers: dict[str, str] = dict(self.always_headers)  # extra response headers, e.g. Retry-After
 
     def body(self) -> dict[str, Any]:
         """The JSON error body: `{"error", "message", "status", ...fields}`."""
@@ -304,10 +305,10 @@ class Unauthorized(StateServiceError):
     """No token, or one that matches no entry of the tokens file."""
 
     status, code = 401, "unauthorized"
+    always_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="stateservice"'}
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.headers["WWW-Authenticate"] = 'Bearer realm="stateservice"'
 
 
 class Forbidden(StateServiceError):

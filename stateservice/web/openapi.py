@@ -11,6 +11,7 @@ running service against this document (schemathesis): no 5xx, no answer outside 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,11 +79,8 @@ class Refusal:
 
 
 def _headers_of(errors: Iterable[type[StateServiceError]]) -> dict[str, Any]:
-    """The headers these errors always answer with (`Unauthorized`'s WWW-Authenticate), documented by value."""
-    headers: dict[str, Any] = {}
-    if Unauthorized in errors:
-        headers.update({name: _header(value) for name, value in Unauthorized("").headers.items()})
-    return headers
+    """The headers these errors always answer with (e.g. `Unauthorized`'s WWW-Authenticate), documented by value."""
+    return {name: _header(value) for error in errors for name, value in error.always_headers.items()}
 
 
 Parameter = dict[str, Any] | Callable[[float], dict[str, Any]]  # a callable is given this service's --max-wait
@@ -173,7 +171,7 @@ def document(routes: Iterable[Documented], max_wait: float = 300.0, auth: bool =
         path = openapi_path(route.path)
         protected = path not in OPEN_PATHS
         paths.setdefault(path, {})[route.method.lower()] = route.doc.document(max_wait, protected, auth)
-    return {
+    whole = {
         "openapi": "3.0.3",
         "info": {
             "title": "stateservice",
@@ -184,6 +182,7 @@ def document(routes: Iterable[Documented], max_wait: float = 300.0, auth: bool =
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": BEARER}},
     }
+    return copy.deepcopy(whole)  # the parts every document shares stay as they are, whatever a caller does
 
 
 BEARER = {
