@@ -7,9 +7,9 @@ is the only place that turns them into HTTP responses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 class StateServiceError(Exception):
@@ -17,12 +17,13 @@ class StateServiceError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    always_headers: ClassVar[Mapping[str, str]] = {}  # response headers every answer of this error has
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields
-        self.headers: dict[str, str] = {}  # extra response headers, e.g. Retry-After
+        self.headers: dict[str, str] = dict(self.always_headers)  # extra response headers, e.g. Retry-After
 
     def body(self) -> dict[str, Any]:
         """The JSON error body: `{"error", "message", "status", ...fields}`."""
@@ -65,6 +66,12 @@ class UnknownChart(StateServiceError):
             chart=chart,
             charts=list(known),
         )
+
+
+class NotRegistered(StateServiceError):
+    """`stateservice status`/`reset`: no chart of that name is registered in this Redis."""
+
+    status, code = 404, "not_registered"
 
 
 class UnknownState(StateServiceError):
@@ -114,7 +121,41 @@ class CorruptState(StateServiceError):
 
 
 class StoreUnavailable(StateServiceError):
+    """Redis did not answer (or too few replicas acknowledged a write); the caller should retry."""
+
     status, code = 503, "store_unavailable"
+
+    def __init__(self, message: str = "Redis is unreachable; retry shortly", **fields: Any) -> None:
+        super().__init__(message, **fields)
+
+
+class InternalError(StateServiceError):
+    """Anything we did not raise on purpose: the answer reveals nothing (the log has the traceback)."""
+
+    status, code = 500, "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("internal error; see the service log")
+
+
+# the codes of the answers aiohttp's router and server give (no such path, method, limits they enforce)
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
+
+
+class HTTPRefused(StateServiceError):
+    """A request aiohttp refused before (or instead of) a handler: its status, and a code from `HTTP_CODES`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.code = HTTP_CODES.get(status, f"http_{status}")
+        super().__init__(message)
 
 
 class ServiceStopping(StateServiceError):
@@ -172,6 +213,12 @@ class ConfigError(StartupError):
     """A setting has a bad value; the message names where it came from."""
 
     code = "config_error"
+
+
+class StateRemoved(StartupError):
+    """The stored current state is not in the chart file any more; only a reset can go on."""
+
+    status, code = 503, "state_removed"
 
 
 class ModelConfigError(StartupError):
@@ -258,10 +305,10 @@ class Unauthorized(StateServiceError):
     """No token, or one that matches no entry of the tokens file."""
 
     status, code = 401, "unauthorized"
+    always_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="stateservice"'}
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.headers["WWW-Authenticate"] = 'Bearer realm="stateservice"'
 
 
 class Forbidden(StateServiceError):

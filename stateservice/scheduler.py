@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.core.chart import Chart
-from stateservice.core.parse import parse
 from stateservice.errors import StateServiceError
+from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
 from stateservice.telemetry import metrics
@@ -98,11 +98,11 @@ class Scheduler:
 
     async def _stored(self, name: str) -> Chart | None:
         definition = await self.store.definition(name)
-        digest, source = definition.get("digest", ""), definition.get("source")
-        if source is None:
+        digest = definition.get(keys.DEFINITION_DIGEST, "")
+        if definition.get(keys.DEFINITION_SOURCE) is None:
             return None
         if digest not in self._parsed:
-            result = parse(source, definition.get("path") or name, name, zone=self.zone)
+            result = codec.parse_definition(name, definition, self.zone)
             if result.chart is None:
                 log.warning("stored_chart_unreadable", chart=name, problems=[str(p) for p in result.errors])
                 return None

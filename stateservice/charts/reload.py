@@ -5,7 +5,8 @@ changed chart must register in Redis keeping its stored state (`ChartStore.regis
 stored current state the new file lacks is `StateRemoved`). Only then is the served dict
 replaced, in one synchronous step, so handlers and the scheduler see all old or all new
 charts. On any problem the old charts keep serving and `charts_reload_failed` lists every
-problem. Signals themselves are wired in `runner.py`; this module knows none.
+problem. The tokens file's reload is `security/reload.py`'s. Signals themselves are wired in
+`server/supervisor.py`; this module knows none.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.charts.files import load_charts
 from stateservice.core.chart import Chart
-from stateservice.errors import ChartError, StartupError, StateServiceError
-from stateservice.security.tokens import load_tokens
+from stateservice.errors import ChartError, StateServiceError
+from stateservice.security.reload import TokensReloader as TokensReloader  # re-export: server/supervisor.py uses it
 from stateservice.store.registrar import Registrar
-from stateservice.web.auth import TokensRef
 
 log = structlog.get_logger(__name__)
 
@@ -127,39 +127,3 @@ async def _attempt(chart: Chart, step: Awaitable[object]) -> list[str]:
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         return [f"{chart.path or chart.name}: cannot register chart {chart.name!r}: {str(exc) or type(exc).__name__}"]
     return []
-
-
-class TokensReloader:
-    """Re-reads the tokens file (`--tokens`) and swaps the tokens `ref` holds, if the file is good.
-
-    The same checks as start-up (`load_tokens`); on any problem the old tokens keep working and
-    `tokens_reload_failed` says why. Requests already past authentication finish as they began.
-    """
-
-    def __init__(self, ref: TokensRef, path: Path) -> None:
-        self.ref = ref
-        self.path = path
-
-    async def reload(self) -> bool:
-        try:
-            fresh = await asyncio.get_running_loop().run_in_executor(None, load_tokens, self.path)
-        except StartupError as exc:
-            log.error("tokens_reload_failed", path=str(self.path), problems=str(exc).splitlines(), kept=self._names())
-            return False
-        except Exception:  # a bug, not the file: the old tokens still serve
-            log.exception("tokens_reload_failed", path=str(self.path), kept=self._names())
-            return False
-        old = set(self._names())
-        self.ref.tokens = fresh
-        new = set(self._names())
-        log.info(
-            "tokens_reloaded",
-            path=str(self.path),
-            tokens=len(fresh.entries),
-            added=sorted(new - old),
-            removed=sorted(old - new),
-        )
-        return True
-
-    def _names(self) -> list[str]:
-        return sorted(entry.name for entry in self.ref.tokens.entries)

@@ -260,6 +260,28 @@ class _Checker:
         found = self.mapping(node, "a state", STATE_KEYS)
         if found is None:
             return None
+        named = self.state_name(node, found, lines)
+        if named is None:
+            return None
+        name, name_line = named
+        what = f"state {name!r}"
+        if "func" not in found:
+            for extra in ("current", "target"):
+                if extra in found:
+                    self.error(found[extra][0], f"{what} has `{extra}` but no `func` (a state without func is final)")
+            return State(name, None, line=name_line)
+        func = self.func(found, what)
+        if func is None:
+            return None
+        target = self.target(node, found, name, func)
+        if func is Func.TIME:
+            return self.time_state(found, what, name, name_line, target)
+        return self.counted_state(node, found, what, name, name_line, target)
+
+    def state_name(
+        self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], lines: dict[str, int]
+    ) -> tuple[str, int] | None:
+        """A state's name and its line, recorded in `lines`; None if missing, malformed or a duplicate."""
         entry = self.require(node, found, "name", "a state")
         name = self.name(entry, "the state name") if entry else None
         if name is None:
@@ -269,12 +291,10 @@ class _Checker:
             self.error(name_line, f"duplicate state {name!r} (first defined at line {lines[name]})")
             return None
         lines[name] = name_line
-        what = f"state {name!r}"
-        if "func" not in found:
-            for extra in ("current", "target"):
-                if extra in found:
-                    self.error(found[extra][0], f"{what} has `{extra}` but no `func` (a state without func is final)")
-            return State(name, None, line=name_line)
+        return name, name_line
+
+    def func(self, found: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> Func | None:
+        """The state's `func:`, or None (reported) if it is not one we know."""
         func_text = self.scalar(found["func"], f"`func` of {what}")
         if func_text is None:
             return None
@@ -283,14 +303,28 @@ class _Checker:
             also = f"; did you mean {hint[0]!r}?" if hint else ""
             self.error(found["func"][1], f"unknown func {func_text!r} in {what} (expected increment or time){also}")
             return None
-        func = Func(func_text)
-        target = self.target(node, found, name, func)
-        if func is Func.TIME:
-            if "current" in found:
-                self.error(found["current"][0], f"{what}: func: time takes no `current` (the clock is implied)")
-            if target is not None and target.name == name:
-                self.error(found["target"][1], f"{what}: a time state cannot target itself")
-            return State(name, func, None, target, name_line) if target else None
+        return Func(func_text)
+
+    def time_state(
+        self, found: dict[str, tuple[yaml.Node, yaml.Node]], what: str, name: str, line: int, target: Target | None
+    ) -> State | None:
+        """A `func: time` state: no counter, and a target other than itself."""
+        if "current" in found:
+            self.error(found["current"][0], f"{what}: func: time takes no `current` (the clock is implied)")
+        if target is not None and target.name == name:
+            self.error(found["target"][1], f"{what}: a time state cannot target itself")
+        return State(name, Func.TIME, None, target, line) if target else None
+
+    def counted_state(
+        self,
+        node: yaml.Node,
+        found: dict[str, tuple[yaml.Node, yaml.Node]],
+        what: str,
+        name: str,
+        line: int,
+        target: Target | None,
+    ) -> State | None:
+        """A `func: increment` state: a counter, and a target count on the same key above its start."""
         counter = self.counter(node, found, what)
         if counter is None or target is None:
             return None
@@ -304,7 +338,7 @@ class _Checker:
                 f"{what}: target count {target.value} is not above the start value {counter.start}",
             )
             return None
-        return State(name, func, counter, target, name_line)
+        return State(name, Func.INCREMENT, counter, target, line)
 
     def section(
         self,

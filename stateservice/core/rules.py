@@ -12,7 +12,7 @@ from datetime import datetime
 
 from stateservice.core import timing
 from stateservice.core.chart import Chart, Func, Snapshot, State, Transition
-from stateservice.errors import CorruptState, NotCurrent, NotReportable, StartupError, UnknownState
+from stateservice.errors import CorruptState, NotCurrent, NotReportable, StateRemoved, UnknownState
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +129,6 @@ def reset(chart: Chart, snap: Snapshot | None, now: datetime, host: str | None =
     """Back to the chart's initial state, whatever the snapshot (even one the chart does not know)."""
     move = Transition(chart.name, snap.state if snap else "", chart.initial, "reset", now, host)
     return initial(chart, now), move
-
-
-class StateRemoved(StartupError):
-    """The stored current state is not in the chart file any more; only a reset can go on."""
-
-    status, code = 503, "state_removed"
 
 
 def carry_over(chart: Chart, snap: Snapshot) -> Snapshot:

@@ -3,7 +3,7 @@
 Every file read, load and `predict` runs on the cache's one thread pool (`start()` creates it,
 `close()` shuts it down; `web/app.py` does both in a cleanup context), never on the event loop;
 with `predict_processes` (`--predict-processes`), loads and predictions run in a pool of other
-processes instead (`predictpool.py`: the GIL of a prediction is then not the event loop's), and
+processes instead (`models/pool.py`: the GIL of a prediction is then not the event loop's), and
 the worker keeps only each model's file bytes, digest and n_features_in_.
 `start()` also loads every model in the background, so the first requests find them loaded.
 A request stats the model file and predicts in one executor job; only when the file's signature
@@ -35,11 +35,11 @@ from stateservice.errors import (
     ModelUnavailable,
     PredictionFailed,
     UnknownModel,
-    ValuesRejected,
 )
 from stateservice.models.conf import ModelSpec
 from stateservice.models.files import Loader, Signature, current_signature, deserialize, read_model
 from stateservice.models.pool import LoadFailed, PoolDied, PredictPool, RemoteError, Stale
+from stateservice.models.predict import Rows, predict_rows
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,6 @@ log = structlog.get_logger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 THREADS = 4
-Rows = list[list[float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,56 +281,3 @@ def _predict_if_fresh(spec: ModelSpec, seen: Signature | None, loaded: Loaded | 
     if loaded is None or now != seen:
         return _Stale(now)
     return predict_rows(spec, loaded.estimator, loaded.n_features, rows)
-
-
-def predict_rows(spec: ModelSpec, estimator: Any, n_features: int | None, rows: Rows) -> list[str]:
-    """In a thread or a pool process: the model's states for `rows`. Raises ValuesRejected, PredictionFailed,
-    BadPrediction."""
-    width = len(rows[0])
-    if n_features is not None and width != n_features:
-        raise ValuesRejected(
-            spec.name,
-            f"model {spec.name!r} expects rows of {n_features} numbers (its n_features_in_); these rows have {width}",
-            expected=n_features,
-            given=width,
-        )
-    try:
-        predictions = estimator.predict(rows)
-    except ValueError as exc:
-        raise ValuesRejected(spec.name, f"model {spec.name!r} rejected the values: {str(exc)[:300]}") from None
-    except Exception as exc:
-        raise PredictionFailed(
-            spec.name, f"model {spec.name!r} failed to predict: {type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
-    return to_states(spec, predictions, len(rows))
-
-
-def to_states(spec: ModelSpec, predictions: Any, rows: int) -> list[str]:
-    """Each prediction as a state: an integer index into `spec.states` (0-based) or a label equal to one."""
-    values = predictions.tolist() if hasattr(predictions, "tolist") else predictions
-    try:
-        values = list(values)
-    except TypeError:
-        raise BadPrediction(
-            spec.name, f"model {spec.name!r} returned {_show(values)}, not one prediction per row"
-        ) from None
-    if len(values) != rows:
-        raise BadPrediction(spec.name, f"model {spec.name!r} returned {len(values)} predictions for {rows} rows")
-    states = []
-    for value in values:
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(spec.states):
-            states.append(spec.states[value])
-        elif isinstance(value, str) and value in spec.states:
-            states.append(value)
-        else:
-            raise BadPrediction(
-                spec.name,
-                f"model {spec.name!r} predicted {_show(value)}, which is neither an index from 0 to "
-                f"{len(spec.states) - 1} nor one of its states ({', '.join(spec.states)})",
-            )
-    return states
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

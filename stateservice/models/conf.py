@@ -7,7 +7,7 @@ reads them all and reports every problem as `FILE: message`; `load_specs` raises
 ModelConfigError listing them. `trust_problem` is the check run at start-up and before every
 (re)load: the file must stay inside the models dir, and neither it nor a directory from it up
 to the models dir may be writable by anyone but its owner, since unpickling runs code from the
-file. Nothing here loads a model (that is `modelload.py`).
+file. Nothing here loads a model (that is `models/files.py`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A prediction of a scikit-learn model is CPU work that holds Python's GIL for mos
 time; in a thread of the worker it slows down the worker's event loop, and with it every gate
 request. `PredictPool` runs loads and predictions in `--predict-processes` processes of its
 own, started with 'spawn' (the worker is an asyncio process with threads, which a fork would
-copy mid-flight). `models.ModelCache` stays the one place that decides: it reads model files
+copy mid-flight). `models/cache.py`'s `ModelCache` stays the one place that decides: it reads model files
 (trust check, digest), answers `GET /models`, reloads, and hands the pool only what to load or
 predict with.
 
@@ -16,7 +16,7 @@ to the process with the fewest jobs in flight; a large one (a big body, a model 
 is written from a thread, so that a full pipe never stalls the loop.
 
 Each pool process keeps the models it was given, one version per model file, keyed by the
-file's SHA-256: `load` deserializes (with `modelload.deserialize`) in every process, which keeps
+file's SHA-256: `load` deserializes (with `models/files.py`'s `deserialize`) in every process, which keeps
 it; `predict` sends the digest and the rows, and a process that does not hold that version (it
 replaced one that died) says so, and is sent the file's bytes once.
 A process that dies (killed, or a model that crashes the interpreter) fails its jobs in flight
@@ -46,10 +46,10 @@ import structlog
 from stateservice.errors import BadPrediction, PredictionFailed, StateServiceError, ValuesRejected
 from stateservice.models.conf import ModelSpec
 from stateservice.models.files import Signature, current_signature, deserialize
+from stateservice.models.predict import Rows, predict_rows
 
 log = structlog.get_logger(__name__)
 
-Rows = list[list[float]]
 INLINE = 16 * 1024  # bytes a process may have queued in its pipe before jobs are written from a thread
 STOP_GRACE = 10.0  # seconds a pool process may take to finish its job when the worker stops
 NICE = 5  # added to a pool process's nice value: a lower CPU priority than its worker's
@@ -354,8 +354,6 @@ def _load(spec: ModelSpec, digest: str, data: bytes) -> int | str | None:
 def _predict(
     spec: ModelSpec, seen: Signature | None, digest: str, data: bytes | None, n_features: int | None, rows: Rows
 ) -> list[str] | Stale | Missing | Refused | str:
-    from stateservice.models.cache import predict_rows  # here: models.py imports this module
-
     if seen is not None:
         now = current_signature(spec.path)
         if now != seen:
@@ -373,7 +371,5 @@ def _predict(
     except (ValuesRejected, BadPrediction, PredictionFailed) as exc:
         trace = None
         if exc.__cause__ is not None:
-            import traceback
-
             trace = "".join(traceback.format_exception(exc.__cause__))
         return Refused(exc.code, exc.message, dict(exc.fields), trace)

@@ -75,6 +75,13 @@ class Tokens:
         return next((entry for entry in self.entries if entry.name == name), None)
 
 
+@dataclass(slots=True)
+class TokensRef:
+    """The tokens the middleware checks; a SIGHUP reload (`security/reload.py`) swaps them in one assignment."""
+
+    tokens: Tokens
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 

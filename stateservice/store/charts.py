@@ -259,14 +259,15 @@ class ChartStore:
         """Record that this chart is served: its definition, and its state when Redis has none.
 
         A changed chart file keeps the stored state and counter when that state still exists
-        (the new rules apply from the next report). Raises rules.StateRemoved otherwise.
+        (the new rules apply from the next report). Raises StateRemoved otherwise.
         """
         key = keys.chart_state(chart.name)
         definition = keys.chart_definition(chart.name)
 
         async def attempt(pipe: Pipeline) -> Snapshot:
             now = await self.clock()  # before WATCH: the window another write can fail us in stays short
-            fields, digest = await _watched(pipe, (key, definition), ("HGETALL", key), ("HGET", definition, "digest"))
+            reads = (("HGETALL", key), ("HGET", definition, keys.DEFINITION_DIGEST))
+            fields, digest = await _watched(pipe, (key, definition), *reads)
             stored = codec.decode_snapshot(chart, fields)
             pipe.multi()
             if stored is None:
@@ -290,7 +291,7 @@ class ChartStore:
         return await self._transact(chart, "register", attempt)
 
     async def check_carry_over(self, chart: Chart) -> None:
-        """Check, writing nothing, that `register(chart)` would keep the stored state. Raises rules.StateRemoved."""
+        """Check, writing nothing, that `register(chart)` would keep the stored state. Raises StateRemoved."""
         stored = codec.decode_snapshot(chart, await self.redis.hgetall(keys.chart_state(chart.name)))
         if stored is not None:
             rules.carry_over(chart, stored)
@@ -358,12 +359,7 @@ class ChartStore:
     def _define(self, pipe: Pipeline, chart: Chart, now: datetime) -> None:
         pipe.hset(
             keys.chart_definition(chart.name),
-            mapping={
-                "path": chart.path,
-                "digest": chart.digest,
-                "source": chart.source,
-                "registered_at": codec.timestamp(now),
-            },
+            mapping=codec.encode_definition(chart, now),
         )
         pipe.sadd(keys.charts_index(), chart.name)
 

@@ -1,4 +1,4 @@
-"""Snapshots and history records <-> the Redis field maps documented in `keys.py`.
+"""Snapshots, history records and chart definitions <-> the Redis field maps documented in `keys.py`.
 
 Decoding is strict about what an operator could have mistyped with redis-cli: a value that
 cannot be read raises CorruptState naming the key and field, never a bare ValueError.
@@ -7,11 +7,12 @@ cannot be read raises CorruptState naming the key and field, never a bare ValueE
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from stateservice.core import rules
 from stateservice.core.chart import Chart, Snapshot, Transition
+from stateservice.core.parse import Parsed, parse
 from stateservice.errors import CorruptState
 from stateservice.store import keys
 
@@ -75,26 +76,45 @@ def initial_fields(chart: Chart, snap: Snapshot) -> dict[str, str]:
 
 def encode_transition(move: Transition) -> dict[str, str]:
     return {
-        "at": timestamp(move.at),
-        "from": move.from_state,
-        "to": move.to_state,
-        "cause": move.cause,
-        "host": move.host or "",
-        "due_at": timestamp(move.due_at) if move.due_at else "",
-        "actor": move.actor or "",
-        "remote": move.remote or "",
+        keys.HISTORY_AT: timestamp(move.at),
+        keys.HISTORY_FROM: move.from_state,
+        keys.HISTORY_TO: move.to_state,
+        keys.HISTORY_CAUSE: move.cause,
+        keys.HISTORY_HOST: move.host or "",
+        keys.HISTORY_DUE_AT: timestamp(move.due_at) if move.due_at else "",
+        keys.HISTORY_ACTOR: move.actor or "",
+        keys.HISTORY_REMOTE: move.remote or "",
     }
 
 
 def decode_history(entry_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """A history record as `GET /charts/{chart}/history` shows it (empty fields as None)."""
     return {
         "id": entry_id,
-        "at": fields.get("at"),
-        "from": fields.get("from") or None,
-        "to": fields.get("to"),
-        "cause": fields.get("cause"),
-        "host": fields.get("host") or None,
-        "due_at": fields.get("due_at") or None,
-        "actor": fields.get("actor") or None,
-        "remote": fields.get("remote") or None,
+        "at": fields.get(keys.HISTORY_AT),
+        "from": fields.get(keys.HISTORY_FROM) or None,
+        "to": fields.get(keys.HISTORY_TO),
+        "cause": fields.get(keys.HISTORY_CAUSE),
+        "host": fields.get(keys.HISTORY_HOST) or None,
+        "due_at": fields.get(keys.HISTORY_DUE_AT) or None,
+        "actor": fields.get(keys.HISTORY_ACTOR) or None,
+        "remote": fields.get(keys.HISTORY_REMOTE) or None,
     }
+
+
+def encode_definition(chart: Chart, now: datetime) -> dict[str, str]:
+    """The definition hash of a chart served from `now` on: where its file is, its digest and its text."""
+    return {
+        keys.DEFINITION_PATH: chart.path,
+        keys.DEFINITION_DIGEST: chart.digest,
+        keys.DEFINITION_SOURCE: chart.source,
+        keys.DEFINITION_REGISTERED_AT: timestamp(now),
+    }
+
+
+def parse_definition(name: str, fields: Mapping[str, str], zone: tzinfo) -> Parsed:
+    """The chart `name` as its stored definition hash says (its text parsed again, as at registration).
+
+    The caller checks that a source is stored; naive `clock` times are read in `zone`.
+    """
+    return parse(fields[keys.DEFINITION_SOURCE], fields.get(keys.DEFINITION_PATH) or name, name, zone)

@@ -29,9 +29,27 @@ request: `HSET 'stateservice:{CHART}' current_state STATE counter:STATE 0`.
 from __future__ import annotations
 
 PREFIX = "stateservice"
+
+# fields of the state hash, stateservice:{CHART}
 CURRENT_STATE = "current_state"
 ENTERED_AT = "entered_at"
-COUNTER_PREFIX = "counter:"
+COUNTER_PREFIX = "counter:"  # + the state's name: see counter_field
+
+# fields of the definition hash, stateservice:{CHART}:definition
+DEFINITION_PATH = "path"
+DEFINITION_DIGEST = "digest"
+DEFINITION_SOURCE = "source"
+DEFINITION_REGISTERED_AT = "registered_at"
+
+# fields of each entry of the history stream, stateservice:{CHART}:history
+HISTORY_AT = "at"
+HISTORY_FROM = "from"
+HISTORY_TO = "to"
+HISTORY_CAUSE = "cause"
+HISTORY_HOST = "host"
+HISTORY_DUE_AT = "due_at"
+HISTORY_ACTOR = "actor"
+HISTORY_REMOTE = "remote"
 
 
 def charts_index() -> str:

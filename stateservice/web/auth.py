@@ -10,7 +10,6 @@ probes and the contract (`/healthz`, `/readyz`, `/leader`, `/openapi.json`) are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -18,11 +17,11 @@ from aiohttp.typedefs import Handler, Middleware
 
 from stateservice.errors import Forbidden, Unauthorized
 from stateservice.security.tokens import Scope, Token, Tokens
+from stateservice.security.tokens import TokensRef as TokensRef  # re-export: web/app.py uses auth.TokensRef
 from stateservice.telemetry import logs
-from stateservice.web import openapi
 from stateservice.web.appkeys import CHARTS
 
-OPEN_PATHS = frozenset(openapi.OPEN_PATHS)  # probes must work without a token
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/leader", "/openapi.json"})  # probes and the contract need no token
 IDENTITY = web.RequestKey("identity", str)
 CHARTS_ALLOWED = web.RequestKey("charts_allowed", frozenset)  # absent: every chart
 AUTH_ON = web.AppKey("auth_on", bool)  # tokens are required (the OpenAPI document then says so)
@@ -106,13 +105,6 @@ def anonymous(request: web.Request) -> str:
     """Record and return who asks when no tokens are configured: the client certificate's CN, or `-`."""
     request[IDENTITY] = name = client_cn(request) or ANONYMOUS
     return name
-
-
-@dataclass(slots=True)
-class TokensRef:
-    """The tokens the middleware checks; a SIGHUP reload (`reload.TokensReloader`) swaps them in one assignment."""
-
-    tokens: Tokens
 
 
 TOKENS = web.AppKey("tokens", TokensRef)  # the tokens checked, when they are required

@@ -18,7 +18,7 @@ from stateservice.store import codec
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import holder
 from stateservice.telemetry import logs
-from stateservice.web import auth, longpoll, openapi
+from stateservice.web import auth, longpoll
 from stateservice.web.appkeys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, STORE, WATCHER
 from stateservice.web.views import describe
 
@@ -143,11 +143,6 @@ async def reset_chart(request: web.Request) -> web.Response:
     return web.json_response(
         {"chart": chart.name, "from": move.from_state or None, "to": move.to_state, "at": codec.timestamp(move.at)}
     )
-
-
-async def openapi_json(request: web.Request) -> web.Response:
-    """The API contract (OpenAPI 3.0)."""
-    return web.json_response(openapi.document(request.app[MAX_WAIT], auth=request.app[auth.AUTH_ON]))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.errors import StateServiceError
+from stateservice.errors import HTTPRefused, InternalError, StateServiceError, StoreUnavailable
 from stateservice.telemetry import logs, metrics
 from stateservice.web import auth, limits
 from stateservice.web.prometheus import CLIENT_GONE, route_of
@@ -29,14 +29,6 @@ from stateservice.web.prometheus import CLIENT_GONE, route_of
 log = structlog.get_logger(__name__)
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    414: "uri_too_long",
-    431: "headers_too_large",
-}
 
 
 class _RequestIds:
@@ -64,8 +56,13 @@ def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
     return web.json_response(body, status=status, headers=headers)
 
 
+def _answer(error: StateServiceError) -> web.Response:
+    """The JSON answer to an error of ours; a 503 asks the caller to come back in a second."""
+    headers = {"Retry-After": "1"} if error.status == 503 else {}
+    return error_response(error.status, error.body(), {**headers, **error.headers})
+
+
 def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
-    code = HTTP_CODES.get(exc.status, f"http_{exc.status}")
     headers: dict[str, str] = {}
     message = exc.reason
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -76,7 +73,7 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
         message = f"no such endpoint: {request.path}"
     elif exc.text and not exc.text.startswith(f"{exc.status}:"):
         message = exc.text
-    return error_response(exc.status, {"error": code, "message": message, "status": exc.status}, headers)
+    return error_response(exc.status, HTTPRefused(exc.status, message).body(), headers)
 
 
 def _options(request: web.Request) -> web.Response | None:
@@ -109,25 +106,18 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         response = _from_http(exc, request)
     except StateServiceError as exc:
-        headers = {"Retry-After": "1"} if exc.status == 503 else {}
-        response = error_response(exc.status, exc.body(), {**headers, **exc.headers})
+        response = _answer(exc)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         log.warning("redis_unavailable", error=str(exc) or type(exc).__name__)
         metrics.redis_error()
-        response = error_response(
-            503,
-            {"error": "store_unavailable", "message": "Redis is unreachable; retry shortly", "status": 503},
-            {"Retry-After": "1"},
-        )
+        response = _answer(StoreUnavailable())
     except asyncio.CancelledError:
         metrics.request(route_of(request), request.method, CLIENT_GONE, time.perf_counter() - started)
         log.info("request_cancelled")  # the client went away
         raise
     except Exception:
         log.exception("unhandled_error")
-        response = error_response(
-            500, {"error": "internal_error", "message": "internal error; see the service log", "status": 500}
-        )
+        response = _answer(InternalError())
     response.headers["X-Request-ID"] = request_id
     seconds = time.perf_counter() - started
     metrics.request(route_of(request), request.method, response.status, seconds)

@@ -1,17 +1,26 @@
-"""The OpenAPI 3.0 contract of the HTTP API, served at `GET /openapi.json`.
+"""The OpenAPI 3.0 contract of the HTTP API, served at `GET /openapi.json`, built from the route table.
 
-Written by hand next to the route table, because the answers (plain text on `/state`, one
-error shape everywhere) are the contract. `tests/integration/test_openapi.py` checks that
-every route is described and fuzzes the running service against this document (schemathesis):
-no 5xx, no answer outside it.
+Each route in `web/routes.py` carries an `Operation`: its summary, parameters, the 200 it
+answers, and the `Refusal`s it may answer instead, each naming the error classes of
+`errors.py` it stands for; the status (and the error schema) come from those classes, and
+every route that `web/auth.py` does not leave open may also answer `Unauthorized` and
+`Forbidden`. Adding a route or an error to a route updates the document.
+`tests/integration/test_openapi.py` checks that every route is described and fuzzes the
+running service against this document (schemathesis): no 5xx, no answer outside it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from stateservice import __version__
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME
+from stateservice.errors import Forbidden, NotCurrent, StateServiceError, Unauthorized
+from stateservice.web.auth import OPEN_PATHS
 
 
 def _pattern(rx: Any) -> dict[str, Any]:
@@ -22,26 +31,88 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def json_answer(schema: dict[str, Any] | str, description: str) -> dict[str, Any]:
+    """A JSON response: `schema` is a schema, or the name of one in `SCHEMAS`."""
+    body = _ref(schema) if isinstance(schema, str) else schema
+    return {"description": description, "content": {"application/json": {"schema": body}}}
 
 
-def _error(description: str, schema: str = "Error", headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = _json(_ref(schema), description)
+def text_answer(description: str, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A plain-text response (the state name on `/state`), with the `headers` it documents."""
+    response: dict[str, Any] = {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
     if headers:
-        response["headers"] = headers
+        response["headers"] = dict(headers)
     return response
 
 
-def _text(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
 
 
-RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before asking again", "schema": {"type": "string"}}}
-UNAVAILABLE = _error("Redis is unreachable, the chart needs a reset, or the worker is stopping", headers=RETRY_AFTER)
-BAD = _error("a parameter is missing or malformed (the message says which)")
-UNKNOWN_CHART = _error("no such chart is served, or (on /state) no such state in the chart")
-CHART_ERRORS = {"400": BAD, "404": UNKNOWN_CHART, "500": _error("the stored state is corrupt"), "503": UNAVAILABLE}
+RETRY_AFTER = {"Retry-After": _header("seconds to wait before asking again")}
+ERROR_SCHEMAS: dict[type[StateServiceError], str] = {NotCurrent: "NotCurrent"}  # errors with more than `Error`
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer an operation may give instead of its 200: the errors it stands for (all of one status)."""
+
+    errors: tuple[type[StateServiceError], ...]
+    description: str
+    retry_after: bool = False  # documents Retry-After on a status other than 503 (which always has it)
+
+    def __post_init__(self) -> None:
+        if len({error.status for error in self.errors}) != 1:
+            raise ValueError(f"a refusal stands for errors of one status: {self.errors}")
+
+    @property
+    def status(self) -> int:
+        return self.errors[0].status
+
+    def response(self) -> dict[str, Any]:
+        schema = next((ERROR_SCHEMAS[e] for e in self.errors if e in ERROR_SCHEMAS), "Error")
+        response = json_answer(schema, self.description)
+        headers = {**(RETRY_AFTER if self.retry_after or self.status == 503 else {}), **_headers_of(self.errors)}
+        if headers:
+            response["headers"] = headers
+        return response
+
+
+def _headers_of(errors: Iterable[type[StateServiceError]]) -> dict[str, Any]:
+    """The headers these errors always answer with (e.g. `Unauthorized`'s WWW-Authenticate), documented by value."""
+    return {name: _header(value) for error in errors for name, value in error.always_headers.items()}
+
+
+Parameter = dict[str, Any] | Callable[[float], dict[str, Any]]  # a callable is given this service's --max-wait
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the document says of one route."""
+
+    summary: str
+    ok: dict[str, Any]  # the 200 response
+    parameters: Sequence[Parameter] = ()
+    refusals: Sequence[Refusal] = ()
+    body: dict[str, Any] | None = None  # the request body's JSON schema
+
+    def document(self, max_wait: float, protected: bool, auth: bool) -> dict[str, Any]:
+        operation: dict[str, Any] = {"summary": self.summary}
+        if self.parameters:
+            operation["parameters"] = [p(max_wait) if callable(p) else p for p in self.parameters]
+        if self.body is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": self.body}}}
+        refusals = [*self.refusals, *(PROTECTED if protected else ())]
+        operation["responses"] = {"200": self.ok, **{str(r.status): r.response() for r in refusals}}
+        if protected and auth:
+            operation["security"] = [{"bearer": []}]
+        return operation
+
+
+PROTECTED = (
+    Refusal((Unauthorized,), "no token, or an unknown one"),
+    Refusal((Forbidden,), "the token lacks the scope, or the chart, this needs"),
+)
 
 Q_STATE = {
     "name": "state",
@@ -67,7 +138,7 @@ Q_HOST = {
 P_CHART = {"name": "chart", "in": "path", "required": True, "schema": _pattern(CHART_NAME)}
 
 
-def _wait(max_wait: float) -> dict[str, Any]:
+def q_wait(max_wait: float) -> dict[str, Any]:
     return {
         "name": "wait",
         "in": "query",
@@ -77,283 +148,30 @@ def _wait(max_wait: float) -> dict[str, Any]:
     }
 
 
-def _gate(chart_in_path: bool, max_wait: float) -> dict[str, Any]:
-    where = [P_CHART] if chart_in_path else [Q_CHART]
-    counted = {
-        "Stateservice-Counted": {
-            "description": "true: counted now; false: already counted",
-            "schema": {"type": "string"},
-        },
-        "Stateservice-State": {
-            "description": "the chart's current state after the report",
-            "schema": {"type": "string"},
-        },
-    }
-    return {
-        "get": {
-            "summary": "Is STATE the chart's current state? 200 yes, 406 not (yet)",
-            "parameters": [Q_STATE, *where, _wait(max_wait)],
-            "responses": {
-                "200": _text("the state is current; the body is its name"),
-                "406": _error("the state is not current", "NotCurrent", RETRY_AFTER),
-                **CHART_ERRORS,
-            },
-        },
-        "put": {
-            "summary": "Report STATE done: count it, and move the chart on when enough have reported",
-            "parameters": [Q_STATE, *where, Q_HOST],
-            "responses": {
-                "200": {**_text("counted (or already counted for this host)"), "headers": counted},
-                "406": _error("the state is not current", "NotCurrent"),
-                "409": _error("the state is final or moves by the clock"),
-                **CHART_ERRORS,
-            },
-        },
-    }
+class Documented(Protocol):
+    """A route as the document needs it (`web/routes.py`'s `Route`)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def doc(self) -> Operation: ...
 
 
-def document(max_wait: float = 300.0, auth: bool = False) -> dict[str, Any]:
-    """The whole OpenAPI document (`max_wait`: this service's --max-wait; `auth`: tokens are required)."""
-    schemas: dict[str, Any] = {
-        "Error": {
-            "type": "object",
-            "required": ["error", "message", "status"],
-            "properties": {
-                "error": {"type": "string"},
-                "message": {"type": "string"},
-                "status": {"type": "integer"},
-            },
-            "additionalProperties": True,
-        },
-        "NotCurrent": {
-            "allOf": [
-                _ref("Error"),
-                {
-                    "type": "object",
-                    "required": ["current_state"],
-                    "properties": {"current_state": {"type": "string"}, "chart": {"type": "string"}},
-                },
-            ]
-        },
-        "ChartList": {
-            "type": "object",
-            "required": ["charts"],
-            "properties": {
-                "charts": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "current_state"],
-                        "properties": {"name": {"type": "string"}, "current_state": {"type": "string"}},
-                    },
-                }
-            },
-        },
-        "Chart": {
-            "type": "object",
-            "required": ["name", "current_state", "final", "entered_at", "due_at", "hosts_counted", "states"],
-            "properties": {
-                "name": {"type": "string"},
-                "current_state": {"type": "string"},
-                "final": {"type": "boolean"},
-                "entered_at": {"type": "string"},
-                "due_at": {"type": "string", "nullable": True},
-                "hosts_counted": {"type": "array", "items": {"type": "string"}},
-                "digest": {"type": "string"},
-                "states": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "func", "counter", "target"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "func": {"type": "string", "nullable": True, "enum": ["increment", "time", None]},
-                            "final": {"type": "boolean"},
-                            "counter": {
-                                "type": "object",
-                                "nullable": True,
-                                "properties": {"key": {"type": "string"}, "value": {"type": "integer"}},
-                            },
-                            "target": {
-                                "type": "object",
-                                "nullable": True,
-                                "properties": {"name": {"type": "string"}, "when": {"type": "object"}},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-        "History": {
-            "type": "object",
-            "required": ["chart", "history"],
-            "properties": {
-                "chart": {"type": "string"},
-                "history": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["at", "from", "to", "cause", "host"],
-                        "properties": {
-                            "id": {"type": "string"},
-                            "at": {"type": "string"},
-                            "from": {"type": "string", "nullable": True},
-                            "to": {"type": "string"},
-                            "cause": {"type": "string", "enum": ["put", "time", "reset"]},
-                            "host": {"type": "string", "nullable": True},
-                            "due_at": {"type": "string", "nullable": True},
-                            "actor": {
-                                "type": "string",
-                                "nullable": True,
-                                "description": "who: token name, client-certificate CN, '-' without auth, 'time'",
-                            },
-                            "remote": {"type": "string", "nullable": True, "description": "the caller's address"},
-                        },
-                    },
-                },
-            },
-        },
-        "Reset": {
-            "type": "object",
-            "required": ["chart", "from", "to", "at"],
-            "properties": {
-                "chart": {"type": "string"},
-                "from": {"type": "string", "nullable": True},
-                "to": {"type": "string"},
-                "at": {"type": "string"},
-            },
-        },
-        "Leader": {
-            "type": "object",
-            "required": ["id"],
-            "properties": {
-                "id": {"type": "string", "nullable": True},
-                "pid": {"type": "integer", "nullable": True},
-                "expires_at": {"type": "string", "nullable": True},
-            },
-        },
-        "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
-        "Prediction": {
-            "type": "object",
-            "required": ["state"],
-            "properties": {"state": {"type": "array", "items": {"type": "string"}}},
-        },
-        "Models": {
-            "type": "object",
-            "required": ["models"],
-            "properties": {"models": {"type": "array", "items": {"type": "object"}}},
-        },
-    }
-    paths: dict[str, Any] = {
-        "/state": {
-            **_gate(chart_in_path=False, max_wait=max_wait),
-            "post": {
-                "summary": "Which state is this machine in? A hosted model predicts one state per row",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["name", "values"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "values": {
-                                        "type": "array",
-                                        "items": {"type": "array", "items": {"type": "number"}},
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "one state per row (JSON, or text lines when text/plain is preferred)",
-                        "content": {
-                            "application/json": {"schema": _ref("Prediction")},
-                            "text/plain": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "400": _error("the body is not JSON, or not {name, values} with rows of numbers"),
-                    "404": _error("no model of that name (or no models served)"),
-                    "413": _error("the body is over --max-body"),
-                    "422": _error("the model cannot predict from these rows (e.g. wrong width)"),
-                    "500": _error("the model failed or predicted something that is none of its states"),
-                },
-            },
-        },
-        "/charts": {
-            "get": {
-                "summary": "Every served chart and its current state",
-                "responses": {"200": _json(_ref("ChartList"), "the charts"), "503": UNAVAILABLE},
-            }
-        },
-        "/charts/{chart}": {
-            "get": {
-                "summary": "A chart: current state, when entered, when due, counters, hosts counted",
-                "parameters": [P_CHART],
-                "responses": {"200": _json(_ref("Chart"), "the chart"), **CHART_ERRORS},
-            }
-        },
-        "/charts/{chart}/state": _gate(chart_in_path=True, max_wait=max_wait),
-        "/charts/{chart}/history": {
-            "get": {
-                "summary": "The chart's transitions and resets, newest first",
-                "parameters": [
-                    P_CHART,
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "description": "how many records (default 100)",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    },
-                ],
-                "responses": {"200": _json(_ref("History"), "the records"), **CHART_ERRORS},
-            }
-        },
-        "/charts/{chart}/reset": {
-            "post": {
-                "summary": "Put the chart back to its initial state (admin scope); recorded in its history",
-                "parameters": [P_CHART, Q_HOST],
-                "responses": {"200": _json(_ref("Reset"), "the chart was reset"), **CHART_ERRORS},
-            }
-        },
-        "/models": {
-            "get": {
-                "summary": "The served models: states, file digest, load time",
-                "responses": {"200": _json(_ref("Models"), "the models")},
-            }
-        },
-        "/leader": {
-            "get": {
-                "summary": "Which worker advances time states now",
-                "responses": {"200": _json(_ref("Leader"), "the leader, or id null"), "503": UNAVAILABLE},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics, every worker's added up (read scope)",
-                "responses": {"200": _text("the Prometheus text exposition format")},
-            }
-        },
-        "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Status"), "up")}}},
-        "/readyz": {
-            "get": {
-                "summary": "Redis answers",
-                "responses": {"200": _json(_ref("Status"), "ready"), "503": UNAVAILABLE},
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
-            }
-        },
-    }
-    _protect(paths, auth)
-    return {
+def openapi_path(path: str) -> str:
+    """An aiohttp path as OpenAPI writes it: `{chart:[^/]+}` becomes `{chart}`."""
+    return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
+
+
+def document(routes: Iterable[Documented], max_wait: float = 300.0, auth: bool = False) -> dict[str, Any]:
+    """The whole OpenAPI document of `routes` (`max_wait`: this service's --max-wait; `auth`: tokens are required)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        path = openapi_path(route.path)
+        protected = path not in OPEN_PATHS
+        paths.setdefault(path, {})[route.method.lower()] = route.doc.document(max_wait, protected, auth)
+    whole = {
         "openapi": "3.0.3",
         "info": {
             "title": "stateservice",
@@ -362,27 +180,145 @@ def document(max_wait: float = 300.0, auth: bool = False) -> dict[str, Any]:
             "Every error body is {error, message, status}.",
         },
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": BEARER}},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": BEARER}},
     }
+    return copy.deepcopy(whole)  # the parts every document shares stay as they are, whatever a caller does
 
 
-OPEN_PATHS = ("/healthz", "/readyz", "/leader", "/openapi.json")  # web/auth.py lets these through
 BEARER = {
     "type": "http",
     "scheme": "bearer",
     "description": "a token from the --tokens file (`stateservice token create`); with --tls-client-ca a "
     "client certificate whose CN names a token also works",
 }
-WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": 'Bearer realm="stateservice"', "schema": {"type": "string"}}}
 
-
-def _protect(paths: dict[str, Any], auth: bool) -> None:
-    """Every operation but the probes may answer 401/403; with `auth` each also requires the bearer scheme."""
-    for path, operations in paths.items():
-        if path in OPEN_PATHS:
-            continue
-        for operation in operations.values():
-            operation["responses"]["401"] = _error("no token, or an unknown one", headers=WWW_AUTHENTICATE)
-            operation["responses"]["403"] = _error("the token lacks the scope, or the chart, this needs")
-            if auth:
-                operation["security"] = [{"bearer": []}]
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "status"],
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "status": {"type": "integer"},
+        },
+        "additionalProperties": True,
+    },
+    "NotCurrent": {
+        "allOf": [
+            _ref("Error"),
+            {
+                "type": "object",
+                "required": ["current_state"],
+                "properties": {"current_state": {"type": "string"}, "chart": {"type": "string"}},
+            },
+        ]
+    },
+    "ChartList": {
+        "type": "object",
+        "required": ["charts"],
+        "properties": {
+            "charts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "current_state"],
+                    "properties": {"name": {"type": "string"}, "current_state": {"type": "string"}},
+                },
+            }
+        },
+    },
+    "Chart": {
+        "type": "object",
+        "required": ["name", "current_state", "final", "entered_at", "due_at", "hosts_counted", "states"],
+        "properties": {
+            "name": {"type": "string"},
+            "current_state": {"type": "string"},
+            "final": {"type": "boolean"},
+            "entered_at": {"type": "string"},
+            "due_at": {"type": "string", "nullable": True},
+            "hosts_counted": {"type": "array", "items": {"type": "string"}},
+            "digest": {"type": "string"},
+            "states": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "func", "counter", "target"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "func": {"type": "string", "nullable": True, "enum": ["increment", "time", None]},
+                        "final": {"type": "boolean"},
+                        "counter": {
+                            "type": "object",
+                            "nullable": True,
+                            "properties": {"key": {"type": "string"}, "value": {"type": "integer"}},
+                        },
+                        "target": {
+                            "type": "object",
+                            "nullable": True,
+                            "properties": {"name": {"type": "string"}, "when": {"type": "object"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["chart", "history"],
+        "properties": {
+            "chart": {"type": "string"},
+            "history": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "from", "to", "cause", "host"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "at": {"type": "string"},
+                        "from": {"type": "string", "nullable": True},
+                        "to": {"type": "string"},
+                        "cause": {"type": "string", "enum": ["put", "time", "reset"]},
+                        "host": {"type": "string", "nullable": True},
+                        "due_at": {"type": "string", "nullable": True},
+                        "actor": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "who: token name, client-certificate CN, '-' without auth, 'time'",
+                        },
+                        "remote": {"type": "string", "nullable": True, "description": "the caller's address"},
+                    },
+                },
+            },
+        },
+    },
+    "Reset": {
+        "type": "object",
+        "required": ["chart", "from", "to", "at"],
+        "properties": {
+            "chart": {"type": "string"},
+            "from": {"type": "string", "nullable": True},
+            "to": {"type": "string"},
+            "at": {"type": "string"},
+        },
+    },
+    "Leader": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "nullable": True},
+            "pid": {"type": "integer", "nullable": True},
+            "expires_at": {"type": "string", "nullable": True},
+        },
+    },
+    "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+    "Prediction": {
+        "type": "object",
+        "required": ["state"],
+        "properties": {"state": {"type": "array", "items": {"type": "string"}}},
+    },
+    "Models": {
+        "type": "object",
+        "required": ["models"],
+        "properties": {"models": {"type": "array", "items": {"type": "object"}}},
+    },
+}

@@ -1,28 +1,234 @@
-"""The route table: every endpoint in one place (the README's HTTP table mirrors it)."""
+"""The route table: every endpoint in one place, with what the OpenAPI document says of it.
+
+`setup_routes` registers each route with aiohttp; `GET /openapi.json` (`openapi_json`) is
+the document `web/openapi.py` builds from this same table, so a route added here is
+served and documented at once. The README's HTTP table mirrors it.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+from dataclasses import dataclass
+from typing import Any
 
-from stateservice.web import handlers, predict, prometheus
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from stateservice.errors import (
+    BadPrediction,
+    BadRequest,
+    BodyTooLarge,
+    CorruptState,
+    ModelUnavailable,
+    NotCurrent,
+    NotReportable,
+    PredictionFailed,
+    ServiceStopping,
+    StateRemoved,
+    StoreBusy,
+    StoreUnavailable,
+    UnknownChart,
+    UnknownModel,
+    UnknownState,
+    ValuesRejected,
+)
+from stateservice.web import auth, handlers, predict, prometheus
+from stateservice.web.appkeys import MAX_WAIT
+from stateservice.web.openapi import (
+    P_CHART,
+    Q_CHART,
+    Q_HOST,
+    Q_STATE,
+    Operation,
+    Refusal,
+    document,
+    json_answer,
+    q_wait,
+    text_answer,
+)
 
 # any segment, braces included: a malformed chart name gets a 400 that says why, not a bare 404
 CHART = "/charts/{chart:[^/]+}"
 
 
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    doc: Operation
+
+
+# what the chart routes may answer instead of their 200
+UNAVAILABLE = Refusal(
+    (StoreUnavailable, StateRemoved, ServiceStopping, StoreBusy),
+    "Redis is unreachable, the chart needs a reset, or the worker is stopping",
+)
+CHART_REFUSALS = (
+    Refusal((BadRequest,), "a parameter is missing or malformed (the message says which)"),
+    Refusal((UnknownChart, UnknownState), "no such chart is served, or (on /state) no such state in the chart"),
+    Refusal((CorruptState,), "the stored state is corrupt"),
+    UNAVAILABLE,
+)
+COUNTED_HEADERS = {
+    handlers.COUNTED_HEADER: {"description": "true: counted now; false: already counted", "schema": {"type": "string"}},
+    handlers.STATE_HEADER: {"description": "the chart's current state after the report", "schema": {"type": "string"}},
+}
+
+
+def _gate(chart: dict[str, Any]) -> tuple[Operation, Operation]:
+    """GET and PUT of a chart's state; `chart` is how the chart is named (path or query)."""
+    get = Operation(
+        "Is STATE the chart's current state? 200 yes, 406 not (yet)",
+        text_answer("the state is current; the body is its name"),
+        [Q_STATE, chart, q_wait],
+        [Refusal((NotCurrent,), "the state is not current", retry_after=True), *CHART_REFUSALS],
+    )
+    put = Operation(
+        "Report STATE done: count it, and move the chart on when enough have reported",
+        text_answer("counted (or already counted for this host)", COUNTED_HEADERS),
+        [Q_STATE, chart, Q_HOST],
+        [
+            Refusal((NotCurrent,), "the state is not current"),
+            Refusal((NotReportable,), "the state is final or moves by the clock"),
+            *CHART_REFUSALS,
+        ],
+    )
+    return get, put
+
+
+GET_STATE, PUT_STATE = _gate(Q_CHART)
+GET_CHART_STATE, PUT_CHART_STATE = _gate(P_CHART)
+POST_STATE = Operation(
+    "Which state is this machine in? A hosted model predicts one state per row",
+    {
+        "description": "one state per row (JSON, or text lines when text/plain is preferred)",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    },
+    refusals=[
+        Refusal((BadRequest,), "the body is not JSON, or not {name, values} with rows of numbers"),
+        Refusal((UnknownModel,), "no model of that name (or no models served)"),
+        Refusal((BodyTooLarge,), "the body is over --max-body"),
+        Refusal((ValuesRejected,), "the model cannot predict from these rows (e.g. wrong width)"),
+        Refusal(
+            (ModelUnavailable, BadPrediction, PredictionFailed),
+            "the model failed or predicted something that is none of its states",
+        ),
+    ],
+    body={
+        "type": "object",
+        "required": ["name", "values"],
+        "properties": {
+            "name": {"type": "string"},
+            "values": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+        },
+    },
+)
+Q_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": f"how many records (default {handlers.HISTORY_DEFAULT})",
+    "schema": {"type": "integer", "minimum": 1, "maximum": handlers.HISTORY_MAX},
+}
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The API contract (OpenAPI 3.0) of the routes below."""
+    return web.json_response(document(ROUTES, request.app[MAX_WAIT], auth=request.app[auth.AUTH_ON]))
+
+
+ROUTES = (
+    Route("GET", "/state", handlers.get_state, GET_STATE),
+    Route("PUT", "/state", handlers.put_state, PUT_STATE),
+    Route("POST", "/state", predict.post_state, POST_STATE),
+    Route(
+        "GET",
+        "/charts",
+        handlers.list_charts,
+        Operation(
+            "Every served chart and its current state", json_answer("ChartList", "the charts"), [], [UNAVAILABLE]
+        ),
+    ),
+    Route(
+        "GET",
+        CHART,
+        handlers.show_chart,
+        Operation(
+            "A chart: current state, when entered, when due, counters, hosts counted",
+            json_answer("Chart", "the chart"),
+            [P_CHART],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route("GET", CHART + "/state", handlers.get_state, GET_CHART_STATE),
+    Route("PUT", CHART + "/state", handlers.put_state, PUT_CHART_STATE),
+    Route(
+        "GET",
+        CHART + "/history",
+        handlers.chart_history,
+        Operation(
+            "The chart's transitions and resets, newest first",
+            json_answer("History", "the records"),
+            [P_CHART, Q_LIMIT],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route(
+        "POST",
+        CHART + "/reset",
+        handlers.reset_chart,
+        Operation(
+            "Put the chart back to its initial state (admin scope); recorded in its history",
+            json_answer("Reset", "the chart was reset"),
+            [P_CHART, Q_HOST],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route("GET", "/healthz", handlers.healthz, Operation("The process is up", json_answer("Status", "up"))),
+    Route(
+        "GET",
+        "/readyz",
+        handlers.readyz,
+        Operation("Redis answers", json_answer("Status", "ready"), [], [UNAVAILABLE]),
+    ),
+    Route(
+        "GET",
+        "/leader",
+        handlers.leader,
+        Operation(
+            "Which worker advances time states now", json_answer("Leader", "the leader, or id null"), [], [UNAVAILABLE]
+        ),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        Operation("This document", json_answer({"type": "object"}, "the OpenAPI document")),
+    ),
+    Route(
+        "GET",
+        "/models",
+        predict.list_models,
+        Operation("The served models: states, file digest, load time", json_answer("Models", "the models")),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        prometheus.serve_metrics,
+        Operation(
+            "Prometheus metrics, every worker's added up (read scope)",
+            text_answer("the Prometheus text exposition format"),
+        ),
+    ),
+)
+
+
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/state", handlers.get_state)
-    app.router.add_put("/state", handlers.put_state)
-    app.router.add_post("/state", predict.post_state)
-    app.router.add_get("/charts", handlers.list_charts)
-    app.router.add_get(CHART, handlers.show_chart)
-    app.router.add_get(CHART + "/state", handlers.get_state)
-    app.router.add_put(CHART + "/state", handlers.put_state)
-    app.router.add_get(CHART + "/history", handlers.chart_history)
-    app.router.add_post(CHART + "/reset", handlers.reset_chart)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/leader", handlers.leader)
-    app.router.add_get("/openapi.json", handlers.openapi_json)
-    app.router.add_get("/models", predict.list_models)
-    app.router.add_get("/metrics", prometheus.serve_metrics)
+    for route in ROUTES:
+        if route.method == "GET":
+            app.router.add_get(route.path, route.handler)  # and HEAD, as aiohttp does for a GET
+        else:
+            app.router.add_route(route.method, route.path, route.handler)

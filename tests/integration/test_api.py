@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
-from stateservice.core.rules import StateRemoved
+from stateservice.errors import StateRemoved
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect

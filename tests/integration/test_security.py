@@ -27,6 +27,7 @@ from stateservice.core.parse import parse
 from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.web.limits import MAX_LINE, MAX_QUERY
 from stateservice.web.openapi import document
+from stateservice.web.routes import ROUTES
 from tests.support.app import Client, MakeClient
 from tests.support.service import REPO, ServiceProcess, Services, http, run_cli
 
@@ -368,7 +369,7 @@ async def test_a_line_over_the_parser_limit_is_a_plain_400(secured: Client) -> N
 
 # -- the contract with authentication on -----------------------------------------------------
 
-AUTH_SCHEMA = schemathesis.openapi.from_dict(document(0.5, auth=True))
+AUTH_SCHEMA = schemathesis.openapi.from_dict(document(ROUTES, 0.5, auth=True))
 
 
 @pytest.fixture(scope="module")

@@ -98,3 +98,11 @@ def test_docstring_names_the_fields_of_the_state_hash() -> None:
     doc = keys.__doc__ or ""
     for field in (keys.CURRENT_STATE, keys.ENTERED_AT, keys.counter_field("STATE")):
         assert field in doc
+
+
+def test_docstring_names_the_fields_of_the_definition_hash_and_the_history_stream() -> None:
+    doc = keys.__doc__ or ""
+    fields = [value for name, value in vars(keys).items() if name.startswith(("DEFINITION_", "HISTORY_"))]
+    assert len(fields) == 12
+    for field in fields:
+        assert re.search(rf"\b{field}\b", doc), field

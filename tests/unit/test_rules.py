@@ -24,6 +24,7 @@ from stateservice.errors import (
     NotCurrent,
     NotReportable,
     StartupError,
+    StateRemoved,
     StateServiceError,
     UnknownState,
 )
@@ -306,7 +307,7 @@ def test_carry_over_keeps_a_snapshot_whose_state_still_exists() -> None:
 def test_carry_over_refuses_a_state_the_new_file_removed() -> None:
     changed = load("current_state: done\nstates:\n  - name: done\n", "charts/release.yaml")
 
-    with pytest.raises(rules.StateRemoved) as caught:
+    with pytest.raises(StateRemoved) as caught:
         rules.carry_over(changed, Snapshot("canary", 3, T0))
 
     err = caught.value

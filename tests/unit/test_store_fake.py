@@ -11,8 +11,7 @@ import pytest
 
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.core.parse import parse
-from stateservice.core.rules import StateRemoved
-from stateservice.errors import CorruptState, NotCurrent, NotReportable, UnknownState
+from stateservice.errors import CorruptState, NotCurrent, NotReportable, StateRemoved, UnknownState
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 
@@ -180,6 +179,18 @@ def test_transition_round_trip(host: str | None) -> None:
         "cause": "put",
         "host": host,
     }
+
+
+def test_a_stored_definition_parses_back_into_the_chart(chart: Chart) -> None:
+    fields = codec.encode_definition(chart, T0)
+    assert fields[keys.DEFINITION_REGISTERED_AT] == "2030-01-02T03:04:05.678901Z"
+    again = codec.parse_definition(chart.name, fields, UTC).unwrap()
+    assert (again.name, again.digest, again.path, again.states) == (chart.name, chart.digest, chart.path, chart.states)
+
+
+def test_a_stored_definition_without_a_path_is_named_by_the_chart(chart: Chart) -> None:
+    fields = {**codec.encode_definition(chart, T0), keys.DEFINITION_PATH: ""}
+    assert codec.parse_definition(chart.name, fields, UTC).path == chart.name
 
 
 def test_reset_from_nothing_has_no_from_state() -> None:
