@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stateservice.cli.main import build_parser
+from stateservice.cli.parser import build_parser
 from stateservice.config import SETTINGS, Config
 from stateservice.core.parse import parse
 from stateservice.security.tokens import parse_tokens

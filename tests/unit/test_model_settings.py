@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stateservice.cli.main import build_parser
+from stateservice.cli.parser import build_parser
 from stateservice.config import Config
 from stateservice.errors import ConfigError
 
