@@ -36,7 +36,7 @@ KUBERNETES = DEPLOY / "kubernetes"
 CHEF = ROOT / "examples" / "chef"
 EXAMPLE_CHART = ROOT / "examples" / "states.yaml"
 PORT = 5000
-ENV_NAMES = {env for _, env, _ in SETTINGS.values()}
+ENV_NAMES = {declared.env for declared in SETTINGS}
 
 
 # -- the service's side ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stateservice.cli import client
 from stateservice.cli.commands import reset, status, token_create, validate_all
 from stateservice.cli.parser import build_parser
-from stateservice.config import Config
+from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
 from stateservice.telemetry import logs
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (
             args.command != "serve"
             and getattr(args, "log_level", None) is None
-            and not os.environ.get("STATESERVICE_LOG_LEVEL")
+            and not os.environ.get(named("log_level").env)
         ):
             config = dataclasses.replace(config, log_level="warning")  # a one-shot command: only say what matters
         logs.configure(config.log_format, config.log_level)
