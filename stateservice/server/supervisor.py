@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import gc
 import multiprocessing
@@ -45,7 +46,7 @@ from stateservice.store.redis.connect import connect, redact
 from stateservice.store.redis.embedded import EmbeddedRedis
 from stateservice.telemetry import metrics
 from stateservice.web import limits
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from stateservice.web.appkeys import CHARTS, REGISTRAR
 from stateservice.web.auth import TOKENS
 
@@ -223,22 +224,8 @@ async def _worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = create_app(
-        charts,
-        url,
-        zone=config.zone(),
-        lease_ttl=config.lease_ttl,
-        coalesce=config.coalesce,
-        max_wait=config.max_wait,
-        models=ModelCache(
-            models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes
-        ),
-        max_body=config.max_body,
-        tokens=tokens,
-        wait_replicas=config.redis_wait_replicas,
-        wait_timeout=config.redis_wait_timeout,
-        redis_cluster=config.redis_cluster,
-    )
+    cache = ModelCache(models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes)
+    app = create_app(dataclasses.replace(config, redis_url=url), Loaded(charts, tokens, cache))
     runner = web.AppRunner(
         app,
         access_log=None,

@@ -16,8 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from stateservice.config import Config
 from stateservice.core.parse import parse
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from stateservice.web.openapi import document
 from tests.support.service import REPO, ServiceProcess, Services, http
 
@@ -39,7 +40,7 @@ def live(redis_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def test_every_route_is_documented() -> None:
     chart = parse("current_state: a\nstates:\n  - name: a\n", "a.yaml").unwrap()
-    app = create_app([chart], "redis://127.0.0.1:1/0", scheduler=False)
+    app = create_app(Config(redis_url="redis://127.0.0.1:1/0"), Loaded([chart]), scheduler=False)
     documented = {(path, method.upper()) for path, operations in document()["paths"].items() for method in operations}
     for route in app.router.routes():
         if route.method == "HEAD":
