@@ -23,13 +23,22 @@ from stateservice.errors import ChartError, StartupError
 from stateservice.models.conf import check_configs
 from stateservice.models.conf import describe as describe_model
 from stateservice.models.files import load_now
+from stateservice.security.tokens import entry_yaml, make_token
 from stateservice.store.redis.connect import redact
+
+# server.supervisor is imported inside serve, status and reset, not at the top: it brings aiohttp and the web
+# application (about a quarter of a second), which validate, token, gate and report never use; no cycle is avoided
+
+
+def serve(config: Config) -> int:
+    """`serve`: run the service until SIGTERM or Ctrl-C (see server.supervisor)."""
+    from stateservice.server import supervisor
+
+    return supervisor.serve(config)
 
 
 def token_create(name: str, scopes: Sequence[str], charts: Sequence[str]) -> int:
     """`token create`: the secret on the first line of stdout, then the YAML entry."""
-    from stateservice.security.tokens import entry_yaml, make_token
-
     secret, token = make_token(name, scopes, charts)
     print(secret)
     print(entry_yaml(token), end="")
@@ -80,7 +89,7 @@ def _user() -> str:
 
 
 def status(config: Config, chart: str | None, as_json: bool) -> int:
-    from stateservice.server.supervisor import redis_for
+    from stateservice.server.supervisor import redis_for  # see the comment above serve
 
     with redis_for(config) as url:
         views = asyncio.run(admin.status(url, chart, config.zone(), cluster=config.redis_cluster))
@@ -89,7 +98,7 @@ def status(config: Config, chart: str | None, as_json: bool) -> int:
 
 
 def reset(config: Config, path: Path, yes: bool) -> int:
-    from stateservice.server.supervisor import redis_for
+    from stateservice.server.supervisor import redis_for  # see the comment above serve
 
     results = check_files([path], config.zone())
     if results[0].errors:

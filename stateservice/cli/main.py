@@ -8,6 +8,7 @@ and exits non-zero; a traceback means a bug. Redis is found the same way by ever
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -16,8 +17,7 @@ from collections.abc import Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.cli import client
-from stateservice.cli.commands import reset, status, token_create, validate_all
+from stateservice.cli import client, commands
 from stateservice.cli.parser import build_parser
 from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
@@ -25,36 +25,15 @@ from stateservice.telemetry import logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command `argv` names (default: the process's arguments); its exit code."""
     args = build_parser().parse_args(argv)
     if args.command in ("gate", "report"):  # clients: no service settings, no logging set-up
         url, token = client.settings(args.url, os.environ)
         if args.command == "gate":
             return client.gate(url, args.state, args.chart, max(0.0, args.wait), token)
         return client.report(url, args.state, args.chart, args.host, token)
-    if args.command == "token":
-        try:
-            return token_create(args.name, args.scopes, args.token_charts)
-        except StateServiceError as exc:
-            print(f"stateservice: error: {exc.message}", file=sys.stderr)
-            return 1
     try:
-        config = Config.load(args, os.environ, tty=sys.stderr.isatty())
-        if (
-            args.command != "serve"
-            and getattr(args, "log_level", None) is None
-            and not os.environ.get(named("log_level").env)
-        ):
-            config = dataclasses.replace(config, log_level="warning")  # a one-shot command: only say what matters
-        logs.configure(config.log_format, config.log_level)
-        if args.command == "serve":
-            from stateservice.server.supervisor import serve  # the server's imports are not needed by validate
-
-            return serve(config)
-        if args.command == "validate":
-            return validate_all(args.files, config)
-        if args.command == "status":
-            return status(config, args.chart, args.json)
-        return reset(config, args.chart_file, args.yes)
+        return _run(args)
     except (ChartError, ModelConfigError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -66,3 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "token":  # no service settings: a bad STATESERVICE_* variable does not stop it
+        return commands.token_create(args.name, args.scopes, args.token_charts)
+    config = Config.load(args, os.environ, tty=sys.stderr.isatty())
+    if args.command != "serve" and named("log_level").read(args, os.environ) is None:
+        config = dataclasses.replace(config, log_level="warning")  # a one-shot command: only say what matters
+    logs.configure(config.log_format, config.log_level)
+    if args.command == "serve":
+        return commands.serve(config)
+    if args.command == "validate":
+        return commands.validate_all(args.files, config)
+    if args.command == "status":
+        return commands.status(config, args.chart, args.json)
+    return commands.reset(config, args.chart_file, args.yes)
