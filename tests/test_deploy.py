@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from stateservice.cli.main import build_parser
+from stateservice.cli.parser import build_parser
 from stateservice.config import SETTINGS, Config
 from stateservice.core.parse import parse
 from stateservice.security.tokens import parse_tokens
 from stateservice.server.supervisor import SHUTDOWN_GRACE
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -36,7 +36,7 @@ KUBERNETES = DEPLOY / "kubernetes"
 CHEF = ROOT / "examples" / "chef"
 EXAMPLE_CHART = ROOT / "examples" / "states.yaml"
 PORT = 5000
-ENV_NAMES = {env for _, env, _ in SETTINGS.values()}
+ENV_NAMES = {declared.env for declared in SETTINGS}
 
 
 # -- the service's side ----------------------------------------------------------------------
@@ -46,7 +46,7 @@ ENV_NAMES = {env for _, env, _ in SETTINGS.values()}
 def routes() -> frozenset[tuple[str, str]]:
     """(method, path) of every route of an application built (not started) on the example chart."""
     chart = parse(EXAMPLE_CHART.read_text(), str(EXAMPLE_CHART)).unwrap()
-    app = create_app([chart], "redis://127.0.0.1:1/0", scheduler=False)
+    app = create_app(Config(redis_url="redis://127.0.0.1:1/0"), Loaded([chart]), scheduler=False)
     return frozenset((route.method, route.resource.canonical) for route in app.router.routes() if route.resource)
 
 

@@ -22,8 +22,9 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from stateservice.config import Config
 from stateservice.models.cache import ModelCache
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from tests.support.models import Crashes, Fixed, Layout, Rejects, Sleepy, WhereAmI, colors_tree, save
 from tests.support.service import Services, alive, wait_until
 
@@ -48,7 +49,7 @@ def pooled(aiohttp_client: Any, redis_url: str) -> Callable[..., Awaitable[tuple
     async def make(layout: Layout, processes: int = 1, **options: Any) -> tuple[Client, ModelCache]:
         options.setdefault("warm", False)
         cache = ModelCache(layout.specs(), predict_processes=processes, **options)
-        app = create_app([], redis_url, scheduler=False, models=cache)
+        app = create_app(Config(redis_url=redis_url), Loaded(models=cache), scheduler=False)
         client: Client = await aiohttp_client(app)
         return client, cache
 

@@ -8,7 +8,6 @@ SIGKILLed. Every report that got a 200 must be counted on the new master.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,9 +26,8 @@ import redis as sync_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stateservice.charts.files import load_charts
-from stateservice.config import Config
 from stateservice.core.chart import Chart
-from stateservice.errors import ConfigError, StoreUnavailable
+from stateservice.errors import StoreUnavailable
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect, redact
@@ -95,38 +93,6 @@ def test_redact_hides_every_password_of_a_sentinel_url() -> None:
     assert redact("redis+sentinel://:secret@[::1]:1/m") == "redis+sentinel://:***@[::1]:1/m"
     assert redact("redis+sentinel://s1,s2/m") == "redis+sentinel://s1,s2/m"
     assert "secret" not in redact("rediss+sentinel://u:secret@h:bad/m")
-
-
-def test_config_accepts_a_sentinel_url_and_adds_the_environments_credentials() -> None:
-    env = {"STATESERVICE_REDIS_USERNAME": "svc", "STATESERVICE_REDIS_PASSWORD": "s3cret"}
-    config = Config.load(argparse.Namespace(redis_url="redis+sentinel://a:1,b:2/m/0"), env)
-    assert config.redis_url == "redis+sentinel://svc:s3cret@a:1,b:2/m/0"
-    assert parse(config.redis_url).password == "s3cret"
-    assert redact(config.redis_url) == "redis+sentinel://svc:***@a:1,b:2/m/0"
-
-
-@pytest.mark.parametrize(
-    ("flags", "env", "says"),
-    [
-        ({"redis_url": "redis+sentinel://u:secret@a:1/"}, {}, "--redis: 'redis+sentinel://u:***@a:1/': no service"),
-        ({}, {"STATESERVICE_REDIS_URL": "rediss+sentinel://a/m"}, "STATESERVICE_REDIS_URL: 'rediss+sentinel://a/m'"),
-        ({"redis_wait_replicas": "1"}, {}, "--redis-wait-replicas needs --redis URL"),
-        ({"redis_url": "redis://h/0", "redis_wait_replicas": "x"}, {}, "'x' is not a number of replicas"),
-        ({"redis_url": "redis://h/0"}, {"STATESERVICE_REDIS_WAIT_TIMEOUT": "0"}, "STATESERVICE_REDIS_WAIT_TIMEOUT"),
-    ],
-)
-def test_config_refuses_bad_sentinel_and_wait_settings(flags: dict[str, str], env: dict[str, str], says: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        Config.load(argparse.Namespace(**flags), env)
-    assert says in str(caught.value)
-    assert "secret" not in str(caught.value)
-
-
-def test_config_reads_the_wait_settings() -> None:
-    env = {"STATESERVICE_REDIS_WAIT_REPLICAS": "2", "STATESERVICE_REDIS_WAIT_TIMEOUT": "0.5"}
-    config = Config.load(argparse.Namespace(redis_url="redis+sentinel://a/m"), env)
-    assert (config.redis_wait_replicas, config.redis_wait_timeout) == (2, 0.5)
-    assert Config().redis_wait_replicas == 0
 
 
 def test_serve_with_a_bad_sentinel_url_stops_with_a_clear_error(tmp_path: Path) -> None:

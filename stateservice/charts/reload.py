@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stateservice.charts.files import load_charts
 from stateservice.core.chart import Chart
 from stateservice.errors import ChartError, StateServiceError
-from stateservice.security.reload import TokensReloader as TokensReloader  # re-export: server/supervisor.py uses it
+from stateservice.security.reload import TokensReloader
 from stateservice.store.registrar import Registrar
 
 log = structlog.get_logger(__name__)

@@ -12,29 +12,24 @@ from datetime import tzinfo
 from typing import Any
 
 from stateservice.core.chart import Chart
-from stateservice.core.parse import parse
-from stateservice.errors import StateServiceError
-from stateservice.store import keys
+from stateservice.errors import NotRegistered
+from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
 from stateservice.web.views import describe
 
 
-class NotRegistered(StateServiceError):
-    status, code = 404, "not_registered"
-
-
 async def registered_chart(store: ChartStore, name: str, zone: tzinfo) -> Chart:
     """The chart `name` as its definition stored in Redis says. Raises NotRegistered."""
     definition = await store.definition(name)
-    if not definition.get("source"):
+    if not definition.get(keys.DEFINITION_SOURCE):
         known = await store.registered()
         raise NotRegistered(
             f"no chart named {name!r} is registered in this Redis"
             + (f"; registered: {', '.join(known)}" if known else " (no chart is; start `stateservice serve` once)")
         )
-    return parse(definition["source"], definition.get("path") or name, name, zone).unwrap()
+    return codec.parse_definition(name, definition, zone).unwrap()
 
 
 async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = False) -> list[dict[str, Any]]:

@@ -9,19 +9,13 @@ keeps the standard loop, e.g. to rule uvloop out when chasing a bug.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from stateservice.settings import uvloop_available as available
 from stateservice.telemetry import logs, metrics
 
-CHOICES = ("auto", "uvloop", "asyncio")
-
 T = TypeVar("T")
-
-
-def available() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
 
 
 def factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -5,13 +5,14 @@ thread exists, so every worker accepts on the same socket (the kernel spreads co
 and `--port 0` means one port for all. With one worker the parent serves itself. SIGTERM or
 Ctrl-C stops the workers (in-flight requests get `SHUTDOWN_GRACE` seconds), then the
 embedded Redis, and exits 0. SIGHUP reloads the chart files in every worker (the parent
-forwards it), keeping the old charts on any error (see `reload.py`).
+forwards it), keeping the old charts on any error (see `charts/reload.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import gc
 import multiprocessing
@@ -22,6 +23,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -31,13 +33,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.charts.files import load_charts
-from stateservice.charts.reload import Reloader, TokensReloader
+from stateservice.charts.reload import Reloader
 from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.errors import StartupError
 from stateservice.models.cache import ModelCache
 from stateservice.models.conf import ModelSpec, load_specs
 from stateservice.security import tls
+from stateservice.security.reload import TokensReloader
 from stateservice.security.tokens import Tokens, check_exposure, is_loopback, load_tokens
 from stateservice.server import eventloop
 from stateservice.store.charts import ChartStore
@@ -45,7 +48,7 @@ from stateservice.store.redis.connect import connect, redact
 from stateservice.store.redis.embedded import EmbeddedRedis
 from stateservice.telemetry import metrics
 from stateservice.web import limits
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from stateservice.web.appkeys import CHARTS, REGISTRAR
 from stateservice.web.auth import TOKENS
 
@@ -73,6 +76,7 @@ def serve(config: Config) -> int:
     scheme = "https" if tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca) else "http"
     # before anything counts: every worker (and a lone serving parent) writes its metrics under one private dir
     with redis_for(config, serving=True) as url, metrics.multiprocess():
+        config = dataclasses.replace(config, redis_url=url)  # the workers' Redis: --redis, or the embedded one
         asyncio.run(_preflight(charts, url, cluster=config.redis_cluster))
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
@@ -89,9 +93,9 @@ def serve(config: Config) -> int:
         )
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
-            eventloop.run(_worker(charts, url, sock, config, models, tokens), config.event_loop)
+            eventloop.run(_worker(charts, sock, config, models, tokens), config.event_loop)
         else:
-            _supervise(config, charts, url, sock, models, tokens)
+            _supervise(config, charts, sock, models, tokens)
         sock.close()
     log.info("stopped")
     return 0
@@ -206,7 +210,6 @@ def _hup_held() -> Iterator[None]:
 
 async def _worker(
     charts: Sequence[Chart],
-    url: str,
     sock: socket.socket,
     config: Config,
     models: Sequence[ModelSpec] = (),
@@ -214,6 +217,8 @@ async def _worker(
     reload_at_start: bool = False,
 ) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
+
+    `config.redis_url` is the Redis to use (`serve` puts the embedded one's there).
 
     SIGHUP reloads the chart files and the tokens file; `reload_at_start` does so before serving (a worker
     respawned after a reload was forked with the charts and tokens of start-up, which it keeps if the files
@@ -223,22 +228,8 @@ async def _worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = create_app(
-        charts,
-        url,
-        zone=config.zone(),
-        lease_ttl=config.lease_ttl,
-        coalesce=config.coalesce,
-        max_wait=config.max_wait,
-        models=ModelCache(
-            models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes
-        ),
-        max_body=config.max_body,
-        tokens=tokens,
-        wait_replicas=config.redis_wait_replicas,
-        wait_timeout=config.redis_wait_timeout,
-        redis_cluster=config.redis_cluster,
-    )
+    cache = ModelCache(models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes)
+    app = create_app(config, Loaded(charts, tokens, cache))
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -270,7 +261,6 @@ async def _worker(
 
 def _run_worker(
     charts: Sequence[Chart],
-    url: str,
     sock: socket.socket,
     config: Config,
     models: Sequence[ModelSpec],
@@ -280,13 +270,12 @@ def _run_worker(
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
-    eventloop.run(_worker(charts, url, sock, config, models, tokens, reload_at_start), config.event_loop)
+    eventloop.run(_worker(charts, sock, config, models, tokens, reload_at_start), config.event_loop)
 
 
 def _supervise(
     config: Config,
     charts: Sequence[Chart],
-    url: str,
     sock: socket.socket,
     models: Sequence[ModelSpec],
     tokens: Tokens | None,
@@ -296,73 +285,88 @@ def _supervise(
     SIGHUP is forwarded to every worker, each of which reloads its charts and tokens; this process re-reads
     the tokens file too, so that a worker respawned later is forked with the last good tokens.
     """
-    context = multiprocessing.get_context("fork")
-    stopping = False
-    reloads = 0  # SIGHUPs received; the loop logs the new ones
+    supervisor = _Supervisor(config, charts, sock, models, tokens)
+    previous = {s: signal.signal(s, supervisor.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, supervisor.on_hup)
+    supervisor.workers += [supervisor.spawn() for _ in range(config.workers)]
+    try:
+        supervisor.watch()
+    finally:
+        supervisor.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
 
-    def on_hup(signum: int, _: FrameType | None) -> None:
-        nonlocal reloads, tokens
-        reloads += 1
-        if config.tokens is not None:
+@dataclass
+class _Supervisor:
+    """The workers of `_supervise` and what its signal handlers and its loop share."""
+
+    config: Config
+    charts: Sequence[Chart]
+    sock: socket.socket
+    models: Sequence[ModelSpec]
+    tokens: Tokens | None  # the last good tokens: a worker respawned after a reload is forked with them
+    workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
+    stopping: bool = False
+    reloads: int = 0  # SIGHUPs received; the loop logs the new ones
+    failures: list[float] = field(default_factory=list)  # when workers died, within the last RESPAWN_WINDOW
+
+    def on_signal(self, signum: int, _: FrameType | None) -> None:
+        self.stopping = True
+
+    def on_hup(self, signum: int, _: FrameType | None) -> None:
+        self.reloads += 1
+        if self.config.tokens is not None:
             # read now, the file the workers are about to read: a worker respawned later starts from the
             # last good tokens, never from ones a reload revoked
             with contextlib.suppress(Exception):  # each worker logs what is wrong with the file
-                tokens = load_tokens(config.tokens)
-        for worker in list(workers):
+                self.tokens = load_tokens(self.config.tokens)
+        for worker in list(self.workers):
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGHUP)
 
-    workers: list[multiprocessing.process.BaseProcess] = []
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
-
-    def spawn() -> multiprocessing.process.BaseProcess:
-        process = context.Process(
-            target=_run_worker, args=(charts, url, sock, config, models, tokens, reloads > 0), daemon=False
-        )
+    def spawn(self) -> multiprocessing.process.BaseProcess:
+        args = (self.charts, self.sock, self.config, self.models, self.tokens, self.reloads > 0)
+        process = multiprocessing.get_context("fork").Process(target=_run_worker, args=args, daemon=False)
         with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
             process.start()
         log.info("worker_spawned", worker_pid=process.pid)
         return process
 
-    workers += [spawn() for _ in range(config.workers)]
-    failures: list[float] = []
-    logged = 0
-    try:
-        while not stopping:
-            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
-            if reloads != logged:
-                logged = reloads
-                log.info("charts_reload_forwarded", workers=[w.pid for w in workers])
-            for index, worker in enumerate(workers):
-                if worker.is_alive() or stopping:
-                    continue
-                log.error("worker_died", worker_pid=worker.pid, exitcode=worker.exitcode)
-                if worker.pid is not None:
-                    metrics.process_dead(worker.pid)
-                now = time.monotonic()
-                failures = [t for t in failures if now - t < RESPAWN_WINDOW] + [now]
-                if len(failures) >= RESPAWN_LIMIT:
-                    raise StartupError(
-                        f"workers keep dying ({RESPAWN_LIMIT} within {RESPAWN_WINDOW:.0f}s); see the log"
-                    )
-                workers[index] = spawn()
-    finally:
-        for worker in workers:
+    def watch(self) -> None:
+        """Until a signal stops the service: log forwarded reloads, replace workers that died."""
+        logged = 0
+        while not self.stopping:
+            multiprocessing.connection.wait([w.sentinel for w in self.workers], timeout=0.5)
+            if self.reloads != logged:
+                logged = self.reloads
+                log.info("charts_reload_forwarded", workers=[w.pid for w in self.workers])
+            for index, worker in enumerate(self.workers):
+                if not worker.is_alive() and not self.stopping:
+                    self.workers[index] = self.respawn(worker)
+
+    def respawn(self, dead: multiprocessing.process.BaseProcess) -> multiprocessing.process.BaseProcess:
+        """A worker in place of `dead`. Raises StartupError when workers keep dying."""
+        log.error("worker_died", worker_pid=dead.pid, exitcode=dead.exitcode)
+        if dead.pid is not None:
+            metrics.process_dead(dead.pid)
+        now = time.monotonic()
+        self.failures = [t for t in self.failures if now - t < RESPAWN_WINDOW] + [now]
+        if len(self.failures) >= RESPAWN_LIMIT:
+            raise StartupError(f"workers keep dying ({RESPAWN_LIMIT} within {RESPAWN_WINDOW:.0f}s); see the log")
+        return self.spawn()
+
+    def stop(self) -> None:
+        """SIGTERM every worker; kill those still running after the grace period."""
+        for worker in self.workers:
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + SHUTDOWN_GRACE + 5
-        for worker in workers:
+        for worker in self.workers:
             worker.join(max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
                 worker.kill()
                 worker.join()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _url_host(host: str) -> str:

@@ -1,24 +1,27 @@
-"""create_app(charts, redis_url) -> web.Application, with a cleanup context per resource.
+"""create_app(config, loaded) -> web.Application, with a cleanup context per resource.
 
 Building the application does no I/O; Redis is connected in its cleanup context when the
-application starts and closed when it stops, so tests and workers build it the same way.
+application starts and closed when it stops, so tests and workers build it the same way: from
+the Config (the settings) and what start-up loaded from disk (`Loaded`: charts, tokens, models).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, tzinfo
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
+from stateservice.config import Config
 from stateservice.core.chart import Chart, Snapshot
 from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler, identity
-from stateservice.security.tokens import Tokens
+from stateservice.security.tokens import Tokens, TokensRef
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
 from stateservice.store.redis.connect import connect
@@ -31,61 +34,62 @@ from stateservice.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY = 1024 * 1024
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
-def create_app(
-    charts: Sequence[Chart],
-    redis_url: str,
-    *,
-    zone: tzinfo = UTC,
-    lease_ttl: float = 5.0,
-    scheduler: bool = True,
-    coalesce: bool = True,
-    max_wait: float = 300.0,
-    models: ModelCache | None = None,
-    max_body: int = MAX_BODY,
-    tokens: Tokens | None = None,
-    wait_replicas: int = 0,
-    wait_timeout: float = 1.0,
-    redis_cluster: bool = False,
-) -> web.Application:
-    """The HTTP application serving `charts`, keeping their state in the Redis at `redis_url`.
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What start-up read from disk for the application: its charts, the tokens, the models' cache."""
 
-    With `scheduler`, this worker competes for the leader lease and, while it holds it,
-    advances due time states (`zone` reads naive times of charts other services registered).
-    `coalesce` turns group commit of concurrent reports on; `max_wait` caps long-polls.
-    `models` answers POST /state (none: it answers 404); `max_body` caps every request body.
-    `tokens` (None: no authentication) are checked on every request but the probes.
-    `wait_replicas` (0: off): a chart write is acknowledged once that many replicas have it (WAIT `wait_timeout`).
-    `redis_cluster`: `redis_url` names a node of a Redis Cluster.
+    charts: Sequence[Chart] = ()
+    tokens: Tokens | None = None  # None: no authentication
+    models: ModelCache | None = None  # None: no models (POST /state answers 404)
+
+
+def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web.Application:
+    """The HTTP application serving `loaded.charts`, keeping their state in the Redis at `config.redis_url`.
+
+    With `scheduler`, this worker competes for the leader lease and, while it holds it, advances due
+    time states (tests turn it off so that nothing but their requests moves a chart). `loaded.tokens`
+    (None: no authentication) are checked on every request but the probes. Raises ValueError without
+    `config.redis_url` (`server.supervisor.redis_for` finds the embedded one's).
     """
+    if config.redis_url is None:
+        raise ValueError("create_app needs config.redis_url: the embedded Redis is found by redis_for")
     # the first middleware is the outermost: auth's 401/403 pass through handle, which renders them as JSON
     # and counts every answer with its final status; handle also applies the size limits, and names the
     # caller itself when there are no tokens (each layer is paid by every request)
-    ref = auth.TokensRef(tokens) if tokens is not None else None
+    ref = TokensRef(loaded.tokens) if loaded.tokens is not None else None
     app = web.Application(
         middlewares=[middleware.handle, *([auth.middleware(ref)] if ref is not None else [])],
-        client_max_size=max_body,
+        client_max_size=config.max_body,
     )
     if ref is not None:
         app[auth.TOKENS] = ref
-    app[CHARTS] = {chart.name: chart for chart in charts}
-    app[MAX_WAIT] = max_wait
-    app[MODELS] = models if models is not None else ModelCache([])
-    app[BODY_LIMIT] = max_body
-    app[auth.AUTH_ON] = tokens is not None
+    app[CHARTS] = {chart.name: chart for chart in loaded.charts}
+    app[MAX_WAIT] = config.max_wait
+    app[MODELS] = loaded.models if loaded.models is not None else ModelCache([])
+    app[BODY_LIMIT] = config.max_body
+    app[auth.AUTH_ON] = loaded.tokens is not None
+    app.cleanup_ctx.append(_redis_ctx(config.redis_url, config))
+    app.cleanup_ctx.append(_models_ctx)
+    app.on_shutdown.append(_stop_waiting)
+    if scheduler:
+        app.cleanup_ctx.append(_scheduler_ctx(config))
+    setup_routes(app)
+    return app
 
-    async def read_chart(name: str) -> Snapshot | None:
-        chart = app[CHARTS].get(name)  # the definition served now (a SIGHUP may have reloaded it)
-        return None if chart is None else await app[STORE].current_state(chart)
 
-    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        redis = connect(redis_url, cluster=redis_cluster)
+def _redis_ctx(url: str, config: Config) -> CleanupContext:
+    """Redis, the chart store over it, the registrar and the watcher of chart moves."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        redis = connect(url, cluster=config.redis_cluster)
         app[REDIS] = redis
-        app[STORE] = ChartStore(replicated(redis, wait_replicas, wait_timeout), coalesce=coalesce)
+        writes = replicated(redis, config.redis_wait_replicas, config.redis_wait_timeout)
+        app[STORE] = ChartStore(writes, coalesce=config.coalesce)
         app[REGISTRAR] = Registrar(app[STORE])
-        app[WATCHER] = MoveWatcher(redis, read=read_chart)
+        app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())
         app[WATCHER].start()
         yield
@@ -94,18 +98,32 @@ def create_app(
         log.info("store_stats", transactions=app[STORE].commits, retries=app[STORE].retries)
         await redis.aclose()
 
-    async def models_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[MODELS].start()
-        yield
-        await app[MODELS].close()
+    return ctx
 
-    async def stop_waiting(app: web.Application) -> None:
-        # on shutdown, before in-flight requests are awaited: long-polls answer 503 at once
-        await app[WATCHER].close()
 
-    async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-        lease = Lease(app[REDIS], lease_ttl, identity(), os.getpid())
-        app[SCHEDULER] = Scheduler(app[STORE], lease, app[CHARTS], zone, interval=min(0.5, lease_ttl / 4))
+async def _read_chart(app: web.Application, name: str) -> Snapshot | None:
+    chart = app[CHARTS].get(name)  # the definition served now (a SIGHUP may have reloaded it)
+    return None if chart is None else await app[STORE].current_state(chart)
+
+
+async def _models_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[MODELS].start()
+    yield
+    await app[MODELS].close()
+
+
+async def _stop_waiting(app: web.Application) -> None:
+    # on shutdown, before in-flight requests are awaited: long-polls answer 503 at once
+    await app[WATCHER].close()
+
+
+def _scheduler_ctx(config: Config) -> CleanupContext:
+    """The leader lease and, while this worker holds it, the scheduler of due time states."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        lease = Lease(app[REDIS], config.lease_ttl, identity(), os.getpid())
+        interval = min(0.5, config.lease_ttl / 4)
+        app[SCHEDULER] = Scheduler(app[STORE], lease, app[CHARTS], config.zone(), interval=interval)
         task = asyncio.create_task(app[SCHEDULER].run(), name="scheduler")
         yield
         app[SCHEDULER].halted = True
@@ -114,10 +132,4 @@ def create_app(
         with contextlib.suppress(Exception):  # Redis may be gone at shutdown: the lease then just expires
             await app[SCHEDULER].stop()
 
-    app.cleanup_ctx.append(redis_ctx)
-    app.cleanup_ctx.append(models_ctx)
-    app.on_shutdown.append(stop_waiting)
-    if scheduler:
-        app.cleanup_ctx.append(scheduler_ctx)
-    setup_routes(app)
-    return app
+    return ctx

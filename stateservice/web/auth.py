@@ -16,8 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from stateservice.errors import Forbidden, Unauthorized
-from stateservice.security.tokens import Scope, Token, Tokens
-from stateservice.security.tokens import TokensRef as TokensRef  # re-export: web/app.py uses auth.TokensRef
+from stateservice.security.tokens import Scope, Token, Tokens, TokensRef
 from stateservice.telemetry import logs
 from stateservice.web.appkeys import CHARTS
 

@@ -9,23 +9,33 @@ import pytest
 from aiohttp import TCPConnector
 from redis.asyncio import Redis
 
+from stateservice.config import Config
 from stateservice.core.chart import Chart
-from stateservice.web.app import create_app
+from stateservice.security.tokens import Tokens
+from stateservice.web.app import Loaded, create_app
 from tests.support.app import Client, MakeClient
 
 
 @pytest.fixture
 def serve(aiohttp_client: Any, redis_url: str) -> MakeClient:
-    """`await serve(*charts, unlimited=False, handler_cancellation=None, **options)`: a real server and its client.
+    """`await serve(*charts, tokens=None, scheduler=True, unlimited=False, handler_cancellation=None, **settings)`:
+    a real server and its client.
 
-    `options` go to `create_app`; `unlimited` lifts the client's connection cap (tests that hold
-    hundreds of requests open); `handler_cancellation` sets the server's, as the runner does (True).
+    `settings` are fields of Config (e.g. `coalesce=False`); `tokens` and `scheduler` go to `create_app`;
+    `unlimited` lifts the client's connection cap (tests that hold hundreds of requests open);
+    `handler_cancellation` sets the server's, as the runner does (True).
     """
 
     async def make(
-        *charts: Chart, unlimited: bool = False, handler_cancellation: bool | None = None, **options: Any
+        *charts: Chart,
+        tokens: Tokens | None = None,
+        scheduler: bool = True,
+        unlimited: bool = False,
+        handler_cancellation: bool | None = None,
+        **settings: Any,
     ) -> Client:
-        app = create_app(list(charts), redis_url, **options)
+        config = Config(redis_url=redis_url, timezone="UTC", **settings)
+        app = create_app(config, Loaded(charts, tokens), scheduler=scheduler)
         kwargs: dict[str, Any] = {}
         if unlimited:
             kwargs["connector"] = TCPConnector(limit=0)

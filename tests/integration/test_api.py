@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.errors import StateRemoved
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from stateservice.web.appkeys import REDIS
 from tests.support.app import Client, MakeClient
 
@@ -758,7 +759,7 @@ async def test_restart_in_the_final_state(make_client: MakeClient) -> None:
 
 
 async def test_stopping_the_app_closes_its_redis_connections(aiohttp_client: Any, redis_url: str, plain: Redis) -> None:
-    app = create_app([seed()], redis_url)
+    app = create_app(Config(redis_url=redis_url), Loaded([seed()]))
     client = await aiohttp_client(app)
     assert (await client.get("/state?state=green_state")).status == 200
     assert len(await plain.client_list()) >= 2

@@ -19,11 +19,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from stateservice.config import Config
 from stateservice.core.parse import parse
 from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
 from stateservice.server import eventloop
 from stateservice.telemetry import metrics
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from tests.support.service import REPO, ServiceProcess, Services, http
 
 CHART = REPO / "examples" / "states.yaml"  # chart `states`: green_state -> red_state -> blue_state, one report each
@@ -123,7 +124,7 @@ SECRET = "sst_metrics-test-secret"
 async def test_route_labels_are_canonical_and_unknown_paths_unmatched(aiohttp_client: Any, redis_url: str) -> None:
     chart = parse(CHART.read_text(), str(CHART)).unwrap()
     reader = Token("reader", hash_secret(SECRET), frozenset({Scope.READ}))
-    app = create_app([chart], redis_url, scheduler=False, tokens=Tokens((reader,)))
+    app = create_app(Config(redis_url=redis_url), Loaded([chart], Tokens((reader,))), scheduler=False)
     client = await aiohttp_client(app)
     auth = {"Authorization": f"Bearer {SECRET}"}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from stateservice.cli.main import validate_all
+from stateservice.cli.commands import validate_all
 from stateservice.config import Config
 from stateservice.errors import StartupError
 from tests.support.models import Fixed, Layout

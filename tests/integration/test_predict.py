@@ -20,9 +20,10 @@ import structlog
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from stateservice.config import Config
 from stateservice.models.cache import ModelCache
 from stateservice.models.pool import PredictPool
-from stateservice.web.app import MAX_BODY, create_app
+from stateservice.web.app import Loaded, create_app
 from tests.support.app import Client, MakeClient
 from tests.support.models import Broken, CountingLoader, Fixed, Layout, Rejects, Sleepy, colors_tree, save
 
@@ -59,13 +60,13 @@ def make_client(aiohttp_client: Any, redis_url: str, predict_mode: str, request:
     """`await make_client(layout, **cache options)`: a real server answering for the layout's models, predicting
     in threads or in the shared pool (`predict_mode`)."""
 
-    async def make(layout: Layout | None, *, max_body: int = MAX_BODY, **options: Any) -> Client:
+    async def make(layout: Layout | None, *, max_body: int = Config().max_body, **options: Any) -> Client:
         options.setdefault("warm", False)
         if predict_mode == "pool":
             options["pool"] = request.getfixturevalue("shared_pool")
         allow = options.get("allow_writable", False)
         cache = ModelCache(layout.specs(allow_writable=allow), **options) if layout is not None else None
-        app = create_app([], redis_url, scheduler=False, models=cache, max_body=max_body)
+        app = create_app(Config(redis_url=redis_url, max_body=max_body), Loaded(models=cache), scheduler=False)
         client: Client = await aiohttp_client(app)
         return client
 

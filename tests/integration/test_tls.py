@@ -12,11 +12,12 @@ import pytest
 import trustme
 from aiohttp import web
 
+from stateservice.config import Config
 from stateservice.core.parse import parse
 from stateservice.errors import StartupError
 from stateservice.security.tls import server_context
 from stateservice.security.tokens import hash_secret, parse_tokens
-from stateservice.web.app import create_app
+from stateservice.web.app import Loaded, create_app
 from tests.support.service import Services, http
 
 ROLLOUT = """
@@ -82,7 +83,7 @@ def chart() -> list[object]:
 @pytest.fixture
 async def https(server_files: tuple[Path, Path, Path], redis_url: str) -> AsyncIterator[str]:
     chain, key, _ = server_files
-    app = create_app(chart(), redis_url, scheduler=False)  # type: ignore[arg-type]
+    app = create_app(Config(redis_url=redis_url), Loaded(chart()), scheduler=False)
     async for url in serve(app, server_context(chain, key)):
         yield url
 
@@ -91,7 +92,7 @@ async def https(server_files: tuple[Path, Path, Path], redis_url: str) -> AsyncI
 async def mtls(server_files: tuple[Path, Path, Path], redis_url: str, ca: trustme.CA) -> AsyncIterator[str]:
     chain, key, authority = server_files
     tokens = parse_tokens(TOKENS, "tokens.yaml")
-    app = create_app(chart(), redis_url, scheduler=False, tokens=tokens)  # type: ignore[arg-type]
+    app = create_app(Config(redis_url=redis_url), Loaded(chart(), tokens), scheduler=False)
     async for url in serve(app, server_context(chain, key, authority)):
         yield url
 

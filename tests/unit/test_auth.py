@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from stateservice.config import Config
-from stateservice.errors import ConfigError, StartupError
+from stateservice.errors import StartupError
 from stateservice.security.tokens import (
     Scope,
     Token,
@@ -140,19 +140,6 @@ def test_other_hosts_need_tokens_or_the_explicit_flag(host: str) -> None:
     check_exposure(host, Tokens(()), insecure_no_auth=False)
 
 
-def _config(**flags: str) -> Config:
-    return Config.load(argparse.Namespace(**flags), {})
-
-
-def test_tls_settings_go_together() -> None:
-    with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
-        _config(tls_cert="c.pem")
-    with pytest.raises(ConfigError, match="--tls-client-ca needs --tls-cert"):
-        _config(tls_client_ca="ca.pem")
-    config = Config.load(argparse.Namespace(), {"STATESERVICE_TOKENS": "t.yaml", "STATESERVICE_INSECURE_NO_AUTH": "on"})
-    assert str(config.tokens) == "t.yaml" and config.insecure_no_auth
-
-
 def test_redis_credentials_come_from_the_environment_and_are_redacted() -> None:
     env = {"STATESERVICE_REDIS_URL": "redis://h:6379/0", "STATESERVICE_REDIS_PASSWORD": "p@ss/w:rd"}
     config = Config.load(argparse.Namespace(), {**env, "STATESERVICE_REDIS_USERNAME": "svc"})
@@ -164,13 +151,3 @@ def test_redis_credentials_come_from_the_environment_and_are_redacted() -> None:
     assert redact("redis://[::1]:1/0") == "redis://[::1]:1/0"
     assert redact("redis://:x@[::1]:1/0") == "redis://:***@[::1]:1/0"
     assert redact("redis://u:x@h:port/0") == "(an unreadable URL)"
-
-
-def test_redis_ca_needs_rediss() -> None:
-    config = Config.load(argparse.Namespace(redis_url="rediss://h:6380/0", redis_ca="/etc/ca.pem"), {})
-    assert config.redis_url == "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
-    with pytest.raises(ConfigError, match="--redis-ca needs a rediss://"):
-        Config.load(argparse.Namespace(redis_url="redis://h/0", redis_ca="/etc/ca.pem"), {})
-    with pytest.raises(ConfigError) as caught:
-        Config.load(argparse.Namespace(redis_url="http://u:secret@h/0"), {})
-    assert "secret" not in str(caught.value)
