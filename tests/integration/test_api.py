@@ -7,7 +7,6 @@ import inspect
 import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +21,7 @@ from stateservice.store.redis.connect import connect
 from stateservice.web.app import create_app
 from stateservice.web.appkeys import REDIS
 from tests.support.app import Client, MakeClient
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.support.paths import EXAMPLES
 
 ROLLOUT = """
 name: rollout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import textwrap
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,8 +13,7 @@ import pytest
 from stateservice.core.chart import Counter, Func, State, Target
 from stateservice.core.parse import Parsed, parse, parse_all
 from stateservice.errors import ChartError
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.support.paths import EXAMPLES
 
 
 def chart(text: str) -> str:
