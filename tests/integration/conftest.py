@@ -1,8 +1,10 @@
-"""Fixtures of the integration tests: the application on a real server, and Redis as an operator sees it."""
+"""Fixtures of the integration tests: the application on a real server, services as subprocesses, and Redis
+as an operator sees it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from redis.asyncio import Redis
 from stateservice.core.chart import Chart
 from stateservice.web.app import create_app
 from tests.support.app import Client, MakeClient
+from tests.support.service import Services
 
 
 @pytest.fixture
@@ -43,3 +46,11 @@ async def plain(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    """`services.start(chart, ...)`: `stateservice serve` subprocesses, all killed at teardown (see Services)."""
+    made = Services(tmp_path)
+    yield made
+    made.cleanup()

@@ -78,13 +78,6 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
 def plain(redis_url: str) -> Iterator[redis.Redis]:
     """What redis-cli sees: the tests look at charts here, never through a GET that would move them."""
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:

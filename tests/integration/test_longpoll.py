@@ -13,7 +13,6 @@ import functools
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +75,6 @@ def make_client(serve: MakeClient) -> MakeClient:
     The server cancels the handler of a client that hangs up, as the runner's does (`handler_cancellation`).
     """
     return functools.partial(serve, scheduler=False, unlimited=True, handler_cancellation=True)
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 async def get(client: Client, query: str) -> Answer:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,6 @@ from tests.support.service import REPO, Services, http, run_cli
 
 README = (REPO / "README.md").read_text()
 SERVE_EXAMPLE = "--chart examples/states.yaml --config examples/models/conf --models examples/models/models"
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture

@@ -226,13 +226,6 @@ async def test_fuzzed_query_strings_never_get_a_5xx(
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
 def chart_file(tmp_path: Path) -> Path:
     path = tmp_path / "rollout.yaml"
     path.write_text(textwrap.dedent(ROLLOUT).lstrip("\n"))

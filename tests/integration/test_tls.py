@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -142,13 +142,6 @@ def test_unusable_certificates_stop_start_up(server_files: tuple[Path, Path, Pat
         server_context(authority, key)  # a certificate that does not match the key
     with pytest.raises(StartupError, match="cannot read the client CA"):
         server_context(chain, key, tmp_path / "missing-ca.pem")
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 def test_serve_with_tls(
