@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from stateservice.store.redis.connect import connect
 from stateservice.web.app import create_app
 from stateservice.web.appkeys import REDIS
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.paths import EXAMPLES
 
 ROLLOUT = """
@@ -72,10 +72,6 @@ GLOBAL_KEYS = {
     for name, fn in inspect.getmembers(keys, inspect.isfunction)
     if fn.__module__ == keys.__name__ and not name.startswith("_") and not inspect.signature(fn).parameters
 }
-
-
-def load(text: str, path: str = "chart.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 def seed() -> Chart:

@@ -20,13 +20,13 @@ import pytest
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart, Snapshot
-from stateservice.core.parse import parse
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import longpoll
 from stateservice.web.appkeys import WATCHER
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.service import Services, http, wait_until
 
 # one report opens the gate to fleet
@@ -54,10 +54,6 @@ states:
     target: {name: go, when: {key: elapsed, value: %s}}
   - name: go
 """
-
-
-def load(text: str, path: str = "chart.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from structlog.testing import capture_logs
 
-from stateservice.core.chart import Chart
-from stateservice.core.parse import parse
 from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.web.limits import MAX_LINE, MAX_QUERY
 from stateservice.web.openapi import document
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.service import REPO, ServiceProcess, Services, http, run_cli
 
 ROLLOUT = """
@@ -59,10 +58,6 @@ tokens:
   - {{name: ops, sha256: {hash_secret("o-secret")}, scopes: [read, report, admin]}}
   - {{name: other, sha256: {hash_secret("x-secret")}, scopes: [read, report, admin], charts: [other]}}
 """
-
-
-def load(text: str) -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), "chart.yaml").unwrap()
 
 
 def bearer(name: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import textwrap
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -16,12 +15,9 @@ from stateservice.errors import NotCurrent
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
+from tests.support.charts import load
 
 StoreFactory = Callable[[], ChartStore]
-
-
-def load(text: str, path: str = "charts/release.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 def chain(name: str, targets: list[int]) -> Chart:
@@ -189,7 +185,8 @@ async def test_a_host_counts_again_in_a_later_visit_of_a_state(stores: StoreFact
             func: increment
             current: {key: hosts, value: 0}
             target: {name: canary, when: {key: hosts, value: 1}}
-        """
+        """,
+        "charts/release.yaml",
     )
     store = stores()
     await store.register(chart)

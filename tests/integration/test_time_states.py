@@ -12,7 +12,6 @@ import functools
 import json
 import random
 import re
-import textwrap
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.service import run_cli
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # "long ago": the entered_at an operator writes with redis-cli
@@ -107,10 +107,6 @@ states:
     target: {name: done, when: {key: hosts, value: 1}}
   - name: done
 """
-
-
-def load(text: str) -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), "chart.yaml").unwrap()
 
 
 def steps(n: int, name: str = "steps") -> Chart:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import textwrap
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,12 +12,8 @@ import pytest
 from stateservice.core.chart import Counter, Func, State, Target
 from stateservice.core.parse import Parsed, parse, parse_all
 from stateservice.errors import ChartError
+from tests.support.charts import text as chart
 from tests.support.paths import EXAMPLES
-
-
-def chart(text: str) -> str:
-    """Chart text written indented in a test; line 1 is the first line after the opening quotes."""
-    return textwrap.dedent(text).lstrip("\n")
 
 
 def messages(text: str, path: str = "x.yaml") -> list[str]:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import fakeredis
 import pytest
 
 from stateservice.core.chart import Chart, Snapshot, Transition
-from stateservice.core.parse import parse
 from stateservice.core.rules import StateRemoved
 from stateservice.errors import CorruptState, NotCurrent, NotReportable, UnknownState
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
+from tests.support import charts
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -33,9 +33,7 @@ states:
   - name: done
 """
 
-
-def load(text: str, path: str = "release.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
+load = partial(charts.load, path="release.yaml")  # a chart without `name:` is called "release"
 
 
 class Clock:
