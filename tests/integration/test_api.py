@@ -19,38 +19,14 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
 from stateservice.web.app import create_app
 from stateservice.web.appkeys import REDIS
+from tests.support import charts
 from tests.support.app import Client, MakeClient
 from tests.support.charts import load
 from tests.support.paths import EXAMPLES
 
-ROLLOUT = """
-name: rollout
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: fleet, when: {key: hosts, value: 3}}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 2}}
-  - name: done
-"""
+ROLLOUT = charts.wave_text(3, "rollout", fleet=2)
 
-CYCLE = """
-name: cycle
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: fleet, when: {key: hosts, value: 2}}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: canary, when: {key: hosts, value: 1}}
-"""
+CYCLE = charts.CYCLE
 
 TIMED = """
 name: timed

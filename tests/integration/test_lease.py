@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +16,6 @@ from stateservice.scheduler import Scheduler
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease, holder
-from stateservice.store.redis.connect import connect
 from tests.support.charts import load
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -40,21 +39,6 @@ class FakeClock:
 
     async def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
-    """`make()`: a client of its own, as a separate worker process would have."""
-    made: list[Redis] = []
-
-    def make() -> Redis:
-        client = connect(redis_url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
 
 
 def token(value: str | None) -> str:

@@ -25,25 +25,13 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import longpoll
 from stateservice.web.appkeys import WATCHER
+from tests.support import charts
 from tests.support.app import Client, MakeClient
 from tests.support.charts import load
 from tests.support.service import Services, http, wait_until
 
 # one report opens the gate to fleet
-GATE = """
-name: gate
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: fleet, when: {key: hosts, value: 1}}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 1000000}}
-  - name: done
-"""
+GATE = charts.wave_text(1, "gate")
 
 SOAK = """
 name: soak

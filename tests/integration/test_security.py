@@ -25,20 +25,12 @@ from structlog.testing import capture_logs
 from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.web.limits import MAX_LINE, MAX_QUERY
 from stateservice.web.openapi import document
+from tests.support import charts
 from tests.support.app import Client, MakeClient
 from tests.support.charts import load
 from tests.support.service import REPO, ServiceProcess, Services, http, run_cli
 
-ROLLOUT = """
-name: rollout
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 1}}
-  - name: done
-"""
+ROLLOUT = charts.canary_text(1)
 OTHER = ROLLOUT.replace("name: rollout", "name: other")
 PAST = """
 name: past

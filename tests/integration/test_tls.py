@@ -12,23 +12,14 @@ import pytest
 import trustme
 from aiohttp import web
 
-from stateservice.core.parse import parse
 from stateservice.errors import StartupError
 from stateservice.security.tls import server_context
 from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.web.app import create_app
+from tests.support import charts
 from tests.support.service import Services, http
 
-ROLLOUT = """
-name: rollout
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 2}}
-  - name: done
-"""
+ROLLOUT = charts.canary_text(2)
 TOKENS = f"""
 tokens:
   - {{name: web1.example.com, sha256: {hash_secret("unused-1")}, scopes: [read, report]}}
@@ -76,7 +67,7 @@ async def serve(app: web.Application, context: ssl.SSLContext | None) -> AsyncIt
 
 
 def chart() -> list[object]:
-    return [parse(textwrap.dedent(ROLLOUT).lstrip("\n"), "rollout.yaml").unwrap()]
+    return [charts.load(ROLLOUT, "rollout.yaml")]
 
 
 @pytest.fixture
