@@ -1,7 +1,9 @@
-"""The model settings: flags over STATESERVICE_* variables over defaults; a bad value names its source."""
+"""config.py: flags over STATESERVICE_* variables over defaults, settings that go together, a bad value
+naming its source; the model settings, TLS, tokens and Redis credentials."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from stateservice.cli.main import build_parser
 from stateservice.config import Config
 from stateservice.errors import ConfigError
+from stateservice.store.redis.connect import redact
 
 
 def load(*flags: str, **environ: str) -> Config:
@@ -103,3 +106,39 @@ def test_a_bad_value_names_its_source(flags: list[str], environ: dict[str, str],
         load(*flags, **environ)
 
     assert message in str(raised.value)
+
+
+def _config(**flags: str) -> Config:
+    return Config.load(argparse.Namespace(**flags), {})
+
+
+def test_tls_settings_go_together() -> None:
+    with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
+        _config(tls_cert="c.pem")
+    with pytest.raises(ConfigError, match="--tls-client-ca needs --tls-cert"):
+        _config(tls_client_ca="ca.pem")
+    config = Config.load(argparse.Namespace(), {"STATESERVICE_TOKENS": "t.yaml", "STATESERVICE_INSECURE_NO_AUTH": "on"})
+    assert str(config.tokens) == "t.yaml" and config.insecure_no_auth
+
+
+def test_redis_credentials_come_from_the_environment_and_are_redacted() -> None:
+    env = {"STATESERVICE_REDIS_URL": "redis://h:6379/0", "STATESERVICE_REDIS_PASSWORD": "p@ss/w:rd"}
+    config = Config.load(argparse.Namespace(), {**env, "STATESERVICE_REDIS_USERNAME": "svc"})
+    assert config.redis_url == "redis://svc:p%40ss%2Fw%3Ard@h:6379/0"
+    assert redact(config.redis_url) == "redis://svc:***@h:6379/0"
+    own = Config.load(argparse.Namespace(redis_url="redis://u:mine@h/0"), env)
+    assert own.redis_url == "redis://u:mine@h/0"  # a password in the URL wins
+    assert redact("redis://h/0?password=x&db=1") == "redis://h/0?password=***&db=1"
+    assert redact("redis://[::1]:1/0") == "redis://[::1]:1/0"
+    assert redact("redis://:x@[::1]:1/0") == "redis://:***@[::1]:1/0"
+    assert redact("redis://u:x@h:port/0") == "(an unreadable URL)"
+
+
+def test_redis_ca_needs_rediss() -> None:
+    config = Config.load(argparse.Namespace(redis_url="rediss://h:6380/0", redis_ca="/etc/ca.pem"), {})
+    assert config.redis_url == "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    with pytest.raises(ConfigError, match="--redis-ca needs a rediss://"):
+        Config.load(argparse.Namespace(redis_url="redis://h/0", redis_ca="/etc/ca.pem"), {})
+    with pytest.raises(ConfigError) as caught:
+        Config.load(argparse.Namespace(redis_url="http://u:secret@h/0"), {})
+    assert "secret" not in str(caught.value)

@@ -1,15 +1,13 @@
-"""The tokens file, the constant-time lookup, scopes, and the loopback-only default (no sockets)."""
+"""security/tokens.py: the tokens file, the constant-time lookup, scopes, and the loopback-only default."""
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 import pytest
 import yaml
 
-from stateservice.config import Config
-from stateservice.errors import ConfigError, StartupError
+from stateservice.errors import StartupError
 from stateservice.security.tokens import (
     Scope,
     Token,
@@ -21,7 +19,6 @@ from stateservice.security.tokens import (
     make_token,
     parse_tokens,
 )
-from stateservice.store.redis.connect import redact
 
 A, B = "a" * 64, "b" * 64
 GOOD = textwrap.dedent(
@@ -138,39 +135,3 @@ def test_other_hosts_need_tokens_or_the_explicit_flag(host: str) -> None:
         check_exposure(host, None, insecure_no_auth=False)
     check_exposure(host, None, insecure_no_auth=True)
     check_exposure(host, Tokens(()), insecure_no_auth=False)
-
-
-def _config(**flags: str) -> Config:
-    return Config.load(argparse.Namespace(**flags), {})
-
-
-def test_tls_settings_go_together() -> None:
-    with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
-        _config(tls_cert="c.pem")
-    with pytest.raises(ConfigError, match="--tls-client-ca needs --tls-cert"):
-        _config(tls_client_ca="ca.pem")
-    config = Config.load(argparse.Namespace(), {"STATESERVICE_TOKENS": "t.yaml", "STATESERVICE_INSECURE_NO_AUTH": "on"})
-    assert str(config.tokens) == "t.yaml" and config.insecure_no_auth
-
-
-def test_redis_credentials_come_from_the_environment_and_are_redacted() -> None:
-    env = {"STATESERVICE_REDIS_URL": "redis://h:6379/0", "STATESERVICE_REDIS_PASSWORD": "p@ss/w:rd"}
-    config = Config.load(argparse.Namespace(), {**env, "STATESERVICE_REDIS_USERNAME": "svc"})
-    assert config.redis_url == "redis://svc:p%40ss%2Fw%3Ard@h:6379/0"
-    assert redact(config.redis_url) == "redis://svc:***@h:6379/0"
-    own = Config.load(argparse.Namespace(redis_url="redis://u:mine@h/0"), env)
-    assert own.redis_url == "redis://u:mine@h/0"  # a password in the URL wins
-    assert redact("redis://h/0?password=x&db=1") == "redis://h/0?password=***&db=1"
-    assert redact("redis://[::1]:1/0") == "redis://[::1]:1/0"
-    assert redact("redis://:x@[::1]:1/0") == "redis://:***@[::1]:1/0"
-    assert redact("redis://u:x@h:port/0") == "(an unreadable URL)"
-
-
-def test_redis_ca_needs_rediss() -> None:
-    config = Config.load(argparse.Namespace(redis_url="rediss://h:6380/0", redis_ca="/etc/ca.pem"), {})
-    assert config.redis_url == "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
-    with pytest.raises(ConfigError, match="--redis-ca needs a rediss://"):
-        Config.load(argparse.Namespace(redis_url="redis://h/0", redis_ca="/etc/ca.pem"), {})
-    with pytest.raises(ConfigError) as caught:
-        Config.load(argparse.Namespace(redis_url="http://u:secret@h/0"), {})
-    assert "secret" not in str(caught.value)
