@@ -1,4 +1,5 @@
-"""Charts several test modules build: `load` for a chart written in a test, the canary-then-fleet `wave`."""
+"""Charts for the tests: `load` a chart written in a test; write one state by state (`chart`, `increment`,
+`timed`, `final`); and the charts several modules use (`wave`, `canary_text`, `CYCLE`, `RELEASE`)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def timed(state: str, then: str, key: str, value: str) -> str:
 
 
 def final(state: str) -> str:
+    """A final state: the chart stays there, and reports in it are refused."""
     return f"  - name: {state}\n"
 
 
