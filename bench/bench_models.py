@@ -15,7 +15,7 @@ Measured in one run, on this machine, every connection to 127.0.0.1:
    predict costs next to nothing (DummyClassifier): what POST /state costs the gates apart from
    the prediction itself.
 
-Every server runs one worker and serves the README's example model (examples/models/train.py,
+Every server runs one worker and serves the docs' example model (docs/models.md) (examples/models/train.py,
 `--rounds` boosting rounds; stateservice from its pickle). The load clients bound their
 concurrency; the GET probe is paced (open loop) and runs apart from the POST load's process.
 The two stateservice servers run side by side (the idle one costs next to nothing), so that

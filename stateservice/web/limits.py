@@ -2,7 +2,7 @@
 
 Checked by `middleware.handle` before authentication and the handler, so they answer as its JSON errors.
 Lines longer than `MAX_LINE` (one request line, one header) never reach a middleware:
-aiohttp's parser answers those itself with a plain-text 400 (see the README's Security section).
+aiohttp's parser answers those itself with a plain-text 400 (see docs/security.md).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 def describe(entry: Entry) -> dict[str, Any]:
-    """One model in `GET /models` (documented in the README)."""
+    """One model in `GET /models` (documented in docs/models.md)."""
     spec, current = entry.spec, entry.current
     return {
         "name": spec.name,

@@ -2,7 +2,7 @@
 
 `setup_routes` registers each route with aiohttp; `GET /openapi.json` (`openapi_json`) is
 the document `web/openapi.py` builds from this same table, so a route added here is
-served and documented at once. The README's HTTP table mirrors it.
+served and documented at once. docs/http-api.md's table mirrors it.
 """
 
 from __future__ import annotations

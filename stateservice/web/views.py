@@ -9,7 +9,7 @@ from stateservice.store.charts import ChartView
 
 
 def describe(view: ChartView) -> dict[str, Any]:
-    """The JSON shape of `GET /charts/{chart}` (documented in the README)."""
+    """The JSON shape of `GET /charts/{chart}` (documented in docs/http-api.md)."""
     chart, snap = view.chart, view.snapshot
     current = chart.state(snap.state)
     return {

@@ -1,19 +1,24 @@
-"""Fixtures of the integration tests: the application on a real server, and Redis as an operator sees it."""
+"""Fixtures of the integration tests: the application on a real server, services as subprocesses, and Redis
+as an operator sees it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from aiohttp import TCPConnector
 from redis.asyncio import Redis
 
 from stateservice.config import Config
 from stateservice.core.chart import Chart
 from stateservice.security.tokens import Tokens
+from stateservice.store.redis.connect import connect
 from stateservice.web.app import Loaded, create_app
 from tests.support.app import Client, MakeClient
+from tests.support.service import Services
 
 
 @pytest.fixture
@@ -53,3 +58,33 @@ async def plain(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def plain_sync(redis_url: str) -> Iterator[redis.Redis]:
+    """`plain` for tests that are not async: what redis-cli sees, never through a GET that would move a chart."""
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        yield client
+
+
+@pytest.fixture
+async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
+    """`make()`: a client of its own, as a separate worker process would have."""
+    made: list[Redis] = []
+
+    def make() -> Redis:
+        client = connect(redis_url)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    """`services.start(chart, ...)`: `stateservice serve` subprocesses, all killed at teardown (see Services)."""
+    made = Services(tmp_path)
+    yield made
+    made.cleanup()

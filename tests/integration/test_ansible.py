@@ -14,7 +14,6 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,8 @@ HOSTS = inventory_hosts()
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[ServiceProcess]:
-    services = Services(tmp_path)
-    try:
-        yield services.start(CHART, redis_url=redis_url)
-    finally:
-        services.cleanup()
+def service(services: Services, redis_url: str) -> ServiceProcess:
+    return services.start(CHART, redis_url=redis_url)
 
 
 def ansible_playbook(service: ServiceProcess, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,38 +20,14 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
 from stateservice.web.app import Loaded, create_app
 from stateservice.web.appkeys import REDIS
+from tests.support import charts
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
+from tests.support.paths import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROLLOUT = charts.wave_text(3, "rollout", fleet=2)
 
-ROLLOUT = """
-name: rollout
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: fleet, when: {key: hosts, value: 3}}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 2}}
-  - name: done
-"""
-
-CYCLE = """
-name: cycle
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: fleet, when: {key: hosts, value: 2}}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: canary, when: {key: hosts, value: 1}}
-"""
+CYCLE = charts.CYCLE
 
 TIMED = """
 name: timed
@@ -75,10 +49,6 @@ GLOBAL_KEYS = {
     for name, fn in inspect.getmembers(keys, inspect.isfunction)
     if fn.__module__ == keys.__name__ and not name.startswith("_") and not inspect.signature(fn).parameters
 }
-
-
-def load(text: str, path: str = "chart.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 def seed() -> Chart:

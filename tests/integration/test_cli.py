@@ -97,11 +97,10 @@ def data_dir(short_dir: Path) -> Path:
 
 
 @pytest.fixture
-def services(tmp_path: Path, short_dir: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    made.watch(short_dir)
-    yield made
-    made.cleanup()
+def services(services: Services, short_dir: Path) -> Services:
+    """The shared fixture, also killing an embedded redis-server left under `short_dir`."""
+    services.watch(short_dir)
+    return services
 
 
 @pytest.fixture

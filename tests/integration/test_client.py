@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,8 @@ EXAMPLE = REPO / "examples" / "states.yaml"
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[ServiceProcess]:
-    services = Services(tmp_path)
-    try:
-        yield services.start(EXAMPLE, redis_url=redis_url)
-    finally:
-        services.cleanup()
+def service(services: Services, redis_url: str) -> ServiceProcess:
+    return services.start(EXAMPLE, redis_url=redis_url)
 
 
 def cli(service: ServiceProcess, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -80,18 +75,14 @@ def test_url_flag_and_unreachable_service(service: ServiceProcess) -> None:
     assert "Traceback" not in gone.stderr
 
 
-def test_chart_flag_selects_a_chart(tmp_path: Path, redis_url: str) -> None:
+def test_chart_flag_selects_a_chart(services: Services, tmp_path: Path, redis_url: str) -> None:
     other = tmp_path / "other.yaml"
     other.write_text("current_state: only\nstates:\n  - name: only\n")
-    services = Services(tmp_path)
-    try:
-        service = services.start(EXAMPLE, other, redis_url=redis_url)
-        ambiguous = cli(service, "gate", "only")
-        assert ambiguous.returncode == 2 and "HTTP 400" in ambiguous.stderr
-        assert cli(service, "gate", "only", "--chart", "other").returncode == 0
-        assert cli(service, "gate", "green_state", "--chart", "states").returncode == 0
-    finally:
-        services.cleanup()
+    service = services.start(EXAMPLE, other, redis_url=redis_url)
+    ambiguous = cli(service, "gate", "only")
+    assert ambiguous.returncode == 2 and "HTTP 400" in ambiguous.stderr
+    assert cli(service, "gate", "only", "--chart", "other").returncode == 0
+    assert cli(service, "gate", "green_state", "--chart", "states").returncode == 0
 
 
 def test_help_names_the_exit_codes() -> None:

@@ -12,40 +12,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import textwrap
 from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
 
-from stateservice.core.parse import parse
 from stateservice.store import keys
 from stateservice.web.appkeys import STORE
+from tests.support import charts
 from tests.support.app import Client, MakeClient
 from tests.support.charts import FOREVER, wave
 
 COALESCE = pytest.mark.parametrize("coalesce", [True, False], ids=["coalesce", "no-coalesce"])
 
-# a counts forever and is never entered by a transition; an operator moves the chart to b,
-# whose reports then move it to c (entered once, so its counter and host set start once)
-REPAIR = """
-name: fix
-current_state: a
-states:
-  - name: a
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: b, when: {{key: hosts, value: {forever}}}}}
-  - name: b
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: c, when: {{key: hosts, value: {b_target}}}}}
-  - name: c
-    func: increment
-    current: {{key: hosts, value: 0}}
-    target: {{name: done, when: {{key: hosts, value: {forever}}}}}
-  - name: done
-"""
+
+def fix_chart(b_target: int) -> str:
+    """Chart `fix`: a counts forever and is never entered by a transition; an operator moves the chart
+    to b, whose reports then move it to c (entered once, so its counter and host set start once)."""
+    return charts.chart(
+        "fix",
+        "a",
+        charts.increment("a", "b", FOREVER),
+        charts.increment("b", "c", b_target),
+        charts.increment("c", "done", FOREVER),
+        charts.final("done"),
+    )
 
 
 @dataclass(frozen=True)
@@ -231,19 +222,7 @@ async def test_a_batch_mixing_charts_keeps_each_exact(make_client: MakeClient, p
 # -- shared reads --------------------------------------------------------------------------------------
 
 # every report moves the chart: one -> two -> one ...
-FLIP = """
-name: flip
-current_state: one
-states:
-  - name: one
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: two, when: {key: hosts, value: 1}}
-  - name: two
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: one, when: {key: hosts, value: 1}}
-"""
+FLIP = charts.chart("flip", "one", charts.increment("one", "two", 1), charts.increment("two", "one", 1))
 
 
 @COALESCE
@@ -251,7 +230,7 @@ async def test_a_get_after_a_put_sees_it_while_other_gets_are_in_flight(
     make_client: MakeClient, coalesce: bool
 ) -> None:
     """Shared reads never answer a GET from a read sent before it arrived: read-your-writes under load."""
-    client = await make_client(parse(textwrap.dedent(FLIP).lstrip("\n"), "flip.yaml").unwrap(), coalesce=coalesce)
+    client = await make_client(charts.load(FLIP, "flip.yaml"), coalesce=coalesce)
     stop = asyncio.Event()
 
     async def reader() -> None:
@@ -289,8 +268,7 @@ async def test_a_batch_during_a_redis_cli_repair_stays_consistent(
     no PUT may count twice or in a state it was not told.
     """
     b_target = 25
-    text = textwrap.dedent(REPAIR.format(forever=FOREVER, b_target=b_target)).lstrip("\n")
-    client = await make_client(parse(text, "fix.yaml").unwrap(), coalesce=coalesce)
+    client = await make_client(charts.load(fix_chart(b_target), "fix.yaml"), coalesce=coalesce)
     key = keys.chart_state("fix")
     rng = random.Random(7)
     bumps = {"a": 0, "b": 0}

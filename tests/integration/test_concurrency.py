@@ -6,7 +6,7 @@ import asyncio
 import collections
 import json
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -35,13 +35,6 @@ def load_chart(directory: Path, target: int) -> Path:
         )
     )
     return path
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 async def fire(requests: Sequence[tuple[str, str]], limit: int) -> list[tuple[int, dict[str, str], str]]:

@@ -23,6 +23,7 @@ import stateservice
 from stateservice import config
 from stateservice.core.parse import parse
 from stateservice.store import keys
+from tests.support.docs import console_steps
 from tests.support.service import REPO, Services
 
 ROOT = REPO
@@ -182,12 +183,7 @@ def test_runnable_block_runs_as_written(block: Block) -> None:
             )
             assert done.returncode == 0, f"{block.name}\n{done.stdout}\n{done.stderr}"
         else:
-            steps: list[tuple[str, list[str]]] = []
-            for line in block.text.splitlines():
-                if line.startswith("$ "):
-                    steps.append((line[2:], []))
-                else:
-                    steps[-1][1].append(line)
+            steps = console_steps(block.text)
             assert steps, f"{block.name}: a console block without a `$ ` line"
             for command, expected in steps:
                 done = subprocess.run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ states:
     target: {name: closed, when: {key: hosts, value: 2}}
   - name: closed
 """
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    found = Services(tmp_path)
-    yield found
-    found.cleanup()
 
 
 def chart_file(tmp_path: Path) -> Path:

@@ -13,7 +13,7 @@ import signal
 import socket
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from stateservice.store import codec
+from tests.support import charts
 from tests.support.service import ServiceProcess, Services, http, wait_until
 
 pytestmark = pytest.mark.slow
@@ -30,65 +31,32 @@ pytestmark = pytest.mark.slow
 HOSTNAME = socket.gethostname()
 
 # a report opens the soak; the soak moves on by the clock
-SOAK = """\
-name: wave
-current_state: gate
-states:
-  - name: gate
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: soak, when: {key: hosts, value: 1}}
-  - name: soak
-    func: time
-    target: {name: done, when: {key: elapsed, value: 2s}}
-  - name: done
-"""
+SOAK = charts.chart(
+    "wave",
+    "gate",
+    charts.increment("gate", "soak", 1),
+    charts.timed("soak", "done", "elapsed", "2s"),
+    charts.final("done"),
+)
 
-TWO_SOAKS = """\
-name: wave
-current_state: gate
-states:
-  - name: gate
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: soak1, when: {key: hosts, value: 1}}
-  - name: soak1
-    func: time
-    target: {name: soak2, when: {key: elapsed, value: 1s}}
-  - name: soak2
-    func: time
-    target: {name: done, when: {key: elapsed, value: 2s}}
-  - name: done
-"""
+TWO_SOAKS = charts.chart(
+    "wave",
+    "gate",
+    charts.increment("gate", "soak1", 1),
+    charts.timed("soak1", "soak2", "elapsed", "1s"),
+    charts.timed("soak2", "done", "elapsed", "2s"),
+    charts.final("done"),
+)
 
-LONG_CHAIN = """\
-name: chain
-current_state: first
-states:
-  - name: first
-    func: time
-    target: {name: second, when: {key: elapsed, value: 1h}}
-  - name: second
-    func: time
-    target: {name: done, when: {key: elapsed, value: 1h}}
-  - name: done
-"""
+LONG_CHAIN = charts.chart(
+    "chain",
+    "first",
+    charts.timed("first", "second", "elapsed", "1h"),
+    charts.timed("second", "done", "elapsed", "1h"),
+    charts.final("done"),
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
-def plain(redis_url: str) -> Iterator[redis.Redis]:
-    """What redis-cli sees: the tests look at charts here, never through a GET that would move them."""
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 def chart_file(tmp_path: Path, text: str) -> Path:
@@ -144,20 +112,20 @@ def leading_service(alive: Sequence[ServiceProcess], leader_id: str) -> ServiceP
     return service
 
 
-def state(plain: redis.Redis, chart: str = "wave") -> str | None:
-    found: str | None = plain.hget(f"stateservice:{{{chart}}}", "current_state")
+def state(plain_sync: redis.Redis, chart: str = "wave") -> str | None:
+    found: str | None = plain_sync.hget(f"stateservice:{{{chart}}}", "current_state")
     return found
 
 
-def wait_for_state(plain: redis.Redis, wanted: str, timeout: float, chart: str = "wave") -> None:
-    assert wait_until(lambda: state(plain, chart) == wanted, timeout, interval=0.02), (
-        f"{chart} still in {state(plain, chart)!r} after {timeout}s, wanted {wanted!r}"
+def wait_for_state(plain_sync: redis.Redis, wanted: str, timeout: float, chart: str = "wave") -> None:
+    assert wait_until(lambda: state(plain_sync, chart) == wanted, timeout, interval=0.02), (
+        f"{chart} still in {state(plain_sync, chart)!r} after {timeout}s, wanted {wanted!r}"
     )
 
 
-def records(plain: redis.Redis, chart: str = "wave") -> list[dict[str, str]]:
+def records(plain_sync: redis.Redis, chart: str = "wave") -> list[dict[str, str]]:
     """The chart's history stream, oldest first."""
-    return [fields for _, fields in plain.xrange(f"stateservice:{{{chart}}}:history")]
+    return [fields for _, fields in plain_sync.xrange(f"stateservice:{{{chart}}}:history")]
 
 
 def time_moves_logged(alive: Sequence[ServiceProcess], count: int) -> list[dict[str, Any]]:
@@ -188,7 +156,7 @@ def ts(text: str) -> datetime:
 
 
 def test_three_services_one_leader_that_advances_a_time_state_once(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     fleet = start_all(services, chart_file(tmp_path, SOAK), redis_url, workers=(1, 2, 1))
     leader_id = wait_for_leader(fleet, 5)
@@ -200,12 +168,12 @@ def test_three_services_one_leader_that_advances_a_time_state_once(
     assert leader_id == f"{HOSTNAME}:{found['pid']}"
     assert found["pid"] in set().union(*(worker_pids(s) for s in fleet))
     chief = leading_service(fleet, leader_id)
-    assert plain.pttl("stateservice:leader") <= 1000  # --lease-ttl 1
+    assert plain_sync.pttl("stateservice:leader") <= 1000  # --lease-ttl 1
 
     put(fleet[0], "gate")  # enters soak: due in 2 s; from now on nobody reads the chart
-    wait_for_state(plain, "done", 5)
+    wait_for_state(plain_sync, "done", 5)
 
-    put_record, time_record = records(plain)
+    put_record, time_record = records(plain_sync)
     assert (put_record["from"], put_record["to"], put_record["cause"]) == ("gate", "soak", "put")
     assert (time_record["from"], time_record["to"], time_record["cause"]) == ("soak", "done", "time")
     assert ts(time_record["due_at"]) == ts(put_record["at"]) + timedelta(seconds=2)
@@ -215,7 +183,7 @@ def test_three_services_one_leader_that_advances_a_time_state_once(
     assert logged["pid"] == found["pid"]
     assert logged in chief.events("chart_transitioned")
     time.sleep(0.6)  # a few more leader ticks: nothing else happens
-    assert len(records(plain)) == 2
+    assert len(records(plain_sync)) == 2
     assert len(time_moves_logged(fleet, 1)) == 1
 
 
@@ -224,7 +192,7 @@ def test_three_services_one_leader_that_advances_a_time_state_once(
 
 @pytest.mark.parametrize("ttl", [1, None], ids=["lease-ttl-1", "default-lease-ttl"])
 def test_sigkill_of_the_leader_another_takes_over_within_10_seconds(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path, ttl: float | None
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path, ttl: float | None
 ) -> None:
     fleet = start_all(services, chart_file(tmp_path, SOAK), redis_url, ttl=ttl)
     old_id = wait_for_leader(fleet, 5)
@@ -242,15 +210,15 @@ def test_sigkill_of_the_leader_another_takes_over_within_10_seconds(
     assert leader(new)["pid"] == new.pid
     # the new leader does the leader's work: a soak nobody asks about still moves promptly
     put(survivors[0], "gate")
-    wait_for_state(plain, "done", 4)
-    time_record = records(plain)[-1]
+    wait_for_state(plain_sync, "done", 4)
+    time_record = records(plain_sync)[-1]
     assert ts(time_record["at"]) - ts(time_record["due_at"]) < timedelta(seconds=1)
     [logged] = time_moves_logged(survivors, 1)
     assert logged["pid"] == new.pid
 
 
 def test_a_leader_paused_past_its_lease_writes_nothing_twice_when_resumed(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     fleet = start_all(services, chart_file(tmp_path, TWO_SOAKS), redis_url)
     old_id = wait_for_leader(fleet, 5)
@@ -261,16 +229,16 @@ def test_a_leader_paused_past_its_lease_writes_nothing_twice_when_resumed(
     try:
         put(others[0], "gate")  # soak1 falls due in 1 s, while the old leader sleeps; soak2 in 3 s
         new_id = wait_for_leader(others, 10, other_than=old_id)
-        wait_for_state(plain, "soak2", 3)  # the new leader moved soak1 on
+        wait_for_state(plain_sync, "soak2", 3)  # the new leader moved soak1 on
     finally:
         os.kill(old.pid, signal.SIGCONT)
 
     # it woke and found out: its renew failed (or a Redis call it had begun timed out meanwhile)
     assert wait_until(lambda: bool(old.events("leader_lost") or old.events("leader_unsure")), 5), old.stderr
-    wait_for_state(plain, "done", 5)
+    wait_for_state(plain_sync, "done", 5)
     time.sleep(0.6)  # a few more ticks of both: still nothing twice
 
-    history = records(plain)
+    history = records(plain_sync)
     assert [(r["from"], r["to"], r["cause"]) for r in history] == [
         ("gate", "soak1", "put"),
         ("soak1", "soak2", "time"),
@@ -280,17 +248,17 @@ def test_a_leader_paused_past_its_lease_writes_nothing_twice_when_resumed(
     assert ts(history[2]["due_at"]) == ts(history[1]["due_at"]) + timedelta(seconds=2)
     assert len(time_moves_logged(fleet, 2)) == 2
     assert {found["id"] for found in map(leader, fleet)} == {new_id}  # the woken one did not take it back
-    assert json.loads(plain.get("stateservice:leader"))["id"] == new_id
+    assert json.loads(plain_sync.get("stateservice:leader"))["id"] == new_id
 
 
 def test_a_leader_stopped_with_sigterm_gives_the_lease_up_at_once(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     fleet = start_all(services, chart_file(tmp_path, SOAK), redis_url, ttl=30)
     old_id = wait_for_leader(fleet, 5)
     old = leading_service(fleet, old_id)
     others = [s for s in fleet if s is not old]
-    assert plain.pttl("stateservice:leader") > 25_000
+    assert plain_sync.pttl("stateservice:leader") > 25_000
 
     stopping = time.monotonic()
     assert old.stop() == 0
@@ -306,26 +274,26 @@ def test_a_leader_stopped_with_sigterm_gives_the_lease_up_at_once(
 
 
 def test_catch_up_at_start_after_downtime_applies_each_move_with_its_due_time(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     chart = chart_file(tmp_path, LONG_CHAIN)
     fleet = start_all(services, chart, redis_url, workers=(1, 1))
-    assert state(plain, "chain") == "first"
+    assert state(plain_sync, "chain") == "first"
     for service in fleet:
         assert service.stop() == 0
     # while nothing ran, both soaks fell due: as if `first` had been entered long ago
-    plain.hset("stateservice:{chain}", "entered_at", "2024-01-01T00:00:00Z")
+    plain_sync.hset("stateservice:{chain}", "entered_at", "2024-01-01T00:00:00Z")
     restarted = datetime.now(UTC)
 
     service = services.start(chart, redis_url=redis_url, args=["--lease-ttl", "1"])
-    wait_for_state(plain, "done", 3, chart="chain")  # nobody asked: the start (its leader) caught up
+    wait_for_state(plain_sync, "done", 3, chart="chain")  # nobody asked: the start (its leader) caught up
 
-    history = records(plain, "chain")
+    history = records(plain_sync, "chain")
     assert [(r["from"], r["to"], r["cause"]) for r in history] == [
         ("first", "second", "time"),
         ("second", "done", "time"),
     ]
     assert [ts(r["due_at"]) for r in history] == [T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
     assert all(ts(r["at"]) >= restarted - timedelta(seconds=1) for r in history)
-    assert ts(plain.hget("stateservice:{chain}", "entered_at")) == T0 + timedelta(hours=2)
+    assert ts(plain_sync.hget("stateservice:{chain}", "entered_at")) == T0 + timedelta(hours=2)
     assert len(time_moves_logged([service], 2)) == 2

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,12 +12,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stateservice.core.chart import Chart
-from stateservice.core.parse import parse
 from stateservice.scheduler import Scheduler
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease, holder
-from stateservice.store.redis.connect import connect
+from tests.support.charts import load
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -41,25 +39,6 @@ class FakeClock:
 
     async def __call__(self) -> datetime:
         return self.now
-
-
-def load(text: str) -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), "soak.yaml").unwrap()
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
-    """`make()`: a client of its own, as a separate worker process would have."""
-    made: list[Redis] = []
-
-    def make() -> Redis:
-        client = connect(redis_url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
 
 
 def token(value: str | None) -> str:
@@ -286,7 +265,7 @@ async def test_a_leader_that_lost_sight_of_redis_takes_its_lease_back_on_the_nex
 async def test_only_the_leader_advances_and_it_advances_charts_other_services_registered(
     clients: Callable[[], Redis], plain: Redis
 ) -> None:
-    chart = load(SOAK)
+    chart = load(SOAK, "soak.yaml")
     clock = FakeClock(T0)
     await ChartStore(clients(), clock=clock).register(chart)  # another service serves it: neither knows the chart
     one, two = scheduler(clients(), clock, 1), scheduler(clients(), clock, 2)

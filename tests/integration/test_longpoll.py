@@ -13,7 +13,6 @@ import functools
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,30 +20,18 @@ import pytest
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart, Snapshot
-from stateservice.core.parse import parse
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import longpoll
 from stateservice.web.appkeys import WATCHER
+from tests.support import charts
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.service import Services, http, wait_until
 
 # one report opens the gate to fleet
-GATE = """
-name: gate
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: fleet, when: {key: hosts, value: 1}}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 1000000}}
-  - name: done
-"""
+GATE = charts.wave_text(1, "gate")
 
 SOAK = """
 name: soak
@@ -55,10 +42,6 @@ states:
     target: {name: go, when: {key: elapsed, value: %s}}
   - name: go
 """
-
-
-def load(text: str, path: str = "chart.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 @dataclass(frozen=True)
@@ -76,13 +59,6 @@ def make_client(serve: MakeClient) -> MakeClient:
     The server cancels the handler of a client that hangs up, as the runner's does (`handler_cancellation`).
     """
     return functools.partial(serve, scheduler=False, unlimited=True, handler_cancellation=True)
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 async def get(client: Client, query: str) -> Answer:

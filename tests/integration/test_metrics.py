@@ -46,14 +46,10 @@ def total(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def two_workers(redis_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    services = Services(tmp_path)
-    try:
-        service = services.start(CHART, redis_url=redis_url, workers=2)
-        yield service
-        assert service.stop() == 0  # SIGTERM: the service removes its metrics dir
-    finally:
-        services.cleanup()
+def two_workers(services: Services, redis_url: str) -> Iterator[ServiceProcess]:
+    service = services.start(CHART, redis_url=redis_url, workers=2)
+    yield service
+    assert service.stop() == 0  # SIGTERM: the service removes its metrics dir
 
 
 def scrape(service: ServiceProcess) -> str:
@@ -94,28 +90,24 @@ def test_the_leader_gauge_sums_to_one_across_workers(two_workers: ServiceProcess
         time.sleep(0.1)
 
 
-def test_a_killed_leading_worker_leaves_no_stale_leader(redis_url: str, tmp_path: Path) -> None:
-    services = Services(tmp_path)
-    try:
-        service = services.start(CHART, redis_url=redis_url, workers=2, args=["--lease-ttl", "1"])
-        deadline = time.monotonic() + 15
-        while total(scrape(service), "stateservice_leader") != 1:
-            assert time.monotonic() < deadline, "no worker reported leading"
-            time.sleep(0.1)
-        leader = json.loads(http("GET", f"{service.url}/leader")[2])
-        os.kill(leader["pid"], signal.SIGKILL)  # no chance to set its gauge to 0: the parent must drop it
-        service.wait_for("worker_spawned", count=3)
-        deadline = time.monotonic() + 15
-        while json.loads(http("GET", f"{service.url}/leader")[2]).get("pid") in (None, leader["pid"]):
-            assert time.monotonic() < deadline, "no new leader"
-            time.sleep(0.1)
-        time.sleep(1)  # the new leader has set its gauge
-        for _ in range(5):
-            assert total(scrape(service), "stateservice_leader") == 1
-            time.sleep(0.1)
-        assert service.stop() == 0
-    finally:
-        services.cleanup()
+def test_a_killed_leading_worker_leaves_no_stale_leader(services: Services, redis_url: str) -> None:
+    service = services.start(CHART, redis_url=redis_url, workers=2, args=["--lease-ttl", "1"])
+    deadline = time.monotonic() + 15
+    while total(scrape(service), "stateservice_leader") != 1:
+        assert time.monotonic() < deadline, "no worker reported leading"
+        time.sleep(0.1)
+    leader = json.loads(http("GET", f"{service.url}/leader")[2])
+    os.kill(leader["pid"], signal.SIGKILL)  # no chance to set its gauge to 0: the parent must drop it
+    service.wait_for("worker_spawned", count=3)
+    deadline = time.monotonic() + 15
+    while json.loads(http("GET", f"{service.url}/leader")[2]).get("pid") in (None, leader["pid"]):
+        assert time.monotonic() < deadline, "no new leader"
+        time.sleep(0.1)
+    time.sleep(1)  # the new leader has set its gauge
+    for _ in range(5):
+        assert total(scrape(service), "stateservice_leader") == 1
+        time.sleep(0.1)
+    assert service.stop() == 0
 
 
 SECRET = "sst_metrics-test-secret"
@@ -150,24 +142,22 @@ async def test_route_labels_are_canonical_and_unknown_paths_unmatched(aiohttp_cl
     assert "xyzzy" not in after
 
 
-def test_a_killed_services_metrics_dir_is_removed_by_the_next_start(redis_url: str, tmp_path: Path) -> None:
-    services = Services(tmp_path)  # each service's TMPDIR is tmp_path
-    try:
-        killed = services.start(CHART, redis_url=redis_url, workers=2)
-        [left] = [p for p in tmp_path.iterdir() if p.name.startswith(metrics.PREFIX)]
-        assert left.name.startswith(f"{metrics.PREFIX}{killed.pid}-")
-        killed.kill()  # SIGKILL: no chance to remove it
-        assert left.exists()
+def test_a_killed_services_metrics_dir_is_removed_by_the_next_start(
+    services: Services, redis_url: str, tmp_path: Path
+) -> None:
+    killed = services.start(CHART, redis_url=redis_url, workers=2)  # its TMPDIR is tmp_path, as the services'
+    [left] = [p for p in tmp_path.iterdir() if p.name.startswith(metrics.PREFIX)]
+    assert left.name.startswith(f"{metrics.PREFIX}{killed.pid}-")
+    killed.kill()  # SIGKILL: no chance to remove it
+    assert left.exists()
 
-        again = services.start(CHART, redis_url=redis_url)
+    again = services.start(CHART, redis_url=redis_url)
 
-        assert not left.exists()
-        [current] = [p for p in tmp_path.iterdir() if p.name.startswith(metrics.PREFIX)]
-        assert current.name.startswith(f"{metrics.PREFIX}{again.pid}-")
-        assert again.stop() == 0
-        assert not current.exists()
-    finally:
-        services.cleanup()
+    assert not left.exists()
+    [current] = [p for p in tmp_path.iterdir() if p.name.startswith(metrics.PREFIX)]
+    assert current.name.startswith(f"{metrics.PREFIX}{again.pid}-")
+    assert again.stop() == 0
+    assert not current.exists()
 
 
 def test_remove_stale_keeps_live_and_foreign_dirs(tmp_path: Path) -> None:

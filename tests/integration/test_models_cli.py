@@ -1,4 +1,4 @@
-"""`python -m stateservice` with models: serve --config/--models, or its refusals; validate; the README walkthrough."""
+"""`python -m stateservice` with models: serve --config/--models, or its refusals; validate; docs/models.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,12 @@ import pytest
 from stateservice.cli.commands import validate_all
 from stateservice.config import Config
 from stateservice.errors import StartupError
+from tests.support.docs import console_steps
 from tests.support.models import Fixed, Layout
 from tests.support.service import REPO, Services, http, run_cli
 
 MODELS_PAGE = (REPO / "docs" / "models.md").read_text()  # the models walkthrough lives there
 SERVE_EXAMPLE = "--chart examples/states.yaml --config examples/models/conf --models examples/models/models"
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture
@@ -141,14 +134,14 @@ def test_validate_charts_and_models_together(layout: Layout, capsys: pytest.Capt
         validate_all([], Config())
 
 
-# -- the README -----------------------------------------------------------------------------------
+# -- docs/models.md --------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_the_readme_models_walkthrough_runs_as_written(services: Services, tmp_path: Path, redis_url: str) -> None:
-    """Train the example model, serve it as the README says, and run each `$` line: it prints what the README says."""
+    """Train the example model, serve it as docs/models.md says, and run each `$` line: it prints what the page says."""
     if shutil.which("curl") is None:
-        pytest.fail("curl is needed to run the README walkthrough (apt-get install curl)")
+        pytest.fail("curl is needed to run the docs/models.md walkthrough (apt-get install curl)")
     section = MODELS_PAGE
     start = re.search(r"```sh\n(.*?)\n```", section, re.S)
     assert start
@@ -169,13 +162,7 @@ def test_the_readme_models_walkthrough_runs_as_written(services: Services, tmp_p
     service = services.start(chart, redis_url=redis_url, args=shlex.split(flags))
     block = re.search(r"<!-- models walkthrough:.*?```console\n(.*?)```", section, re.S)
     assert block
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.group(1).splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
-    for command, expected in steps:
+    for command, expected in console_steps(block.group(1)):
         done = subprocess.run(
             ["bash", "-c", f"set -o pipefail; {command.replace('http://localhost:5000', service.url)}"],
             cwd=work,

@@ -1,7 +1,7 @@
 """The OpenAPI document covers every route, and the live service keeps to it under fuzzing.
 
 schemathesis generates requests from `GET /openapi.json` (bounded here; a longer run is in
-the README) and checks each answer: no 5xx, status codes, content types and bodies as
+docs/http-api.md) and checks each answer: no 5xx, status codes, content types and bodies as
 documented.
 """
 
@@ -26,7 +26,7 @@ from tests.support.service import REPO, ServiceProcess, Services, http
 
 MAX_WAIT = 0.5  # the fuzzed service's --max-wait: long-polls stay short
 SCHEMA = schemathesis.openapi.from_dict(document(ROUTES, MAX_WAIT))
-EXAMPLES = int(os.environ.get("STATESERVICE_FUZZ_EXAMPLES", "30"))  # a longer run: see the README
+EXAMPLES = int(os.environ.get("STATESERVICE_FUZZ_EXAMPLES", "30"))  # a longer run: see docs/http-api.md
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 import signal
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,6 @@ pytestmark = pytest.mark.slow
 
 FAST = 2.0  # seconds an answer may take while Redis is away
 RECOVERY = 10.0  # seconds the service may take to notice Redis is back
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture

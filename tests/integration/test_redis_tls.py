@@ -30,33 +30,23 @@ def tls_redis(redis_factory: object, tmp_path: Path) -> Iterator[tuple[TLSProxy,
         yield proxy, ca_file, other_file
 
 
-def test_rediss_with_the_right_ca_serves(tls_redis: tuple[TLSProxy, Path, Path], tmp_path: Path) -> None:
+def test_rediss_with_the_right_ca_serves(services: Services, tls_redis: tuple[TLSProxy, Path, Path]) -> None:
     proxy, ca_file, _ = tls_redis
-    services = Services(tmp_path)
-    try:
-        service = services.start(
-            EXAMPLE, redis_url=f"rediss://127.0.0.1:{proxy.port}/0", args=["--redis-ca", str(ca_file)]
-        )
-        assert http("GET", f"{service.url}/readyz")[0] == 200
-        assert http("PUT", f"{service.url}/state?state=green_state&host=web1")[0] == 200
-        assert http("GET", f"{service.url}/state?state=red_state")[0] == 200
-    finally:
-        services.cleanup()
+    service = services.start(EXAMPLE, redis_url=f"rediss://127.0.0.1:{proxy.port}/0", args=["--redis-ca", str(ca_file)])
+    assert http("GET", f"{service.url}/readyz")[0] == 200
+    assert http("PUT", f"{service.url}/state?state=green_state&host=web1")[0] == 200
+    assert http("GET", f"{service.url}/state?state=red_state")[0] == 200
 
 
 def test_rediss_with_a_ca_that_did_not_sign_the_server_is_refused(
-    tls_redis: tuple[TLSProxy, Path, Path], tmp_path: Path
+    services: Services, tls_redis: tuple[TLSProxy, Path, Path]
 ) -> None:
     proxy, _, other_file = tls_redis
-    services = Services(tmp_path)
-    try:
-        service = services.start(
-            EXAMPLE, redis_url=f"rediss://127.0.0.1:{proxy.port}/0", args=["--redis-ca", str(other_file)]
-        )
-        status, _, body = http("GET", f"{service.url}/state?state=green_state")
-        assert status == 503, body
-        assert '"store_unavailable"' in body
-        assert http("GET", f"{service.url}/readyz")[0] == 503
-        assert "certificate verify failed" in service.stderr.lower()
-    finally:
-        services.cleanup()
+    service = services.start(
+        EXAMPLE, redis_url=f"rediss://127.0.0.1:{proxy.port}/0", args=["--redis-ca", str(other_file)]
+    )
+    status, _, body = http("GET", f"{service.url}/state?state=green_state")
+    assert status == 503, body
+    assert '"store_unavailable"' in body
+    assert http("GET", f"{service.url}/readyz")[0] == 503
+    assert "certificate verify failed" in service.stderr.lower()

@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -46,19 +45,6 @@ states:
     target: {{name: {last}, when: {{key: hosts, value: {needed}}}}}
   - name: {last}
 """
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
-def plain(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 def events(service: ServiceProcess, name: str) -> list[dict[str, Any]]:
@@ -115,7 +101,7 @@ def load_digest(path: Path) -> str:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_reloads_the_chart_in_every_worker(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path, workers: int
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path, workers: int
 ) -> None:
     chart = tmp_path / "wave.yaml"
     chart.write_text(gate(1))
@@ -134,7 +120,7 @@ def test_sighup_reloads_the_chart_in_every_worker(
     assert all_workers_serve(service, new)
     # the new rule: one report no longer opens the gate, a second one does
     assert put(service, "gate", "web-1") == "gate"
-    assert plain.hget("stateservice:{wave}", "current_state") == "gate"
+    assert plain_sync.hget("stateservice:{wave}", "current_state") == "gate"
     assert put(service, "gate", "web-2") == "done"
     assert service.running
     assert service.stop() == 0
@@ -165,7 +151,7 @@ def test_a_broken_chart_file_keeps_the_old_charts(
 
 
 def test_a_reload_that_removes_the_current_state_keeps_the_old_charts(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     chart = tmp_path / "wave.yaml"
     chart.write_text(gate(1))
@@ -180,8 +166,8 @@ def test_a_reload_that_removes_the_current_state_keeps_the_old_charts(
     for event in events(service, "charts_reload_failed"):
         assert any("'done'" in p and "stateservice reset" in p for p in event["problems"]), event
     assert all_workers_serve(service, old)
-    assert plain.hget("stateservice:{wave}", "current_state") == "done"
-    assert plain.hget("stateservice:{wave}:definition", "digest") in (old, None)
+    assert plain_sync.hget("stateservice:{wave}", "current_state") == "done"
+    assert plain_sync.hget("stateservice:{wave}:definition", "digest") in (old, None)
     assert service.stop() == 0
 
 
@@ -205,15 +191,15 @@ def test_a_second_sighup_after_a_fix_reloads(services: Services, redis_url: str,
 
 
 def test_sigterm_answers_a_long_poll_503_and_releases_the_lease(
-    services: Services, redis_url: str, plain: redis.Redis, tmp_path: Path
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     chart = tmp_path / "wave.yaml"
     chart.write_text(gate(1))
     args = ["--lease-ttl", "30"]
     first = services.start(chart, redis_url=redis_url, workers=2, args=args)
-    assert wait_until(lambda: plain.get("stateservice:leader") is not None, 5)
+    assert wait_until(lambda: plain_sync.get("stateservice:leader") is not None, 5)
     other = services.start(chart, redis_url=redis_url, args=args)
-    old_leader = json.loads(plain.get("stateservice:leader") or "{}")["id"]
+    old_leader = json.loads(plain_sync.get("stateservice:leader") or "{}")["id"]
     assert old_leader.endswith(tuple(f":{pid}" for pid in worker_pids(first))), old_leader
     result: list[tuple[int, dict[str, str], str]] = []
 
@@ -238,7 +224,7 @@ def test_sigterm_answers_a_long_poll_503_and_releases_the_lease(
         status, _, body = http("GET", f"{other.url}/leader")
         return status == 200 and json.loads(body).get("id") not in (None, old_leader)
 
-    assert wait_until(lambda: plain.get("stateservice:leader") is None or new_leader(), 1.5)
+    assert wait_until(lambda: plain_sync.get("stateservice:leader") is None or new_leader(), 1.5)
     assert time.monotonic() - stopping < 15
     # substring: two workers' lines on one pipe can interleave, so the line may not parse as JSON
     assert '"event":"leader_released"' in first.stderr, first.stderr[-6000:]

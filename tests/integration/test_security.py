@@ -22,25 +22,16 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from structlog.testing import capture_logs
 
-from stateservice.core.chart import Chart
-from stateservice.core.parse import parse
 from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.web.limits import MAX_LINE, MAX_QUERY
 from stateservice.web.openapi import document
 from stateservice.web.routes import ROUTES
+from tests.support import charts
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.service import REPO, ServiceProcess, Services, http, run_cli
 
-ROLLOUT = """
-name: rollout
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 1}}
-  - name: done
-"""
+ROLLOUT = charts.canary_text(1)
 OTHER = ROLLOUT.replace("name: rollout", "name: other")
 PAST = """
 name: past
@@ -60,10 +51,6 @@ tokens:
   - {{name: ops, sha256: {hash_secret("o-secret")}, scopes: [read, report, admin]}}
   - {{name: other, sha256: {hash_secret("x-secret")}, scopes: [read, report, admin], charts: [other]}}
 """
-
-
-def load(text: str) -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), "chart.yaml").unwrap()
 
 
 def bearer(name: str) -> dict[str, str]:
@@ -224,13 +211,6 @@ async def test_fuzzed_query_strings_never_get_a_5xx(
 
 
 # -- the command line ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -16,12 +15,10 @@ from stateservice.errors import NotCurrent
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
+from tests.support import charts
+from tests.support.charts import load
 
 StoreFactory = Callable[[], ChartStore]
-
-
-def load(text: str, path: str = "charts/release.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 def chain(name: str, targets: list[int]) -> Chart:
@@ -39,18 +36,9 @@ def chain(name: str, targets: list[int]) -> Chart:
 
 
 @pytest.fixture
-async def stores(redis_url: str) -> AsyncIterator[StoreFactory]:
+def stores(clients: Callable[[], Redis]) -> StoreFactory:
     """`make()`: a ChartStore with its own client, as a separate worker process would have."""
-    clients: list[Redis] = []
-
-    def make() -> ChartStore:
-        client = connect(redis_url)
-        clients.append(client)
-        return ChartStore(client)
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    return lambda: ChartStore(clients())
 
 
 async def test_concurrent_reports_from_two_workers_count_exactly(stores: StoreFactory, plain: Redis) -> None:
@@ -176,21 +164,7 @@ async def test_register_two_charts(stores: StoreFactory, plain: Redis) -> None:
 
 
 async def test_a_host_counts_again_in_a_later_visit_of_a_state(stores: StoreFactory, plain: Redis) -> None:
-    chart = load(
-        """
-        name: cycle
-        current_state: canary
-        states:
-          - name: canary
-            func: increment
-            current: {key: hosts, value: 0}
-            target: {name: fleet, when: {key: hosts, value: 2}}
-          - name: fleet
-            func: increment
-            current: {key: hosts, value: 0}
-            target: {name: canary, when: {key: hosts, value: 1}}
-        """
-    )
+    chart = load(charts.CYCLE, "charts/release.yaml")
     store = stores()
     await store.register(chart)
     await store.report(chart, "canary", host="web-1")

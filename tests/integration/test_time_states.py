@@ -12,8 +12,7 @@ import functools
 import json
 import random
 import re
-import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,92 +24,43 @@ from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
-from stateservice.store.redis.connect import connect
+from tests.support import charts
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 from tests.support.service import run_cli
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # "long ago": the entered_at an operator writes with redis-cli
 T0_TEXT = "2024-01-01T00:00:00Z"
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
-SOAK_1S = """
-name: soak
-current_state: wait
-states:
-  - name: wait
-    func: time
-    target: {name: go, when: {key: elapsed, value: 1s}}
-  - name: go
-"""
+SOAK_1S = charts.chart("soak", "wait", charts.timed("wait", "go", "elapsed", "1s"), charts.final("go"))
 
-CLOCK = """
-name: window
-current_state: wait
-states:
-  - name: wait
-    func: time
-    target: {name: go, when: {key: clock, value: '%s'}}
-  - name: go
-"""
+CLOCK = charts.chart("window", "wait", charts.timed("wait", "go", "clock", "'%s'"), charts.final("go"))
 
 # first -> second -> third move by elapsed time; done is final
-CHAIN = """
-name: chain
-current_state: first
-states:
-  - name: first
-    func: time
-    target: {name: second, when: {key: elapsed, value: 10m}}
-  - name: second
-    func: time
-    target: {name: third, when: {key: elapsed, value: 20m}}
-  - name: third
-    func: time
-    target: {name: done, when: {key: elapsed, value: 3650d}}
-  - name: done
-"""
+CHAIN = charts.chart(
+    "chain",
+    "first",
+    charts.timed("first", "second", "elapsed", "10m"),
+    charts.timed("second", "third", "elapsed", "20m"),
+    charts.timed("third", "done", "elapsed", "3650d"),
+    charts.final("done"),
+)
 
-SOAK_THEN_GATE = """
-name: wave
-current_state: soak
-states:
-  - name: soak
-    func: time
-    target: {name: gate, when: {key: elapsed, value: 10m}}
-  - name: gate
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 2}}
-  - name: done
-"""
+SOAK_THEN_GATE = charts.chart(
+    "wave",
+    "soak",
+    charts.timed("soak", "gate", "elapsed", "10m"),
+    charts.increment("gate", "done", 2),
+    charts.final("done"),
+)
 
 # an elapsed-only loop (allowed: only a loop with a clock time is refused), e.g. a recurring window
-BLINK = """
-name: blink
-current_state: open
-states:
-  - name: open
-    func: time
-    target: {name: closed, when: {key: elapsed, value: 50m}}
-  - name: closed
-    func: time
-    target: {name: open, when: {key: elapsed, value: 10m}}
-"""
+BLINK = charts.chart(
+    "blink", "open", charts.timed("open", "closed", "elapsed", "50m"), charts.timed("closed", "open", "elapsed", "10m")
+)
 
-COUNTED = """
-name: counted
-current_state: gate
-states:
-  - name: gate
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 1}}
-  - name: done
-"""
-
-
-def load(text: str) -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), "chart.yaml").unwrap()
+COUNTED = charts.chart("counted", "gate", charts.increment("gate", "done", 1), charts.final("done"))
 
 
 def steps(n: int, name: str = "steps") -> Chart:
@@ -166,21 +116,6 @@ class GatedClock(FakeClock):
 def make_client(serve: MakeClient) -> MakeClient:
     """`await make_client(chart, ...)`: a real server (no scheduler: nobody leads) and a client for it."""
     return functools.partial(serve, scheduler=False)
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
-    """`make()`: a client of its own, as a separate worker process would have."""
-    made: list[Redis] = []
-
-    def make() -> Redis:
-        client = connect(redis_url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
 
 
 async def get_json(client: Client, path: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,23 +13,14 @@ import trustme
 from aiohttp import web
 
 from stateservice.config import Config
-from stateservice.core.parse import parse
 from stateservice.errors import StartupError
 from stateservice.security.tls import server_context
 from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.web.app import Loaded, create_app
+from tests.support import charts
 from tests.support.service import Services, http
 
-ROLLOUT = """
-name: rollout
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 2}}
-  - name: done
-"""
+ROLLOUT = charts.canary_text(2)
 TOKENS = f"""
 tokens:
   - {{name: web1.example.com, sha256: {hash_secret("unused-1")}, scopes: [read, report]}}
@@ -77,7 +68,7 @@ async def serve(app: web.Application, context: ssl.SSLContext | None) -> AsyncIt
 
 
 def chart() -> list[object]:
-    return [parse(textwrap.dedent(ROLLOUT).lstrip("\n"), "rollout.yaml").unwrap()]
+    return [charts.load(ROLLOUT, "rollout.yaml")]
 
 
 @pytest.fixture
@@ -143,13 +134,6 @@ def test_unusable_certificates_stop_start_up(server_files: tuple[Path, Path, Pat
         server_context(authority, key)  # a certificate that does not match the key
     with pytest.raises(StartupError, match="cannot read the client CA"):
         server_context(chain, key, tmp_path / "missing-ca.pem")
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 def test_serve_with_tls(

@@ -109,7 +109,9 @@ class RedisProcess:
             f"port {port}\n"
             f'dir "{self.directory}"\n'
             f"appendonly {'yes' if self.appendonly else 'no'}\n"
-            "appendfsync everysec\n"
+            # always, not everysec: with everysec Redis may hold back an AOF write for up to 2 s while a
+            # slow fsync runs (a loaded CI disk), and a SIGKILL then loses a write the tests counted on
+            "appendfsync always\n"
             'save ""\n'
             f'logfile "{self.logfile}"\n'
             "daemonize no\n"

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 

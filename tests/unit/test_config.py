@@ -303,3 +303,16 @@ def test_the_page_lists_every_rule() -> None:
 def test_markdown_escapes_html_and_emphasis_outside_code_only() -> None:
     assert markdown("files, <DIR>/<team> (*.json) a|b") == "files, &lt;DIR&gt;/&lt;team&gt; (\\*.json) a\\|b"
     assert markdown("see `GET /state?<x>` and <y>") == "see `GET /state?<x>` and &lt;y&gt;"
+
+
+def test_redis_credentials_come_from_the_environment_and_are_redacted() -> None:
+    env = {"STATESERVICE_REDIS_URL": "redis://h:6379/0", "STATESERVICE_REDIS_PASSWORD": "p@ss/w:rd"}
+    config = Config.load(argparse.Namespace(), {**env, "STATESERVICE_REDIS_USERNAME": "svc"})
+    assert config.redis_url == "redis://svc:p%40ss%2Fw%3Ard@h:6379/0"
+    assert redact(config.redis_url) == "redis://svc:***@h:6379/0"
+    own = Config.load(argparse.Namespace(redis_url="redis://u:mine@h/0"), env)
+    assert own.redis_url == "redis://u:mine@h/0"  # a password in the URL wins
+    assert redact("redis://h/0?password=x&db=1") == "redis://h/0?password=***&db=1"
+    assert redact("redis://[::1]:1/0") == "redis://[::1]:1/0"
+    assert redact("redis://:x@[::1]:1/0") == "redis://:***@[::1]:1/0"
+    assert redact("redis://u:x@h:port/0") == "(an unreadable URL)"

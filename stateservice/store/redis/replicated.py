@@ -8,7 +8,7 @@ connection back to the pool inside `execute()`, which is why the WAIT lives in t
 Fewer acknowledgements within the timeout raise StoreUnavailable (503): the write is on the
 master and may or may not survive a failover, so the caller retries (a report with `host=`
 is counted once however often it is retried). WAIT makes a write survive the loss of the
-master; it does not make Redis a consensus store (see the README's durability advice).
+master; it does not make Redis a consensus store (see docs/redis.md's durability advice).
 """
 
 from __future__ import annotations

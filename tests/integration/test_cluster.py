@@ -3,7 +3,7 @@
 One cluster (tests/support/cluster.py) and one two-worker service serve the whole module. The
 charts' names are chosen so that their `{CHART}` hash tags fall on three different masters,
 which the first test checks with the cluster's own CLUSTER KEYSLOT and slot map. Then the
-README walkthrough runs across them through HTTP and the command line (`status`, `reset`),
+walkthrough (README, docs/index.md) runs across them through HTTP and the command line (`status`, `reset`),
 with a long-poll woken by a move on each master, a time state moved by the leader alone, a
 burst of concurrent PUTs counted exactly, a chart whose slot is migrated to another master
 under the running service (MOVED: the service re-reads the slot map), and, last, the master
@@ -23,49 +23,28 @@ from pathlib import Path
 import pytest
 
 from stateservice.store import keys
+from tests.support import charts
 from tests.support.cluster import Cluster, ClusterNode
 from tests.support.service import ServiceProcess, Services, http, run_cli, wait_until
 
 # alpha, delta, beta and gamma: slots on masters 0, 1, 2 and 0 of the evenly split cluster
-GATES = """
-name: alpha
-current_state: green
-states:
-  - name: green
-    func: increment
-    current: {key: count, value: 0}
-    target: {name: red, when: {key: count, value: 2}}
-  - name: red
-    func: increment
-    current: {key: count, value: 0}
-    target: {name: blue, when: {key: count, value: 1}}
-  - name: blue
-"""
+GATES = charts.chart(
+    "alpha",
+    "green",
+    charts.increment("green", "red", 2, key="count"),
+    charts.increment("red", "blue", 1, key="count"),
+    charts.final("blue"),
+)
 
-SOAK = """
-name: delta
-current_state: wait
-states:
-  - name: wait
-    func: time
-    target: {name: open, when: {key: elapsed, value: 1s}}
-  - name: open
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 1}}
-  - name: done
-"""
+SOAK = charts.chart(
+    "delta",
+    "wait",
+    charts.timed("wait", "open", "elapsed", "1s"),
+    charts.increment("open", "done", 1),
+    charts.final("done"),
+)
 
-BURST = """
-name: %s
-current_state: open
-states:
-  - name: open
-    func: increment
-    current: {key: reports, value: 0}
-    target: {name: done, when: {key: reports, value: 100000}}
-  - name: done
-"""
+BURST = charts.chart("%s", "open", charts.increment("open", "done", 100000, key="reports"), charts.final("done"))
 
 
 class Fleet:
@@ -105,9 +84,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     cluster.start()
     services = Services(root)
     try:
-        charts = {"alpha": GATES, "delta": SOAK, "beta": BURST % "beta", "gamma": BURST % "gamma"}
+        texts = {"alpha": GATES, "delta": SOAK, "beta": BURST % "beta", "gamma": BURST % "gamma"}
         paths = {}
-        for name, text in charts.items():
+        for name, text in texts.items():
             paths[name] = root / f"{name}.yaml"
             paths[name].write_text(textwrap.dedent(text))
         service = services.start(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import operator
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,16 +28,15 @@ from stateservice.errors import (
     StateServiceError,
     UnknownState,
 )
+from tests.support import charts
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+load = partial(charts.load, path="release.yaml")  # a chart without `name:` is called "release"
 
 
 def at(seconds: int) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-def load(text: str, path: str = "release.yaml") -> Chart:
-    return parse(textwrap.dedent(text).lstrip("\n"), path).unwrap()
 
 
 RELEASE = load(
@@ -72,7 +71,7 @@ PINGPONG = load(
         current: {key: n, value: 5}
         target: {name: ping, when: {key: n, value: 6}}
     """,
-    "pingpong.yaml",
+    path="pingpong.yaml",
 )
 
 
@@ -305,7 +304,7 @@ def test_carry_over_keeps_a_snapshot_whose_state_still_exists() -> None:
 
 
 def test_carry_over_refuses_a_state_the_new_file_removed() -> None:
-    changed = load("current_state: done\nstates:\n  - name: done\n", "charts/release.yaml")
+    changed = load("current_state: done\nstates:\n  - name: done\n", path="charts/release.yaml")
 
     with pytest.raises(StateRemoved) as caught:
         rules.carry_over(changed, Snapshot("canary", 3, T0))

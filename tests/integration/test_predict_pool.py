@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +201,6 @@ async def test_a_model_that_kills_its_process_answers_500_and_others_keep_workin
 
 
 # -- the service: no process left behind ----------------------------------------------------------
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    made = Services(tmp_path)
-    yield made
-    made.cleanup()
 
 
 def children(pid: int) -> set[int]:

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -106,13 +106,6 @@ def test_serve_with_a_bad_sentinel_url_stops_with_a_clear_error(tmp_path: Path) 
 
 
 # -- a real deployment -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    found = Services(tmp_path)
-    yield found
-    found.cleanup()
 
 
 @pytest.mark.slow

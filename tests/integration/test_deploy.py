@@ -27,8 +27,9 @@ from stateservice.core.parse import parse
 from stateservice.security.tokens import parse_tokens
 from stateservice.server.supervisor import SHUTDOWN_GRACE
 from stateservice.web.app import Loaded, create_app
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
 DOCKER = DEPLOY / "docker"

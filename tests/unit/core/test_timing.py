@@ -22,6 +22,7 @@ from stateservice.core.chart import Chart, Counter, Func, Snapshot, State, Targe
 from stateservice.core.parse import parse
 from stateservice.core.timing import due_at, parse_duration, parse_instant
 from stateservice.errors import CorruptState
+from tests.support import charts
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -33,7 +34,8 @@ def at(minutes: float) -> datetime:
 
 
 def load(text: str, path: str = "timed.yaml") -> Chart:
-    result = parse(textwrap.dedent(text).lstrip("\n"), path)
+    """A chart with neither errors nor warnings."""
+    result = charts.parsed(text, path)
     assert result.problems == []
     return result.unwrap()
 

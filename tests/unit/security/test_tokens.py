@@ -1,14 +1,12 @@
-"""The tokens file, the constant-time lookup, scopes, and the loopback-only default (no sockets)."""
+"""security/tokens.py: the tokens file, the constant-time lookup, scopes, and the loopback-only default."""
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 import pytest
 import yaml
 
-from stateservice.config import Config
 from stateservice.errors import StartupError
 from stateservice.security.tokens import (
     Scope,
@@ -21,7 +19,6 @@ from stateservice.security.tokens import (
     make_token,
     parse_tokens,
 )
-from stateservice.store.redis.connect import redact
 
 A, B = "a" * 64, "b" * 64
 GOOD = textwrap.dedent(
@@ -138,16 +135,3 @@ def test_other_hosts_need_tokens_or_the_explicit_flag(host: str) -> None:
         check_exposure(host, None, insecure_no_auth=False)
     check_exposure(host, None, insecure_no_auth=True)
     check_exposure(host, Tokens(()), insecure_no_auth=False)
-
-
-def test_redis_credentials_come_from_the_environment_and_are_redacted() -> None:
-    env = {"STATESERVICE_REDIS_URL": "redis://h:6379/0", "STATESERVICE_REDIS_PASSWORD": "p@ss/w:rd"}
-    config = Config.load(argparse.Namespace(), {**env, "STATESERVICE_REDIS_USERNAME": "svc"})
-    assert config.redis_url == "redis://svc:p%40ss%2Fw%3Ard@h:6379/0"
-    assert redact(config.redis_url) == "redis://svc:***@h:6379/0"
-    own = Config.load(argparse.Namespace(redis_url="redis://u:mine@h/0"), env)
-    assert own.redis_url == "redis://u:mine@h/0"  # a password in the URL wins
-    assert redact("redis://h/0?password=x&db=1") == "redis://h/0?password=***&db=1"
-    assert redact("redis://[::1]:1/0") == "redis://[::1]:1/0"
-    assert redact("redis://:x@[::1]:1/0") == "redis://:***@[::1]:1/0"
-    assert redact("redis://u:x@h:port/0") == "(an unreadable URL)"

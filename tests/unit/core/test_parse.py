@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import textwrap
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,13 +12,8 @@ import pytest
 from stateservice.core.chart import Counter, Func, State, Target
 from stateservice.core.parse import Parsed, parse, parse_all
 from stateservice.errors import ChartError
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def chart(text: str) -> str:
-    """Chart text written indented in a test; line 1 is the first line after the opening quotes."""
-    return textwrap.dedent(text).lstrip("\n")
+from tests.support.charts import text as chart
+from tests.support.paths import EXAMPLES
 
 
 def messages(text: str, path: str = "x.yaml") -> list[str]:
