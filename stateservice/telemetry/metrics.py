@@ -19,6 +19,7 @@ used (it picks its storage when imported). Nothing here talks to HTTP or Redis.
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import shutil
 import stat
@@ -27,7 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stateservice.telemetry import perprocess
 from stateservice.telemetry.perprocess import NextTurn
@@ -170,13 +171,36 @@ def predictions(model: str, rows: int) -> None:
 def exposition() -> tuple[bytes, str]:
     """The text format and its content type (every worker's, in multiprocess mode). Reads files: not on the loop."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = get().registry
-    if os.environ.get(ENV):
+    if directory := os.environ.get(ENV):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(_Started(directory))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Started:
+    """prometheus-client's multiprocess collector, reading only the files their process has started.
+
+    A worker creates its file empty and then sizes it: a scrape between the two (a worker
+    respawning) failed on the empty file with a 500. An empty file holds no values yet, and
+    a file only grows, so skipping the empty ones loses nothing and leaves no window.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        started = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            try:
+                if os.stat(path).st_size:
+                    started.append(path)
+            except FileNotFoundError:
+                continue  # a dead worker's live gauge, removed meanwhile
+        return MultiProcessCollector.merge(started, accumulate=True)  # type: ignore[no-untyped-call]
 
 
 @contextmanager

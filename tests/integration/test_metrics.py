@@ -218,6 +218,23 @@ def test_updates_ask_no_pid_of_the_os_and_a_forked_child_writes_its_own_files(tm
     assert total(generate_latest(registry).decode(), "stateservice_requests_total", route="/state") == 12
 
 
+def test_a_scrape_while_a_worker_creates_its_file_counts_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A respawning worker's file exists empty for a moment before it is sized: a scrape then was a 500."""
+    monkeypatch.setenv(metrics.ENV, str(tmp_path))
+    metrics._restart()
+    try:
+        metrics.request("/started", "GET", 200, 0.001)
+        metrics.flush()
+        (tmp_path / "counter_999999.db").touch()
+        (tmp_path / "histogram_999999.db").touch()
+        assert total(metrics.exposition()[0].decode(), "stateservice_requests_total", route="/started") == 1
+    finally:
+        monkeypatch.delenv(metrics.ENV)
+        metrics._restart()
+
+
 def _requests_counted() -> float:
     return total(metrics.exposition()[0].decode(), "stateservice_requests_total", route="/turn")
 
