@@ -169,29 +169,41 @@ class ModelCache:
         return outcome
 
     async def _predict_in_pool(self, pool: PredictPool, entry: Entry, rows: Rows) -> list[str]:
-        """One pool job (the freshness check and the prediction), two when the file changed since the last load."""
-        spec, current = entry.spec, entry.current
+        """The prediction in a pool process; if that process dies meanwhile, once more on another (a new one
+        in its place) before answering 500: one death may be a kill or the OOM killer, a second one the model."""
+        spec = entry.spec
         try:
-            outcome: list[str] | Stale = Stale(None)
-            if current is not None:
-                outcome = await pool.predict(spec, entry.seen, current.digest, _data(current), current.n_features, rows)
-            if isinstance(outcome, Stale):
-                current = await self.refresh(entry, outcome.signature)
-                outcome = await pool.predict(spec, None, current.digest, _data(current), current.n_features, rows)
-            assert not isinstance(outcome, Stale)  # only a check against `seen` answers Stale
-            return outcome
-        except PoolDied as exc:
-            raise PredictionFailed(
-                spec.name,
-                f"the prediction process died while predicting with model {spec.name!r} ({exc}); "
-                "a new one was started: retry the request",
-            ) from exc
+            try:
+                return await self._pool_job(pool, entry, rows)
+            except PoolDied as exc:
+                log.warning("prediction_retried", model=spec.name, why=str(exc))
+                first = exc
+            try:
+                return await self._pool_job(pool, entry, rows)
+            except PoolDied as exc:
+                raise PredictionFailed(
+                    spec.name,
+                    f"the prediction process died while predicting with model {spec.name!r} ({first}), "
+                    f"and so did the new one it was retried on ({exc})",
+                ) from exc
         except LoadFailed as exc:
             raise ModelUnavailable(spec.name, f"a prediction process could not load it: {exc}") from None
         except RemoteError as exc:
             raise PredictionFailed(
                 spec.name, f"model {spec.name!r} failed in the prediction process: {str(exc).splitlines()[-1]}"
             ) from exc
+
+    async def _pool_job(self, pool: PredictPool, entry: Entry, rows: Rows) -> list[str]:
+        """One pool job (the freshness check and the prediction), two when the file changed since the last load."""
+        spec, current = entry.spec, entry.current
+        outcome: list[str] | Stale = Stale(None)
+        if current is not None:
+            outcome = await pool.predict(spec, entry.seen, current.digest, _data(current), current.n_features, rows)
+        if isinstance(outcome, Stale):
+            current = await self.refresh(entry, outcome.signature)
+            outcome = await pool.predict(spec, None, current.digest, _data(current), current.n_features, rows)
+        assert not isinstance(outcome, Stale)  # only a check against `seen` answers Stale
+        return outcome
 
     async def refresh(self, entry: Entry, seen: Signature | None = None) -> Loaded:
         """The current version of the model, loaded or reloaded if its file changed. Raises ModelUnavailable."""

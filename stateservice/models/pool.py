@@ -9,18 +9,20 @@ copy mid-flight). `models/cache.py`'s `ModelCache` stays the one place that deci
 predict with.
 
 Each process has two pipes, and the worker's event loop reads answers from them directly
-(`add_reader`): a job costs the worker a pickle and a write, about 40 us, where a
-`concurrent.futures.ProcessPoolExecutor` cost about 350 us of the worker's CPU (and GIL) per job
-in its queue and management threads on the 2-CPU machine of bench/RESULTS-models.md. A job goes
-to the process with the fewest jobs in flight; a large one (a big body, a model file's bytes)
-is written from a thread, so that a full pipe never stalls the loop.
+(`add_reader`, non-blocking, as their bytes arrive: `models/pipes.py`): a job costs the worker a
+pickle and a write, about 40 us, where a `concurrent.futures.ProcessPoolExecutor` cost about
+350 us of the worker's CPU (and GIL) per job in its queue and management threads on the 2-CPU
+machine of bench/RESULTS-models.md. A job goes to the process with the fewest jobs in flight; a
+large one (a big body, a model file's bytes) is written from a thread, so that a full pipe never
+stalls the loop, and whole: the next job waits for it even if its request is cancelled meanwhile.
 
 Each pool process keeps the models it was given, one version per model file, keyed by the
 file's SHA-256: `load` deserializes (with `models/files.py`'s `deserialize`) in every process, which keeps
 it; `predict` sends the digest and the rows, and a process that does not hold that version (it
 replaced one that died) says so, and is sent the file's bytes once.
 A process that dies (killed, or a model that crashes the interpreter) fails its jobs in flight
-with `PoolDied`, never a hang, and the next job starts a new process in its place. Pool
+with `PoolDied` saying how it ended (its exit code, or the signal that killed it), never a hang,
+and the next job starts a new process in its place (`models/cache.py` retries a prediction once). Pool
 processes ignore SIGINT and SIGTERM (the worker stops them when it stops, after its in-flight
 requests: end of input, then SIGKILL after `STOP_GRACE`), and exit on their own when the worker
 is gone (the end of their input pipe).
@@ -46,6 +48,7 @@ import structlog
 from stateservice.errors import BadPrediction, PredictionFailed, StateServiceError, ValuesRejected
 from stateservice.models.conf import ModelSpec
 from stateservice.models.files import Signature, current_signature, deserialize
+from stateservice.models.pipes import Frames, exit_status
 from stateservice.models.predict import Rows, predict_rows
 
 log = structlog.get_logger(__name__)
@@ -103,6 +106,7 @@ class _Process:
     pending: dict[int, tuple[asyncio.Future[Any], int]] = field(default_factory=dict)  # job -> (future, bytes)
     loop: asyncio.AbstractEventLoop | None = None  # the loop reading `answers`
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer at a time: messages never interleave
+    frames: Frames = field(default_factory=Frames)  # answers as their bytes arrive
     dead: bool = False
 
     @property
@@ -121,6 +125,7 @@ class PredictPool:
         self._ids = itertools.count()
         self._closed = False
         self._atexit = False
+        self._burying: set[asyncio.Future[None]] = set()  # processes that died, awaiting their exit status
 
     def start(self) -> None:
         """Start the processes now, so that they have imported what they need before the first job."""
@@ -147,6 +152,8 @@ class PredictPool:
         await asyncio.gather(*(asyncio.to_thread(_reap, slot.process) for slot in slots))
         for slot in slots:
             self._gone(slot, "the prediction pool was closed")
+        loop = asyncio.get_running_loop()  # (a test's earlier loop may have closed with its burial pending)
+        await asyncio.gather(*(b for b in self._burying if b.get_loop() is loop), return_exceptions=True)
 
     async def load(self, spec: ModelSpec, digest: str, data: bytes) -> int | None:
         """Deserialize `data` in every pool process, each of which keeps it (so that no request waits for a
@@ -213,46 +220,65 @@ class PredictPool:
                 slot.loop.remove_reader(slot.answers.fileno())
             slot.loop = loop
             slot.sending = asyncio.Lock()
+            # read as much as is there, never more: uvloop makes a watched fd non-blocking anyway, and with
+            # asyncio's loop a blocking read of a large answer would wait on the process with the loop
+            os.set_blocking(slot.answers.fileno(), False)
             loop.add_reader(slot.answers.fileno(), self._answer, slot)
         future: asyncio.Future[Any] = loop.create_future()
         inline = slot.queued + len(message) <= INLINE
         slot.pending[job] = (future, len(message))
-        sent = False
+        write = asyncio.ensure_future(self._write(slot, future, message, inline))
+        write.add_done_callback(_retrieved)
         try:
-            async with slot.sending:
-                if slot.dead:
-                    raise ValueError("the process is gone")
+            await asyncio.shield(write)  # a cancelled request leaves its write to finish: a message is never cut
+        except BaseException:  # not written (_NotSent: sent again), or the request was cancelled
+            slot.pending.pop(job, None)
+            future.cancel()
+            raise
+        return await future
+
+    async def _write(self, slot: _Process, future: asyncio.Future[Any], message: bytes, inline: bool) -> None:
+        """Write one job's message, whole, holding the slot's lock until it is in the pipe. Raises _NotSent."""
+        async with slot.sending:
+            if future.done():  # the request was cancelled while it waited for its turn: nothing to write
+                return
+            if slot.dead:
+                raise _NotSent
+            try:
                 if inline:
                     slot.jobs.send_bytes(message)
                 else:
                     await asyncio.to_thread(slot.jobs.send_bytes, message)
-                sent = True
-        except (OSError, ValueError):  # the process is gone (its input closed), maybe noticed already
-            slot.pending.pop(job, None)  # not failed with the others: it is sent again
-            self._gone(slot, "its input pipe is closed")
-            raise _NotSent from None
-        finally:
-            if not sent:  # failed, or the request was cancelled before its job was written
-                slot.pending.pop(job, None)
-        return await future
+            except (OSError, ValueError):  # the process is gone (its input closed), maybe noticed already
+                self._gone(slot)
+                raise _NotSent from None
 
     def _answer(self, slot: _Process) -> None:
-        """On the loop: an answer (or the end) came from the process."""
+        """On the loop: part of an answer, answers, or the end came from the process."""
         try:
-            job, ok, value = pickle.loads(slot.answers.recv_bytes())
-        except (EOFError, OSError):
-            self._gone(slot, f"exit code {slot.process.exitcode}" if slot.process.exitcode is not None else "it died")
-            return
-        future, _ = slot.pending.pop(job, (None, 0))
-        if future is None or future.done():  # the request was cancelled meanwhile
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(RemoteError(value))
+            messages, ended = slot.frames.read(slot.answers.fileno())
+        except OSError:
+            messages, ended = [], True
+        for message in messages:
+            try:
+                job, ok, value = pickle.loads(message)
+            except Exception as exc:  # not our protocol: a process that cannot be trusted to answer any more
+                slot.process.kill()
+                self._gone(slot, f"it sent an answer that does not unpickle ({type(exc).__name__})")
+                return
+            future, _ = slot.pending.pop(job, (None, 0))
+            if future is None or future.done():  # the request was cancelled meanwhile
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(RemoteError(value))
+        if ended:
+            self._gone(slot)
 
-    def _gone(self, slot: _Process, why: str) -> None:
-        """The process ended: fail its jobs in flight; its slot starts a new process at the next job."""
+    def _gone(self, slot: _Process, why: str | None = None) -> None:
+        """The process ended (or must): fail its jobs in flight with PoolDied saying why (its exit code or
+        signal, once it has exited); its slot starts a new process at the next job."""
         if slot.dead:
             return
         slot.dead = True
@@ -260,14 +286,33 @@ class PredictPool:
             slot.loop.remove_reader(slot.answers.fileno())
         slot.answers.close()
         slot.jobs.close()
-        if not self._closed:
-            slot.process.join(0.05)  # it closed its pipe: it has exited, or is exiting
-            why = f"exit code {slot.process.exitcode}" if slot.process.exitcode is not None else why
-            log.error("predict_process_died", pid=slot.process.pid, why=why, jobs=len(slot.pending))
-        for future, _ in slot.pending.values():
-            if not future.done():
-                future.set_exception(PoolDied(why))
+        pending = [future for future, _ in slot.pending.values()]
         slot.pending.clear()
+        if self._closed:
+            _fail(pending, why or "the prediction pool was closed")
+            return
+        bury = asyncio.ensure_future(self._bury(slot, pending, why))
+        self._burying.add(bury)
+        bury.add_done_callback(self._burying.discard)
+
+    async def _bury(self, slot: _Process, pending: list[asyncio.Future[Any]], why: str | None) -> None:
+        """Off the loop, wait for the process to exit (it closed its pipe), then say how it ended."""
+        status = await asyncio.to_thread(exit_status, slot.process)
+        why = f"{why}; {status}" if why else status
+        log.error("predict_process_died", pid=slot.process.pid, why=why, jobs=len(pending))
+        _fail(pending, why)
+
+
+def _fail(pending: list[asyncio.Future[Any]], why: str) -> None:
+    for future in pending:
+        if not future.done():
+            future.set_exception(PoolDied(why))
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A write whose request was cancelled: its outcome (_NotSent) is nobody's to raise."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _spawn() -> _Process:

@@ -12,7 +12,9 @@ import asyncio
 import hashlib
 import json
 import os
+import runpy
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from aiohttp.test_utils import TestClient
 from stateservice.config import Config
 from stateservice.models.cache import ModelCache
 from stateservice.web.app import Loaded, create_app
-from tests.support.models import Crashes, Fixed, Layout, Rejects, Sleepy, WhereAmI, colors_tree, save
+from tests.support.models import Announces, Crashes, Fixed, Layout, Rejects, WhereAmI, colors_tree, save
+from tests.support.paths import EXAMPLES
 from tests.support.service import Services, alive, wait_until
 
 Client = TestClient[web.Request, web.Application]
@@ -169,35 +172,142 @@ async def test_a_pool_process_killed_while_idle_is_replaced_and_the_next_request
     assert [e["event"] for e in logs if e["event"] == "predict_process_died"] in ([], ["predict_process_died"])
 
 
-async def test_a_pool_process_killed_while_predicting_answers_500_and_is_replaced(pooled: Any, layout: Layout) -> None:
-    layout.add("slow", Sleepy(5))
+async def announced(directory: Path, known: set[int], timeout: float = 30) -> int:
+    """The pid of a prediction process, not one of `known`, that has started predicting with an Announces model
+    (polled without blocking the loop, which also serves the test's requests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        new = {int(path.name) for path in directory.iterdir()} - known
+        if new:
+            return new.pop()
+        assert time.monotonic() < deadline, f"no new prediction process started predicting within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_pool_process_killed_while_predicting_is_retried_once_on_a_new_one(
+    pooled: Any, layout: Layout, tmp_path: Path
+) -> None:
+    (predicting := tmp_path / "predicting").mkdir()
+    layout.add("slow", Announces(predicting, 1.0))
     client, cache = await pooled(layout)
-    assert await post(client, GREEN) == (200, {"state": ["green"]})  # the process is running
-    [pid] = pool_pids(cache)
 
     with structlog.testing.capture_logs() as logs:
-        slow = asyncio.ensure_future(post(client, {"name": "slow", "values": [[1]]}))
-        await asyncio.sleep(0.5)  # predicting: the model loaded (once, in the worker's first request) and sleeps
+        slow = asyncio.ensure_future(post(client, {"name": "slow", "values": [[1], [2]]}))
+        pid = await announced(predicting, set())
         os.kill(pid, signal.SIGKILL)
-        status, body = await asyncio.wait_for(slow, 10)  # never a hang
+        status, body = await asyncio.wait_for(slow, 30)  # never a hang
+
+    assert (status, body) == (200, {"state": ["green", "green"]})
+    [new] = pool_pids(cache)
+    assert {int(path.name) for path in predicting.iterdir()} == {pid, new}  # predicted again, in the new process
+    [died] = [e for e in logs if e["event"] == "predict_process_died"]
+    assert (died["pid"], died["why"], died["jobs"]) == (pid, "killed by signal SIGKILL", 1)
+    [retried] = [e for e in logs if e["event"] == "prediction_retried"]
+    assert (retried["model"], retried["why"]) == ("slow", "killed by signal SIGKILL")
+
+
+async def test_a_request_whose_process_dies_twice_answers_500_naming_the_signal(
+    pooled: Any, layout: Layout, tmp_path: Path
+) -> None:
+    (predicting := tmp_path / "predicting").mkdir()
+    layout.add("slow", Announces(predicting, 5.0))
+    client, cache = await pooled(layout)
+
+    slow = asyncio.ensure_future(post(client, {"name": "slow", "values": [[1]]}))
+    first = await announced(predicting, set())
+    os.kill(first, signal.SIGKILL)
+    second = await announced(predicting, {first})
+    os.kill(second, signal.SIGKILL)
+    status, body = await asyncio.wait_for(slow, 30)
 
     assert (status, body["error"], body["model"]) == (500, "prediction_failed", "slow")
-    assert body["message"].startswith("the prediction process died while predicting with model 'slow'")
-    assert body["message"].endswith("a new one was started: retry the request")
-    assert [e["event"] for e in logs if e["event"] == "predict_process_died"] == ["predict_process_died"]
-    assert await post(client, GREEN) == (200, {"state": ["green"]})
-    assert pid not in pool_pids(cache)
+    assert body["message"] == (
+        "the prediction process died while predicting with model 'slow' (killed by signal SIGKILL), "
+        "and so did the new one it was retried on (killed by signal SIGKILL)"
+    )
+    assert await post(client, GREEN) == (200, {"state": ["green"]})  # a third process
+    assert not {first, second} & set(pool_pids(cache))
 
 
-async def test_a_model_that_kills_its_process_answers_500_and_others_keep_working(pooled: Any, layout: Layout) -> None:
-    layout.add("crash", Crashes())
+@pytest.mark.parametrize(
+    ("model", "why"), [(Crashes(), "killed by signal SIGKILL"), (Crashes(exit_code=3), "exit code 3")]
+)
+async def test_a_model_that_kills_its_process_answers_500_saying_how_and_others_keep_working(
+    pooled: Any, layout: Layout, model: Crashes, why: str
+) -> None:
+    layout.add("crash", model)
     client, _ = await pooled(layout)
 
     status, body = await post(client, {"name": "crash", "values": [[1]]})
 
     assert (status, body["error"]) == (500, "prediction_failed")
-    assert "the prediction process died" in body["message"]
+    assert body["message"] == (
+        f"the prediction process died while predicting with model 'crash' ({why}), "
+        f"and so did the new one it was retried on ({why})"
+    )
     assert await post(client, GREEN) == (200, {"state": ["green"]})
+
+
+async def test_a_request_cancelled_while_its_rows_are_written_leaves_the_next_jobs_whole(
+    layout: Layout, tmp_path: Path
+) -> None:
+    (predicting := tmp_path / "predicting").mkdir()
+    layout.add("busy", Announces(predicting, 1.0))
+    cache = ModelCache(layout.specs(), predict_processes=1, warm=False)
+    cache.start()
+    try:
+        assert await cache.predict("colors", [[500, 0]]) == ["green"]
+        busy = asyncio.ensure_future(cache.predict("busy", [[1]]))
+        [pid] = [await announced(predicting, set())]  # predicting: it reads no job until it is done
+        # megabytes of rows (distinct rows: pickle would share one row repeated), written from a thread a pipe's
+        # worth at a time; the request is cancelled (a client hung up) halfway
+        big = asyncio.ensure_future(cache.predict("colors", [[500.0, float(i)] for i in range(200_000)]))
+        await asyncio.sleep(0.3)
+        big.cancel()
+
+        assert await asyncio.wait_for(cache.predict("colors", [[500, 0]]), 20) == ["green"]
+        assert await busy == ["green"]
+        assert pool_pids(cache) == [pid]
+    finally:
+        await cache.close()
+
+
+# -- as large as the body limit: through `serve` (uvloop), with the example model --------------------
+
+BANDS = [([500, 10], "green"), ([650, 20], "red"), ([470, 90], "blue")]  # each row 9 characters of JSON
+
+
+@pytest.fixture(scope="module")
+def example_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/models/train.py's `colors` model, trained once for this module: a models dir for its conf."""
+    trainer = runpy.run_path(str(EXAMPLES / "models" / "train.py"))
+    out = tmp_path_factory.mktemp("example-models")
+    trainer["save"](trainer["train"](), out)
+    return out
+
+
+def filling(limit: int) -> tuple[bytes, list[str]]:
+    """A POST /state body with as many rows as fit in `limit` bytes, and the state of each."""
+    head, tail, row = b'{"name": "colors", "values": [', b"]}", len(b"[500, 10], ")
+    count = (limit - len(head) - len(tail) + 2) // row  # the last row has no ", "
+    rows = [BANDS[i % 3] for i in range(count)]
+    body = head + ", ".join(json.dumps(values) for values, _ in rows).encode() + tail
+    assert limit - row < len(body) <= limit
+    return body, [state for _, state in rows]
+
+
+@pytest.mark.parametrize(("flags", "limit"), [([], Config().max_body), (["--max-body", "8M"], 8 * 1024 * 1024)])
+def test_a_body_that_fills_the_limit_is_predicted(
+    services: Services, example_models: Path, redis_url: str, flags: list[str], limit: int
+) -> None:
+    # answers of more than a pipe's 64 KiB: under uvloop their pipe is non-blocking, and was read as if it blocked
+    args = ["--config", str(EXAMPLES / "models" / "conf"), "--models", str(example_models), "--event-loop", "uvloop"]
+    service = services.start(redis_url=redis_url, args=args + flags)
+    body, states = filling(limit)
+
+    assert _post(service.url, body) == (200, {"state": states})
+
+    assert service.events("predict_process_died") == []
 
 
 # -- the service: no process left behind ----------------------------------------------------------

@@ -63,12 +63,32 @@ class Sleepy:
         return [0] * len(rows)
 
 
+class Announces:
+    """Writes its process's pid to a file in `directory` as it starts to predict, then predicts like Sleepy: a test
+    knows which prediction process is predicting, and when."""
+
+    def __init__(self, directory: Path, seconds: float) -> None:
+        self.directory = directory
+        self.seconds = seconds
+
+    def predict(self, rows: Any) -> Any:
+        (self.directory / str(os.getpid())).touch()
+        time.sleep(self.seconds)
+        return [0] * len(rows)
+
+
 class Crashes:
-    """Kills the interpreter it predicts in, as a crash in native code would (run it in a prediction pool only)."""
+    """Kills the interpreter it predicts in, as a crash in native code would (SIGKILL), or exits it with `exit_code`
+    without a word (run it in a prediction pool only)."""
 
     n_features_in_ = 1
 
+    def __init__(self, exit_code: int | None = None) -> None:
+        self.exit_code = exit_code
+
     def predict(self, rows: Any) -> Any:
+        if self.exit_code is not None:
+            os._exit(self.exit_code)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
