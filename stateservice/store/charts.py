@@ -413,12 +413,12 @@ LOST = (RedisConnectionError, RedisTimeoutError, TimeoutError)  # the connection
 async def _exec(pipe: Pipeline) -> Any:
     """EXEC the queued transaction; a connection lost meanwhile raises its error, never WatchError.
 
-    redis-py turns a connection error while a pipeline WATCHes into WatchError ("retry"), and
-    follows a cut-off EXEC with an UNWATCH. But an EXEC sent and not answered may have been
-    applied: retried, a report without `host=` would count twice, so the error goes to the caller
-    (503: retry); and EXEC ends the WATCH whatever happens, so there is nothing to UNWATCH (over a
-    new connection, which a stalled Redis would make wait a socket timeout past the deadline).
-    A refused EXEC (another process wrote first) still raises WatchError.
+    redis-py's pipeline follows a cut-off EXEC with an UNWATCH, and (given an asyncio Retry; the
+    one `connect` gives never calls it) turns a connection error while WATCHing into WatchError,
+    "retry". But EXEC ends the WATCH whatever happens, so there is nothing to UNWATCH (over a new
+    connection, which a stalled Redis makes wait a socket timeout past the deadline); and an EXEC
+    sent and not answered may have been applied: retried, a report without `host=` would count
+    twice, so the error goes to the caller (503: retry). A refused EXEC still raises WatchError.
     """
     pipe.watching = False
     return await pipe.execute()
