@@ -261,6 +261,16 @@ class Config:
         REDIS,
         choices=LEVELS,
     )
+    redis_deadline: float = setting(
+        "--redis-deadline",
+        "STATESERVICE_REDIS_DEADLINE",
+        1.5,
+        settings.seconds,
+        "how long one request may wait for all of its Redis calls together; a Redis that has not answered "
+        "by then answers 503 store_unavailable (a long-poll's wait does not count, each read during it does)",
+        SERVE,
+        metavar="SECONDS",
+    )
     redis_wait_replicas: int = setting(
         "--redis-wait-replicas",
         "STATESERVICE_REDIS_WAIT_REPLICAS",

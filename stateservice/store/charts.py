@@ -5,6 +5,9 @@ host set and history change together or not at all), retried a bounded number of
 another worker wrote first. Within one process, writes to one chart also take a lock, so
 that a hot chart's writers queue here instead of invalidating each other's transactions in
 Redis; between processes WATCH alone keeps the counts exact.
+A transaction cut off mid-way (a request's deadline, a Redis that stopped answering) drops its
+connection, WATCH and any unread reply with it; one whose EXEC went unanswered is not retried,
+since it may have been applied: the error reaches the caller (503), who retries.
 
 Every operation first applies the time transitions that are due (by the Redis clock), in
 the same transaction: a host is never told "wait" for a state whose time has passed, and
@@ -15,6 +18,7 @@ the snapshot it was decided from, racing workers cannot apply it twice.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +28,9 @@ from typing import Any, TypeVar
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
@@ -74,6 +80,7 @@ class ChartStore:
         self.coalesce = coalesce
         self.commits = 0  # transactions that went through, and retries after a conflict: for benchmarks and logs
         self.retries = 0
+        self.heard = -math.inf  # loop time Redis last answered a read or transaction here (see web/deadline.py)
         self._locks: dict[str, asyncio.Lock] = {}
         self._contended: dict[str, float] = {}  # chart -> until when (loop time) it counts as written by others
         self._took: dict[str, float] = {}  # chart -> seconds its last transaction here took
@@ -102,6 +109,7 @@ class ChartStore:
     async def _current_state(self, chart: Chart) -> Snapshot:
         key = keys.chart_state(chart.name)
         state, entered = await self.redis.hmget(key, [keys.CURRENT_STATE, keys.ENTERED_AT])
+        self.heard = asyncio.get_running_loop().time()
         if state is None:
             return await self.advance(chart)
         snap = codec.decode_snapshot(chart, {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""})
@@ -137,7 +145,7 @@ class ChartStore:
             if created or moves:
                 pipe.multi()
                 self._write(pipe, chart, snap, moves, created)
-                await pipe.execute()
+                await _exec(pipe)
             return snap, moves
 
         while True:  # a long catch-up (an elapsed loop after weeks down) takes several transactions
@@ -207,7 +215,7 @@ class ChartStore:
                 pipe.hset(key, mapping={keys.counter_field(s): str(n) for s, n in decision.counters.items()})
             if decision.new_hosts:
                 pipe.sadd(keys.chart_hosts(chart.name, decision.snapshot.state), *sorted(decision.new_hosts))
-            await pipe.execute()
+            await _exec(pipe)
             return decision, moves
 
         while True:
@@ -248,7 +256,7 @@ class ChartStore:
             self._record(pipe, move)
             self._define(pipe, chart, now)
             pipe.publish(keys.chart_channel(chart.name), snap.state)
-            await pipe.execute()
+            await _exec(pipe)
             return move
 
         move = await self._transact(chart, "reset", attempt)
@@ -285,7 +293,7 @@ class ChartStore:
                         count=snap.count,
                     )
             self._define(pipe, chart, now)
-            await pipe.execute()
+            await _exec(pipe)
             return snap
 
         return await self._transact(chart, "register", attempt)
@@ -376,11 +384,13 @@ class ChartStore:
                     try:
                         began = asyncio.get_running_loop().time()
                         result = await attempt(pipe)
-                        self._took[chart.name] = asyncio.get_running_loop().time() - began
+                        self.heard = asyncio.get_running_loop().time()
+                        self._took[chart.name] = self.heard - began
                         self.commits += 1
                         return result
                     except WatchError:
-                        self._contended[chart.name] = asyncio.get_running_loop().time() + CONTENDED_FOR
+                        self.heard = asyncio.get_running_loop().time()  # EXEC refused: an answer all the same
+                        self._contended[chart.name] = self.heard + CONTENDED_FOR
                         self.retries += 1
                         metrics.retry()
                         # another process wrote first: re-read and decide again. It has just committed, so
@@ -388,10 +398,41 @@ class ChartStore:
                         # does a short, spread-out pause set them apart.
                         log.debug("transaction_retry", chart=chart.name, op=what, attempt=tries)
                         await asyncio.sleep(random.uniform(0, 0.001 * min(tries - 1, 20)))
+                    except (asyncio.CancelledError, *LOST):
+                        await _drop(pipe)
+                        raise
             log.warning("transaction_gave_up", chart=chart.name, op=what, attempts=self.max_attempts)
             raise StoreBusy(chart.name, self.max_attempts)
         finally:
             lock.release()
+
+
+LOST = (RedisConnectionError, RedisTimeoutError, TimeoutError)  # the connection, not the transaction, failed
+
+
+async def _exec(pipe: Pipeline) -> Any:
+    """EXEC the queued transaction; a connection lost meanwhile raises its error, never WatchError.
+
+    redis-py's pipeline follows a cut-off EXEC with an UNWATCH, and (given an asyncio Retry; the
+    one `connect` gives never calls it) turns a connection error while WATCHing into WatchError,
+    "retry". But EXEC ends the WATCH whatever happens, so there is nothing to UNWATCH (over a new
+    connection, which a stalled Redis makes wait a socket timeout past the deadline); and an EXEC
+    sent and not answered may have been applied: retried, a report without `host=` would count
+    twice, so the error goes to the caller (503: retry). A refused EXEC still raises WatchError.
+    """
+    pipe.watching = False
+    return await pipe.execute()
+
+
+async def _drop(pipe: Pipeline) -> None:
+    """Close a cut-off transaction's connection, with its WATCH and any reply still unread, before it goes back.
+
+    Otherwise the pipeline's reset sends UNWATCH on it: over a connection redis-py closed mid-reply
+    that means reconnecting, which a stalled Redis makes last a socket timeout past the deadline.
+    """
+    if pipe.connection is not None:
+        await pipe.connection.disconnect(nowait=True)
+    pipe.watching = False
 
 
 async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple[str, ...]) -> list[Any]:

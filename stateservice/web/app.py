@@ -29,7 +29,18 @@ from stateservice.store.redis.replicated import replicated
 from stateservice.store.registrar import Registrar
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import auth, middleware
-from stateservice.web.appkeys import BODY_LIMIT, CHARTS, MAX_WAIT, MODELS, REDIS, REGISTRAR, SCHEDULER, STORE, WATCHER
+from stateservice.web.appkeys import (
+    BODY_LIMIT,
+    CHARTS,
+    MAX_WAIT,
+    MODELS,
+    REDIS,
+    REDIS_DEADLINE,
+    REGISTRAR,
+    SCHEDULER,
+    STORE,
+    WATCHER,
+)
 from stateservice.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)
@@ -70,6 +81,7 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
     app[MAX_WAIT] = config.max_wait
     app[MODELS] = loaded.models if loaded.models is not None else ModelCache([])
     app[BODY_LIMIT] = config.max_body
+    app[REDIS_DEADLINE] = config.redis_deadline
     app[auth.AUTH_ON] = loaded.tokens is not None
     app.cleanup_ctx.append(_redis_ctx(config.redis_url, config))
     app.cleanup_ctx.append(_models_ctx)

@@ -21,3 +21,4 @@ WATCHER = web.AppKey("watcher", MoveWatcher)
 MAX_WAIT = web.AppKey("max_wait", float)
 MODELS = web.AppKey("models", ModelCache)
 BODY_LIMIT = web.AppKey("body_limit", int)
+REDIS_DEADLINE = web.AppKey("redis_deadline", float)  # seconds: see web/deadline.py

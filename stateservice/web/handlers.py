@@ -1,5 +1,7 @@
 """Thin handlers: parse the request, ask the store and the rules, answer.
 
+Each handler that needs Redis does all of its Redis work within one deadline (`web/deadline.py`).
+
 `/state` answers 200 with the state name as plain text (what curl, Chef `only_if` and
 Ansible `uri` look at); everything else, errors included, is JSON.
 """
@@ -20,6 +22,7 @@ from stateservice.store.lease import holder
 from stateservice.telemetry import logs
 from stateservice.web import auth, longpoll
 from stateservice.web.appkeys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, STORE, WATCHER
+from stateservice.web.deadline import redis_deadline
 from stateservice.web.views import describe
 
 log = structlog.get_logger(__name__)
@@ -81,27 +84,32 @@ async def get_state(request: web.Request) -> web.Response:
 
     404 when X is no state of the chart. A 406 carries Retry-After.
     """
-    chart = await _chart(request)
-    state = _state_param(request)
-    wait = longpoll.wait_param(request, request.app[MAX_WAIT])
     store = _store(request)
-    snap = await store.current_state(chart)
-    try:
-        rules.check(chart, snap, state)
-    except NotCurrent as exc:
-        if wait <= 0:
-            raise await longpoll.refused(store, chart, snap, exc) from None
-        await longpoll.wait_until_current(request, store, request.app[WATCHER], chart, state, wait)
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        state = _state_param(request)
+        wait = longpoll.wait_param(request, request.app[MAX_WAIT])
+        snap = await store.current_state(chart)
+        try:
+            rules.check(chart, snap, state)
+        except NotCurrent as exc:
+            if wait <= 0:
+                raise await longpoll.refused(store, chart, snap, exc) from None
+        else:
+            return _text(state)
+    # waiting is no Redis work: the long-poll gives each of its reads a deadline of its own
+    await longpoll.wait_until_current(request, store, request.app[WATCHER], chart, state, wait)
     return _text(state)
 
 
 async def put_state(request: web.Request) -> web.Response:
     """PUT /state?state=X[&host=H]: count a report of X; 406 when X is not current, 409 when it cannot move."""
-    chart = await _chart(request)
-    state = _state_param(request)
-    host = _param(request, "host", HOST_NAME, "host")
-    logs.bind(chart=chart.name, state=state, host=host)
-    result = await _store(request).report(chart, state, host, actor=auth.identity(request), remote=request.remote)
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        state = _state_param(request)
+        host = _param(request, "host", HOST_NAME, "host")
+        logs.bind(chart=chart.name, state=state, host=host)
+        result = await _store(request).report(chart, state, host, actor=auth.identity(request), remote=request.remote)
     if not result.counted:
         log.info("report_repeated", count=result.count)
     return _text(
@@ -113,33 +121,39 @@ async def put_state(request: web.Request) -> web.Response:
 async def list_charts(request: web.Request) -> web.Response:
     store = _store(request)
     body = []
-    for name, chart in sorted(request.app[CHARTS].items()):
-        if not auth.visible(request, name):
-            continue  # a token bound to some charts does not learn of the others
-        await request.app[REGISTRAR].ensure(chart)
-        body.append({"name": name, "current_state": (await store.current_state(chart)).state})
+    async with redis_deadline(request):
+        for name, chart in sorted(request.app[CHARTS].items()):
+            if not auth.visible(request, name):
+                continue  # a token bound to some charts does not learn of the others
+            await request.app[REGISTRAR].ensure(chart)
+            body.append({"name": name, "current_state": (await store.current_state(chart)).state})
     return web.json_response({"charts": body})
 
 
 async def show_chart(request: web.Request) -> web.Response:
-    chart = await _chart(request)
-    return web.json_response(describe(await _store(request).view(chart)))
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        view = await _store(request).view(chart)
+    return web.json_response(describe(view))
 
 
 async def chart_history(request: web.Request) -> web.Response:
-    chart = await _chart(request)
-    raw = request.query.get("limit", str(HISTORY_DEFAULT))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= HISTORY_MAX:
-        raise BadRequest(f"limit={raw[:20]!r} must be a whole number from 1 to {HISTORY_MAX}", parameter="limit")
-    return web.json_response({"chart": chart.name, "history": await _store(request).history(chart, int(raw))})
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        raw = request.query.get("limit", str(HISTORY_DEFAULT))
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= HISTORY_MAX:
+            raise BadRequest(f"limit={raw[:20]!r} must be a whole number from 1 to {HISTORY_MAX}", parameter="limit")
+        history = await _store(request).history(chart, int(raw))
+    return web.json_response({"chart": chart.name, "history": history})
 
 
 async def reset_chart(request: web.Request) -> web.Response:
     """POST /charts/{chart}/reset[?host=H]: back to the initial state (admin scope), recorded in history."""
-    chart = await _chart(request)
-    host = _param(request, "host", HOST_NAME, "host")
-    logs.bind(chart=chart.name, host=host)
-    move = await _store(request).reset(chart, host, actor=auth.identity(request), remote=request.remote)
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        host = _param(request, "host", HOST_NAME, "host")
+        logs.bind(chart=chart.name, host=host)
+        move = await _store(request).reset(chart, host, actor=auth.identity(request), remote=request.remote)
     return web.json_response(
         {"chart": chart.name, "from": move.from_state or None, "to": move.to_state, "at": codec.timestamp(move.at)}
     )
@@ -152,13 +166,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready to serve: Redis answers. 503 (JSON error) while it does not."""
-    await request.app[REDIS].ping()
+    async with redis_deadline(request):
+        await request.app[REDIS].ping()
     return web.json_response({"status": "ready"})
 
 
 async def leader(request: web.Request) -> web.Response:
     """Which worker holds the time-state leader lease: `{"id", "pid", "expires_at"}` or `{"id": null}`."""
-    now = await _store(request).clock()
-    current = await holder(request.app[REDIS], now)
+    async with redis_deadline(request):
+        now = await _store(request).clock()
+        current = await holder(request.app[REDIS], now)
     expires = current["expires_at"]
     return web.json_response({**current, "expires_at": codec.timestamp(expires) if expires else None})

@@ -6,7 +6,8 @@ falls due, and every few seconds in any case, so that neither a lost message nor
 leader strands it. Otherwise it sleeps: a client that hangs up cancels its handler (the
 runner turns on aiohttp's handler cancellation), which removes its waiter at once, so there
 is nothing to poll for (without handler cancellation, the next re-check notices the closed
-connection).
+connection). The wait itself touches no Redis; each read the long-poll makes has the request's
+Redis deadline (`web/deadline.py`), so a Redis that stalls meanwhile answers 503 as promptly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stateservice.core.chart import Chart, Snapshot
 from stateservice.errors import BadRequest, NotCurrent, ServiceStopping
 from stateservice.store.charts import ChartStore
 from stateservice.store.watch import MoveWatcher
+from stateservice.web.deadline import redis_deadline
 
 RECHECK = 5.0  # seconds between reads when nothing is heard
 RETRY_AFTER_DEFAULT = 5  # seconds, on a 406 when nothing says when the gate may open
@@ -59,22 +61,28 @@ async def wait_until_current(
 ) -> None:
     """Return once `state` is current; raise NotCurrent (with Retry-After) when `wait` seconds pass first."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    snap = await store.current_state(chart)
+    ends = loop.time() + wait
+    async with redis_deadline(request):
+        snap = await store.current_state(chart)
     while True:
         if snap.state == state:
             return
         now = loop.time()
-        if now >= deadline:
-            raise await refused(store, chart, snap, NotCurrent(chart.name, state, snap.state))
-        due = rules.next_due(chart, snap) if chart.state(snap.state) else None
-        until_due = (due - await store.clock()).total_seconds() + 0.01 if due else math.inf
-        # whatever ends the wait (a move, the re-check, the deadline, a time state falling due) calls for a read:
-        # after a move's message, the watcher's own (one for all the chart's waiters)
-        read = await watcher.wait(chart.name, max(0.0, min(deadline - now, RECHECK, until_due)))
+        async with redis_deadline(request):
+            if now >= ends:
+                raise await refused(store, chart, snap, NotCurrent(chart.name, state, snap.state))
+            due = rules.next_due(chart, snap) if chart.state(snap.state) else None
+            until_due = (due - await store.clock()).total_seconds() + 0.01 if due else math.inf
+        # whatever ends the wait (a move, the re-check, the end of the wait, a time state falling due) calls for a
+        # read: after a move's message, the watcher's own (one for all the chart's waiters)
+        read = await watcher.wait(chart.name, max(0.0, min(ends - now, RECHECK, until_due)))
         if watcher.closing:
             raise ServiceStopping()
         if request.transport is None or request.transport.is_closing():
             # the client went away, and nothing cancelled us (a runner without handler cancellation)
             raise asyncio.CancelledError()
-        snap = read if read is not None and chart.state(read.state) else await store.current_state(chart)
+        if read is not None and chart.state(read.state):
+            snap = read
+        else:
+            async with redis_deadline(request):
+                snap = await store.current_state(chart)

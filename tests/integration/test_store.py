@@ -8,13 +8,15 @@ from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.core.chart import Chart
 from stateservice.core.parse import parse
-from stateservice.errors import NotCurrent
+from stateservice.errors import NotCurrent, StoreUnavailable
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
+from stateservice.web.deadline import within
 from tests.support import charts
 from tests.support.charts import load
 
@@ -193,3 +195,114 @@ async def test_closing_a_connected_client_closes_its_connections(redis_url: str,
     finally:
         await client.connection_pool.aclose()
     assert left_open == 0, "Redis.aclose() on a client from connect() leaves its pool's connections open"
+
+
+# -- a transaction whose EXEC goes unanswered --------------------------------------------------------
+
+
+class ExecBlackHole:
+    """A TCP proxy to Redis that, once `armed`, forwards the next EXEC but none of Redis's replies after it.
+
+    What a network black hole (or a Redis stalled right after reading a transaction) does: the
+    transaction is applied, and its client never hears so. With `everything`, no connection old
+    or new hears anything more until `silent` is cleared (a Redis stopped right after the EXEC).
+    """
+
+    def __init__(self, port: int, *, everything: bool = False) -> None:
+        self.port = port
+        self.everything = everything
+        self.armed = False
+        self.silent = False
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.relays: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.relays.add(task)
+        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers += [client_out, redis_out]
+        cut = False
+
+        async def upstream() -> None:
+            nonlocal cut
+            try:
+                while data := await client_in.read(65536):
+                    if self.armed and b"EXEC" in data:
+                        cut, self.armed = True, False
+                        self.silent = self.everything
+                    redis_out.write(data)
+            finally:
+                redis_out.close()  # the client left: so does its connection to Redis
+
+        async def downstream() -> None:
+            try:
+                while data := await redis_in.read(65536):
+                    if not (cut or self.silent):
+                        client_out.write(data)
+            finally:
+                client_out.close()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+        if self.relays:
+            await asyncio.wait(self.relays, timeout=5)
+
+
+async def test_a_transaction_whose_exec_went_unanswered_is_not_retried(redis_url: str, plain: Redis) -> None:
+    # (redis-py turns a connection error while WATCHing into WatchError, which the store retries on)
+    hole = ExecBlackHole(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    client = connect(await hole.start(), socket_timeout=0.5)
+    store = ChartStore(client, coalesce=False)
+    chart = charts.wave(charts.FOREVER)
+    try:
+        await store.register(chart)
+        assert (await store.report(chart, "canary")).counted
+        hole.armed = True
+
+        # the EXEC is applied, its answer lost: retrying would count this report (no host=) twice
+        with pytest.raises(RedisTimeoutError):
+            await store.report(chart, "canary")
+
+        assert await plain.hget(keys.chart_state("wave"), keys.counter_field("canary")) == "2"
+        assert (await store.report(chart, "canary")).count == 3  # the store carries on over new connections
+    finally:
+        await client.aclose()
+        await hole.close()
+
+
+async def test_a_deadline_during_exec_ends_at_once_and_the_store_recovers(redis_url: str, plain: Redis) -> None:
+    hole = ExecBlackHole(int(redis_url.rsplit(":", 1)[1].split("/")[0]), everything=True)
+    client = connect(await hole.start(), socket_timeout=2.0)
+    store = ChartStore(client, coalesce=False)
+    chart = charts.wave(charts.FOREVER)
+    loop = asyncio.get_running_loop()
+    try:
+        await store.register(chart)
+        hole.armed = True
+
+        started = loop.time()
+        with pytest.raises(StoreUnavailable):
+            async with within(0.3):  # a request's deadline, cancelling the report while its EXEC is unanswered
+                await store.report(chart, "canary", "h1")
+        # no UNWATCH after it, over a new connection to the silent Redis (a socket timeout more)
+        assert loop.time() - started < 0.3 + 0.5
+
+        hole.silent = False  # Redis answers again: the applied report is seen, nothing stale is read
+        again = await store.report(chart, "canary", "h1")
+        assert (again.counted, again.count) == (False, 1)
+        assert await plain.hget(keys.chart_state("wave"), keys.counter_field("canary")) == "1"
+        assert (await store.report(chart, "canary", "h2")).count == 2
+    finally:
+        await client.aclose()
+        await hole.close()

@@ -61,6 +61,7 @@ SAMPLES: dict[str, tuple[list[str], str, Any, Any]] = {
     "data_dir": (["--data-dir", "/var/lib/s"], "/srv/s", Path("/var/lib/s"), Path("/srv/s")),
     "log_format": (["--log-format", "console"], "json", "console", "json"),
     "log_level": (["--log-level", "debug"], "warning", "debug", "warning"),
+    "redis_deadline": (["--redis-deadline", "0.5"], "2.5", 0.5, 2.5),
     "redis_wait_replicas": (["--redis-wait-replicas", "0"], "2", 0, 2),  # 0 beside --redis-cluster: WAIT off
     "redis_wait_timeout": (["--redis-wait-timeout", "0.5"], "3", 0.5, 3.0),
 }  # fmt: skip
@@ -126,6 +127,7 @@ def test_every_command_reads_the_variables_but_takes_only_its_own_flags() -> Non
         (["--port", "65535"], "port", 65535),
         (["--lease-ttl", "0.1"], "lease_ttl", 0.1),
         (["--lease-ttl", "3600"], "lease_ttl", 3600.0),
+        (["--redis-deadline", "0.1"], "redis_deadline", 0.1),
         (["--workers", "auto"], "workers", os.cpu_count() or 1),
         (["--redis-wait-replicas", "100", "--redis", "redis://h/0"], "redis_wait_replicas", 100),
         (["--redis", "unix:///run/redis.sock"], "redis_url", "unix:/run/redis.sock"),  # redis-py reads it alike
@@ -181,6 +183,8 @@ def test_the_zone_is_the_named_one_or_the_servers() -> None:
         (["--redis", "localhost"], {}, "--redis: 'localhost' is not a redis://, rediss://, unix:// or redis+sentinel://"),
         (["--redis", "redis://h:port/0"], {}, "--redis: '(an unreadable URL)' is not a redis://"),
         (["--redis", "redis://h/0", "--redis-wait-replicas", "x"], {}, "'x' is not a number of replicas (0-100"),
+        (["--redis-deadline", "0"], {}, "--redis-deadline: '0' is not a number of seconds from 0.1 to 3600"),
+        ([], {"STATESERVICE_REDIS_DEADLINE": "1.5s"}, "STATESERVICE_REDIS_DEADLINE: '1.5s' is not a number of seconds"),
         (["--redis", "redis://h/0"], {"STATESERVICE_REDIS_WAIT_TIMEOUT": "0"}, "STATESERVICE_REDIS_WAIT_TIMEOUT: '0'"),
         (["--redis", "http://u:secret@h/0"], {}, "--redis: 'http://u:***@h/0' is not a redis://"),
         (["--redis", "redis+sentinel://u:secret@a:1/"], {}, "--redis: 'redis+sentinel://u:***@a:1/': no service"),

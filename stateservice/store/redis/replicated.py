@@ -77,13 +77,22 @@ async def wait(connection: Connection, replicas: int, timeout: float) -> int:
     """WAIT on `connection` for its writes to reach `replicas` replicas. Raises StoreUnavailable if fewer did."""
     await connection.send_command("WAIT", replicas, max(1, round(timeout * 1000)))
     try:
-        acked = int(await connection.read_response(timeout=timeout + GRACE))
+        reply = await connection.read_response(timeout=timeout + GRACE)
     except ResponseError as exc:  # e.g. "WAIT cannot be used with replica instances": a demoted master
         log.warning("write_not_replicated", replicas=replicas, error=str(exc))
         raise StoreUnavailable(
             "the write may not have been committed: Redis refused to WAIT for replicas; retry shortly",
             replicas=replicas,
         ) from None
+    if reply is None:  # redis-py's answer to a read that timed out: WAIT's reply may still come
+        await connection.disconnect(nowait=True)  # and must not be read as the next command's
+        log.warning("write_not_replicated", replicas=replicas, error="Redis did not answer WAIT")
+        raise StoreUnavailable(
+            f"the write reached the Redis master, but Redis did not answer WAIT within {timeout + GRACE:g}s, so "
+            "a failover may lose it; retry (with host=, a report is counted once however often it is retried)",
+            replicas=replicas,
+        )
+    acked = int(reply)
     if acked < replicas:
         log.warning("write_not_replicated", replicas=replicas, acknowledged=acked, timeout=timeout)
         raise StoreUnavailable(
