@@ -32,6 +32,7 @@ from stateservice.errors import StateServiceError, StoreBusy
 from stateservice.store import codec, keys
 from stateservice.store.clock import Clock, RedisClock
 from stateservice.store.group import GroupCommit
+from stateservice.store.redis.cluster import ClusterRedis
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -360,8 +361,11 @@ class ChartStore:
     async def current_states(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
         """`current_state` of many charts: one pipelined read a BATCH of them, a transaction only where one is due.
 
-        Each chart's snapshot, or the error its own `current_state` raised.
+        Each chart's snapshot, or the error its own `current_state` raised. On Redis Cluster, one
+        chart at a time.
         """
+        if isinstance(self.redis, ClusterRedis):  # its pipelines stay within one slot: one chart at a time
+            return [await _caught(self.current_state(chart)) for chart in charts]
         results: list[Snapshot | StateServiceError] = []
         for start in range(0, len(charts), BATCH):
             chunk = charts[start : start + BATCH]
@@ -385,6 +389,8 @@ class ChartStore:
 
     async def check_carry_overs(self, charts: Sequence[Chart]) -> list[StateServiceError | None]:
         """`check_carry_over` for many charts, one pipelined read a BATCH: each chart's StateRemoved, or None."""
+        if isinstance(self.redis, ClusterRedis):  # its pipelines stay within one slot: one chart at a time
+            return [await _refused(self.check_carry_over(chart)) for chart in charts]
         results: list[StateServiceError | None] = []
         for start in range(0, len(charts), BATCH):
             chunk = charts[start : start + BATCH]
@@ -538,6 +544,14 @@ async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple
 def _refusal(chart: Chart, stored: Snapshot) -> StateServiceError | None:
     try:
         rules.carry_over(chart, stored)
+    except StateServiceError as exc:
+        return exc
+    return None
+
+
+async def _refused(step: Awaitable[None]) -> StateServiceError | None:
+    try:
+        await step
     except StateServiceError as exc:
         return exc
     return None
