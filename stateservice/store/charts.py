@@ -304,7 +304,10 @@ class ChartStore:
         results: list[Snapshot | StateServiceError] = []
         for start in range(0, len(charts), BATCH):
             chunk = charts[start : start + BATCH]
-            done = await self._register_chunk(chunk)
+            try:
+                done = await self._register_chunk(chunk)
+            except StateServiceError:  # e.g. too few replicas confirmed: each chart then answers for itself
+                done = None
             if done is None:
                 done = [await _caught(self.register(chart)) for chart in chunk]
             results += done
