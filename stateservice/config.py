@@ -50,6 +50,16 @@ class Config:
         kind=Kind.PATHS,
         metavar="FILE",
     )
+    charts_dir: Path | None = setting(
+        "--charts",
+        "STATESERVICE_CHARTS",
+        None,
+        settings.path,
+        "a directory of chart files: every *.yaml in it, sorted by name (not its subdirectories); "
+        "SIGHUP picks up added, changed and removed files",
+        ("serve", "validate"),
+        metavar="DIR",
+    )
     host: str = setting("--host", "STATESERVICE_HOST", "127.0.0.1", settings.text, "address to listen on", SERVE)
     port: int = setting(
         "--port", "STATESERVICE_PORT", 5000, settings.port, "port to listen on; 0 picks a free one", SERVE

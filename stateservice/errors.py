@@ -184,13 +184,14 @@ class Problem:
     """One finding about a chart file: where it is and what is wrong."""
 
     path: str
-    line: int
+    line: int  # 0: the problem is the path itself (a missing directory), no line of it
     message: str
     warning: bool = False
 
     def __str__(self) -> str:
         kind = "warning: " if self.warning else ""
-        return f"{self.path}:{self.line}: {kind}{self.message}"
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {kind}{self.message}"
 
 
 class ChartError(StateServiceError):

@@ -18,7 +18,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.core.chart import Chart
+from stateservice.core.chart import Chart, Func
 from stateservice.errors import StateServiceError
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
@@ -80,14 +80,16 @@ class Scheduler:
 
     async def tick(self) -> None:
         """Advance every registered chart whose current time state is due."""
+        charts = []
         for name in await self.store.registered():
             chart = self.charts.get(name) or await self._stored(name)
-            if chart is None:
-                continue
-            try:
-                await self.store.current_state(chart)  # applies the due moves, if any
-            except StateServiceError as exc:
-                log.warning("chart_not_advanced", chart=name, error=exc.message)
+            # only a time state falls due: a chart without one is moved by reports alone, never by the clock
+            if chart is not None and any(state.func is Func.TIME for state in chart.states):
+                charts.append(chart)
+        # one pipelined read a batch of charts; a transaction only for those with a due move
+        for chart, result in zip(charts, await self.store.current_states(charts), strict=True):
+            if isinstance(result, StateServiceError):
+                log.warning("chart_not_advanced", chart=chart.name, error=result.message)
 
     async def stop(self) -> None:
         if self.leading:

@@ -12,6 +12,7 @@ problem. The tokens file's reload is `security/reload.py`'s. Signals themselves 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Sequence
 from datetime import tzinfo
 from pathlib import Path
@@ -43,9 +44,12 @@ class Reloader:
         zone: tzinfo,
         registrar: Registrar,
         tokens: TokensReloader | None = None,
+        *,
+        directory: Path | None = None,
     ) -> None:
         self.charts = charts
         self.paths = tuple(paths)
+        self.directory = directory  # listed again on every reload: files added, changed, removed
         self.zone = zone
         self.registrar = registrar
         self.tokens = tokens
@@ -66,9 +70,10 @@ class Reloader:
             return charts and tokens
 
     async def _charts(self) -> bool:
-        log.info("charts_reloading", paths=[str(p) for p in self.paths])
+        log.info("charts_reloading", paths=[str(p) for p in self.paths], directory=_text(self.directory))
+        load = functools.partial(load_charts, self.paths, self.zone, self.directory)
         try:
-            fresh = await asyncio.get_running_loop().run_in_executor(None, load_charts, self.paths, self.zone)
+            fresh = await asyncio.get_running_loop().run_in_executor(None, load)
         except ChartError as exc:
             log.error("charts_reload_failed", problems=[str(p) for p in exc.problems], kept=sorted(self.charts))
             return False
@@ -106,24 +111,25 @@ class Reloader:
         changed = [
             c for name, c in sorted(new.items()) if (old := self.charts.get(name)) is None or old.digest != c.digest
         ]
-        problems: list[str] = []
-        for chart in changed:
-            problems += await _attempt(chart, self.registrar.store.check_carry_over(chart))
+        if not changed:
+            return []
+        problems = await _attempt(changed[0], self.registrar.store.check_carry_overs(changed))
         if problems:
             return problems
-        for chart in changed:
-            problems += await _attempt(chart, self.registrar.ensure(chart))
-            if problems:
-                break  # Redis is failing: keep the old charts, the next SIGHUP tries again
-        return problems
+        # on a Redis error the old charts stay: the next SIGHUP tries again
+        return await _attempt(changed[0], self.registrar.ensure_many(changed))
 
 
-async def _attempt(chart: Chart, step: Awaitable[object]) -> list[str]:
-    """Await one registration step: [] if it went through, else its problem as a line."""
+async def _attempt(first: Chart, step: Awaitable[Sequence[object]]) -> list[str]:
+    """Await one registration step over the changed charts (`first` the first): each problem as a line (none: done)."""
     try:
-        await step
-    except StateServiceError as exc:
-        return [exc.message]
+        results = await step
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-        return [f"{chart.path or chart.name}: cannot register chart {chart.name!r}: {str(exc) or type(exc).__name__}"]
-    return []
+        why = str(exc) or type(exc).__name__
+        return [f"{first.path or first.name}: cannot register chart {first.name!r}: {why}"]
+    problems = [r[1] if isinstance(r, tuple) else r for r in results]
+    return [p.message for p in problems if isinstance(p, StateServiceError)]
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from stateservice.charts.files import check_files
+from stateservice.charts.files import chart_paths, check_files
 from stateservice.cli import admin
 from stateservice.config import Config
 from stateservice.core.parse import Parsed
-from stateservice.errors import ChartError, StartupError
+from stateservice.errors import ChartError, Problem, StartupError
 from stateservice.models.conf import check_configs
 from stateservice.models.conf import describe as describe_model
 from stateservice.models.files import load_now
@@ -46,10 +46,12 @@ def token_create(name: str, scopes: Sequence[str], charts: Sequence[str]) -> int
 
 
 def validate_all(files: Sequence[Path], config: Config) -> int:
-    """`validate`: the chart FILEs, and the models of --config/--models; 1 if anything is wrong."""
-    if not files and config.model_config is None:
-        raise StartupError("nothing to check: give chart FILEs, and/or --config DIR --models DIR")
-    codes = [validate(files, config.zone())] if files else []
+    """`validate`: the chart FILEs and DIRs (and --charts DIR), and the models of --config/--models; 1 if wrong."""
+    if not files and config.charts_dir is None and config.model_config is None:
+        raise StartupError(
+            "nothing to check: give chart FILEs or DIRs (or --charts DIR), and/or --config DIR --models DIR"
+        )
+    codes = [validate(files, config.zone(), config.charts_dir)] if files or config.charts_dir else []
     if config.model_config is not None and config.models is not None:
         codes.append(validate_models(config.model_config, config.models, config.allow_writable_models))
     return max(codes)
@@ -70,15 +72,28 @@ def validate_models(config_dir: Path, models_dir: Path, allow_writable: bool) ->
     return 1 if problems else 0
 
 
-def validate(files: Sequence[Path], zone: tzinfo) -> int:
-    results: list[Parsed] = check_files(files, zone)
+def validate(files: Sequence[Path], zone: tzinfo, directory: Path | None = None) -> int:
+    """Check chart files, every *.yaml of each directory among them, and of `directory` (as --charts reads it)."""
+    paths: list[Path] = []
+    missing: list[Problem] = []
+    for given in [*files, *([directory] if directory is not None else [])]:
+        if given != directory and not given.is_dir():
+            paths.append(given)
+            continue
+        try:
+            paths += chart_paths([], given)
+        except ChartError as exc:
+            missing += exc.problems
+    for problem in missing:
+        print(problem, file=sys.stderr)
+    results: list[Parsed] = check_files(paths, zone)
     for result in results:
         for problem in result.problems:
             print(problem, file=sys.stdout if problem.warning else sys.stderr)
         if result.chart is not None:
             chart = result.chart
             print(f"{result.path}: ok: chart {chart.name!r}, {len(chart.states)} states, starts at {chart.initial!r}")
-    return 1 if any(r.errors for r in results) else 0
+    return 1 if missing or any(r.errors for r in results) else 0
 
 
 def _user() -> str:

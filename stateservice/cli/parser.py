@@ -31,11 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check chart files and model configs without serving them",
-        description="Check chart files; print each problem as FILE:LINE: message. With --config and --models, "
+        description="Check chart files (a DIR, or --charts DIR: every *.yaml in it); print each problem as "
+        "FILE:LINE: message. With --config and --models, "
         "check every model config and load its model file; print each problem as FILE: message. "
         "Exit 1 on any error, 0 otherwise (warnings included).",
     )
-    validate.add_argument("files", nargs="*", metavar="FILE", type=Path)
+    validate.add_argument("files", nargs="*", metavar="FILE|DIR", type=Path)
     add_settings(validate, "validate")
 
     status = commands.add_parser(

@@ -33,6 +33,13 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same, on libyaml's parser when PyYAML has it: about 10x faster, which thousands of charts feel."""
+
+
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
 _INT = "tag:yaml.org,2002:int"
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for scalars: reads 1_000, 0x10 as YAML does
 TOP_KEYS = ("name", "current_state", "states")
@@ -88,6 +95,14 @@ def parse_all(texts: dict[str, str], zone: tzinfo = UTC) -> list[Parsed]:
     return results
 
 
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML node tree of `text`. Raises YAMLError, with PyYAML's own messages whichever parser ran."""
+    try:
+        return yaml.compose(text, Loader=_FastLoader)
+    except yaml.YAMLError:
+        return yaml.compose(text, Loader=_Loader)  # libyaml words some errors differently: say it as always
+
+
 class _Checker:
     def __init__(self, path: str, zone: tzinfo) -> None:
         self.path = path
@@ -110,7 +125,7 @@ class _Checker:
     def check(self, text: str, default_name: str | None) -> Parsed:
         result = Parsed(self.path, problems=self.problems)
         try:
-            root = yaml.compose(text, Loader=_Loader)
+            root = _compose(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             self.error(mark.line + 1 if mark else 1, f"invalid YAML: {exc.problem or exc.context}")

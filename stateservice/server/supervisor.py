@@ -36,7 +36,7 @@ from stateservice.charts.files import load_charts
 from stateservice.charts.reload import Reloader
 from stateservice.config import Config
 from stateservice.core.chart import Chart
-from stateservice.errors import StartupError
+from stateservice.errors import StartupError, StateServiceError
 from stateservice.models.cache import ModelCache
 from stateservice.models.conf import ModelSpec, load_specs
 from stateservice.security import tls
@@ -63,11 +63,12 @@ RESPAWN_WINDOW = 10.0
 def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT. Raises StartupError (or ChartError) for what the operator must fix."""
     zone = config.zone()
-    charts = load_charts(config.charts, zone)
+    charts = load_charts(config.charts, zone, config.charts_dir)
     models = _model_specs(config)
     if not charts and not models:
         raise StartupError(
-            "nothing to serve: give --chart FILE (or STATESERVICE_CHART), and/or --config DIR --models DIR for models"
+            "nothing to serve: give --chart FILE (or STATESERVICE_CHART) or --charts DIR (STATESERVICE_CHARTS), "
+            "and/or --config DIR --models DIR for models"
         )
     tokens = load_tokens(config.tokens) if config.tokens is not None else None
     check_exposure(config.host, tokens, config.insecure_no_auth)
@@ -175,8 +176,9 @@ async def _preflight(charts: Sequence[Chart], url: str, *, cluster: bool = False
     redis = connect(url, cluster=cluster)
     try:
         store = ChartStore(redis)
-        for chart in charts:
-            snap = await store.register(chart)
+        for chart, snap in zip(charts, await store.register_many(charts), strict=True):
+            if isinstance(snap, StateServiceError):
+                raise snap  # this chart cannot go on: start-up stops with its reason
             log.info("chart_loaded", chart=chart.name, path=chart.path, state=snap.state)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         log.warning("redis_unavailable_at_start", redis=redact(url), error=str(exc) or type(exc).__name__)
@@ -241,7 +243,9 @@ async def _worker(
     await runner.setup()
     ref = app.get(TOKENS)
     tokens_reloader = TokensReloader(ref, config.tokens) if ref is not None and config.tokens is not None else None
-    reloader = Reloader(app[CHARTS], config.charts, config.zone(), app[REGISTRAR], tokens_reloader)
+    reloader = Reloader(
+        app[CHARTS], config.charts, config.zone(), app[REGISTRAR], tokens_reloader, directory=config.charts_dir
+    )
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # one held back until now is handled here
     if reload_at_start:

@@ -38,6 +38,7 @@ from stateservice.errors import StateServiceError, StoreBusy
 from stateservice.store import codec, keys
 from stateservice.store.clock import Clock, RedisClock
 from stateservice.store.group import GroupCommit
+from stateservice.store.redis.cluster import ClusterRedis
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 CONTENDED_FOR = 1.0  # seconds a failed transaction marks its chart as written by other processes too
+BATCH = 500  # charts a pipelined read or a registering transaction covers: 10,000 charts in 20 round trips
+CHUNK_ATTEMPTS = 3  # a registering chunk that meets other writers this often registers one chart at a time
 MAX_PAUSE = 0.01  # seconds, at most, a contended chart's next batch waits (see ChartStore._pause)
 
 
@@ -298,6 +301,119 @@ class ChartStore:
 
         return await self._transact(chart, "register", attempt)
 
+    async def register_many(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
+        """`register` for many charts in few round trips: each chart's snapshot, or the error `register` raises.
+
+        Charts go in chunks of BATCH, each one WATCH/MULTI/EXEC over all of its charts' keys
+        (a chart whose stored state the new file lacks is left unwritten, with its StateRemoved);
+        a chunk that keeps meeting other writers, and every chart on Redis Cluster (whose
+        transactions stay within one slot), registers one chart at a time.
+        """
+        results: list[Snapshot | StateServiceError] = []
+        for start in range(0, len(charts), BATCH):
+            chunk = charts[start : start + BATCH]
+            try:
+                done = await self._register_chunk(chunk)
+            except StateServiceError:  # e.g. too few replicas confirmed: each chart then answers for itself
+                done = None
+            if done is None:
+                done = [await _caught(self.register(chart)) for chart in chunk]
+            results += done
+        return results
+
+    async def _register_chunk(self, chunk: Sequence[Chart]) -> list[Snapshot | StateServiceError] | None:
+        """One transaction registering `chunk`; None when it cannot be one (Cluster) or kept failing."""
+        for _ in range(CHUNK_ATTEMPTS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if type(pipe).watch is not Pipeline.watch:
+                    return None
+                now = await self.clock()
+                names = [(keys.chart_state(c.name), keys.chart_definition(c.name)) for c in chunk]
+                reads = [r for key, dfn in names for r in (("HGETALL", key), ("HGET", dfn, keys.DEFINITION_DIGEST))]
+                replies = await _watched(pipe, tuple(k for pair in names for k in pair), *reads)
+                pipe.multi()
+                results = [
+                    self._queue_register(pipe, c, replies[2 * i], replies[2 * i + 1], now) for i, c in enumerate(chunk)
+                ]
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    self.retries += 1
+                    continue
+                self.commits += 1
+                return results
+        return None
+
+    def _queue_register(
+        self, pipe: Pipeline, chart: Chart, fields: dict[str, str], digest: str | None, now: datetime
+    ) -> Snapshot | StateServiceError:
+        """Queue what `register` writes for `chart`, given what Redis holds; nothing if the state is gone."""
+        stored = codec.decode_snapshot(chart, fields)
+        if stored is None:
+            snap = rules.initial(chart, now)
+            self._create(pipe, chart, snap)
+        else:
+            try:
+                snap = rules.carry_over(chart, stored)
+            except StateServiceError as exc:
+                return exc
+            if digest is not None and digest != chart.digest:
+                log.warning(
+                    "chart_definition_changed",
+                    chart=chart.name,
+                    old_digest=digest,
+                    new_digest=chart.digest,
+                    current_state=snap.state,
+                    count=snap.count,
+                )
+        self._define(pipe, chart, now)
+        return snap
+
+    async def current_states(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
+        """`current_state` of many charts: one pipelined read a BATCH of them, a transaction only where one is due.
+
+        Each chart's snapshot, or the error its own `current_state` raised. On Redis Cluster, one
+        chart at a time.
+        """
+        if isinstance(self.redis, ClusterRedis):  # its pipelines stay within one slot: one chart at a time
+            return [await _caught(self.current_state(chart)) for chart in charts]
+        results: list[Snapshot | StateServiceError] = []
+        for start in range(0, len(charts), BATCH):
+            chunk = charts[start : start + BATCH]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for chart in chunk:
+                    pipe.hmget(keys.chart_state(chart.name), [keys.CURRENT_STATE, keys.ENTERED_AT])
+                replies = await pipe.execute()
+            now: datetime | None = None
+            for chart, (state, entered) in zip(chunk, replies, strict=True):
+                snap = None
+                if state is not None:
+                    snap = codec.decode_snapshot(chart, {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""})
+                due = rules.next_due(chart, snap) if snap is not None and chart.state(snap.state) else None
+                if due is not None:
+                    now = now or await self.clock()
+                if snap is None or (due is not None and now is not None and due <= now):
+                    results.append(await _caught(self.advance(chart)))
+                else:
+                    results.append(snap)
+        return results
+
+    async def check_carry_overs(self, charts: Sequence[Chart]) -> list[StateServiceError | None]:
+        """`check_carry_over` for many charts, one pipelined read a BATCH: each chart's StateRemoved, or None."""
+        if isinstance(self.redis, ClusterRedis):  # its pipelines stay within one slot: one chart at a time
+            return [await _refused(self.check_carry_over(chart)) for chart in charts]
+        results: list[StateServiceError | None] = []
+        for start in range(0, len(charts), BATCH):
+            chunk = charts[start : start + BATCH]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for chart in chunk:
+                    pipe.hgetall(keys.chart_state(chart.name))
+                replies = await pipe.execute()
+            for chart, fields in zip(chunk, replies, strict=True):
+                stored = codec.decode_snapshot(chart, fields)
+                results.append(None if stored is None else _refusal(chart, stored))
+        return results
+
     async def check_carry_over(self, chart: Chart) -> None:
         """Check, writing nothing, that `register(chart)` would keep the stored state. Raises StateRemoved."""
         stored = codec.decode_snapshot(chart, await self.redis.hgetall(keys.chart_state(chart.name)))
@@ -467,6 +583,30 @@ async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple
         if isinstance(reply, ResponseError):
             raise reply
     return replies[1:]
+
+
+def _refusal(chart: Chart, stored: Snapshot) -> StateServiceError | None:
+    try:
+        rules.carry_over(chart, stored)
+    except StateServiceError as exc:
+        return exc
+    return None
+
+
+async def _refused(step: Awaitable[None]) -> StateServiceError | None:
+    try:
+        await step
+    except StateServiceError as exc:
+        return exc
+    return None
+
+
+async def _caught(step: Awaitable[Snapshot]) -> Snapshot | StateServiceError:
+    """The step's snapshot, or the StateServiceError it raised (Redis errors pass)."""
+    try:
+        return await step
+    except StateServiceError as exc:
+        return exc
 
 
 def _timed(advanced: tuple[Snapshot, list[Transition]]) -> tuple[Snapshot, list[Transition]]:

@@ -39,13 +39,31 @@ class Registrar:
                 self._done.add((chart.name, chart.digest))
                 log.info("chart_registered", chart=chart.name, state=snap.state, digest=chart.digest[:12])
 
+    async def ensure_many(self, charts: Iterable[Chart]) -> list[tuple[Chart, StateServiceError]]:
+        """`ensure` for many charts in few round trips (`ChartStore.register_many`); the charts' errors, if any.
+
+        Raises Redis' errors: nothing is marked registered then, and the next call tries again.
+        """
+        todo = [chart for chart in charts if (chart.name, chart.digest) not in self._done]
+        if not todo:
+            return []
+        errors: list[tuple[Chart, StateServiceError]] = []
+        async with self._lock:
+            results = await self.store.register_many(todo)
+            for chart, result in zip(todo, results, strict=True):
+                if isinstance(result, StateServiceError):
+                    errors.append((chart, result))
+                    continue
+                self._done.add((chart.name, chart.digest))
+                log.info("chart_registered", chart=chart.name, state=result.state, digest=chart.digest[:12])
+        return errors
+
     async def try_all(self, charts: Iterable[Chart]) -> None:
         """Register what can be registered now; what cannot is retried by the next request."""
-        for chart in charts:
-            try:
-                await self.ensure(chart)
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-                log.warning("redis_unavailable_at_start", chart=chart.name, error=str(exc) or type(exc).__name__)
-                return
-            except StateServiceError as exc:
-                log.error("chart_not_registered", chart=chart.name, error=exc.message)
+        try:
+            errors = await self.ensure_many(charts)
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+            log.warning("redis_unavailable_at_start", error=str(exc) or type(exc).__name__)
+            return
+        for chart, error in errors:
+            log.error("chart_not_registered", chart=chart.name, error=error.message)

@@ -8,6 +8,7 @@ Ansible `uri` look at); everything else, errors included, is JSON.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import structlog
@@ -15,7 +16,15 @@ from aiohttp import web
 
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
-from stateservice.errors import BadRequest, ChartRequired, InvalidName, MissingParameter, NotCurrent, UnknownChart
+from stateservice.errors import (
+    BadRequest,
+    ChartRequired,
+    InvalidName,
+    MissingParameter,
+    NotCurrent,
+    StateServiceError,
+    UnknownChart,
+)
 from stateservice.store import codec
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import holder
@@ -28,6 +37,7 @@ from stateservice.web.views import describe
 log = structlog.get_logger(__name__)
 
 HISTORY_DEFAULT, HISTORY_MAX = 100, 1000
+LIST_MAX = 1000  # charts a page of GET /charts holds at most
 COUNTED_HEADER = "Stateservice-Counted"
 STATE_HEADER = "Stateservice-State"
 
@@ -119,15 +129,52 @@ async def put_state(request: web.Request) -> web.Response:
 
 
 async def list_charts(request: web.Request) -> web.Response:
-    store = _store(request)
+    """GET /charts[?limit=N[&cursor=C]]: every served chart (the caller may see) and its state; by pages if asked.
+
+    Names in order; with `limit`, at most that many from after `cursor`, and the next page's
+    `cursor` (null on the last page). Registration and the reads are pipelined, BATCH charts a
+    round trip, so 10,000 charts cost some 20 round trips, not 10,000.
+    """
+    charts = request.app[CHARTS]
+    limit = _limit(request, "limit", LIST_MAX, None)
+    after = _cursor(request)
+    names = sorted(name for name in charts if auth.visible(request, name))  # a bound token learns of no others
+    if after is not None:
+        names = names[bisect.bisect_right(names, after) :]
+    page = [charts[name] for name in (names if limit is None else names[:limit])]
     body = []
     async with redis_deadline(request):
-        for name, chart in sorted(request.app[CHARTS].items()):
-            if not auth.visible(request, name):
-                continue  # a token bound to some charts does not learn of the others
-            await request.app[REGISTRAR].ensure(chart)
-            body.append({"name": name, "current_state": (await store.current_state(chart)).state})
-    return web.json_response({"charts": body})
+        for _, error in await request.app[REGISTRAR].ensure_many(page):
+            raise error
+        snaps = await _store(request).current_states(page)
+    for chart, snap in zip(page, snaps, strict=True):
+        if isinstance(snap, StateServiceError):
+            raise snap
+        body.append({"name": chart.name, "current_state": snap.state})
+    answer: dict[str, Any] = {"charts": body}
+    if limit is not None:
+        answer["cursor"] = page[-1].name if len(names) > limit else None
+    return web.json_response(answer)
+
+
+def _limit(request: web.Request, name: str, most: int, default: int | None) -> int | None:
+    """The whole number `?name=` from 1 to `most`, or `default` without one. Raises BadRequest."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+        raise BadRequest(f"{name}={raw[:20]!r} must be a whole number from 1 to {most}", parameter=name)
+    return int(raw)
+
+
+def _cursor(request: web.Request) -> str | None:
+    """The chart name `?cursor=` holds: the last of the page before (opaque to callers). Raises BadRequest."""
+    raw = request.query.get("cursor")
+    if raw is None:
+        return None
+    if not CHART_NAME.fullmatch(raw):
+        raise BadRequest(f"cursor={raw[:40]!r} is not a cursor this service gave", parameter="cursor")
+    return raw
 
 
 async def show_chart(request: web.Request) -> web.Response:
@@ -140,10 +187,9 @@ async def show_chart(request: web.Request) -> web.Response:
 async def chart_history(request: web.Request) -> web.Response:
     async with redis_deadline(request):
         chart = await _chart(request)
-        raw = request.query.get("limit", str(HISTORY_DEFAULT))
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= HISTORY_MAX:
-            raise BadRequest(f"limit={raw[:20]!r} must be a whole number from 1 to {HISTORY_MAX}", parameter="limit")
-        history = await _store(request).history(chart, int(raw))
+        limit = _limit(request, "limit", HISTORY_MAX, HISTORY_DEFAULT)
+        assert limit is not None
+        history = await _store(request).history(chart, limit)
     return web.json_response({"chart": chart.name, "history": history})
 
 

@@ -224,7 +224,12 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["name", "current_state"],
                     "properties": {"name": {"type": "string"}, "current_state": {"type": "string"}},
                 },
-            }
+            },
+            "cursor": {
+                "type": "string",
+                "nullable": True,
+                "description": "with `limit`: the next page's cursor, null on the last page",
+            },
         },
     },
     "Chart": {

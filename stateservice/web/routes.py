@@ -134,6 +134,21 @@ Q_LIMIT = {
     "schema": {"type": "integer", "minimum": 1, "maximum": handlers.HISTORY_MAX},
 }
 
+Q_PAGE = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "at most this many charts, and the next page's `cursor` (default: every chart, no cursor)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": handlers.LIST_MAX},
+}
+Q_CURSOR = {
+    "name": "cursor",
+    "in": "query",
+    "required": False,
+    "description": "the `cursor` of the page before (opaque); with `limit`",
+    "schema": Q_CHART["schema"],
+}
+
 
 async def openapi_json(request: web.Request) -> web.Response:
     """The API contract (OpenAPI 3.0) of the routes below."""
@@ -149,7 +164,10 @@ ROUTES = (
         "/charts",
         handlers.list_charts,
         Operation(
-            "Every served chart and its current state", json_answer("ChartList", "the charts"), [], [UNAVAILABLE]
+            "Every served chart and its current state, by name; in pages when `limit` is given",
+            json_answer("ChartList", "the charts"),
+            [Q_PAGE, Q_CURSOR],
+            [Refusal((BadRequest,), "limit or cursor is malformed (the message says which)"), UNAVAILABLE],
         ),
     ),
     Route(

@@ -38,6 +38,7 @@ SAMPLES: dict[str, tuple[list[str], str, Any, Any]] = {
     "lease_ttl": (["--lease-ttl", "2.5"], "10", 2.5, 10.0),
     "coalesce": (["--no-coalesce"], "on", False, True),
     "max_wait": (["--max-wait", "60"], "0.1", 60.0, 0.1),
+    "charts_dir": (["--charts", "dir"], "dir2", Path("dir"), Path("dir2")),
     "model_config": (["--config", "conf"], "conf2", Path("conf"), Path("conf2")),
     "models": (["--models", "models"], "models2", Path("models"), Path("models2")),
     "allow_writable_models": (["--allow-writable-models"], "no", True, False),
