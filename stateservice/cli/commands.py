@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stateservice.charts.files import chart_paths, check_files
 from stateservice.cli import admin
+from stateservice.cli.parser import USAGE
 from stateservice.config import Config
 from stateservice.core.parse import Parsed
 from stateservice.errors import ChartError, Problem, StartupError
@@ -126,13 +127,13 @@ def reset(config: Config, path: Path, yes: bool) -> int:
                 print(
                     "stateservice: error: refusing to reset without a terminal to confirm; pass --yes", file=sys.stderr
                 )
-                return 2
+                return USAGE
             answer = input(
                 f"Reset chart {chart.name!r} (in {now or 'no state'}) at {redact(url)} to {chart.initial!r}? [y/N] "
             )
             if answer.strip().lower() not in ("y", "yes"):
                 print("not reset", file=sys.stderr)
-                return 2
+                return 1
         actor = f"cli:{_user()}"  # the audit trail names who ran it, as a token name would
         before, after = asyncio.run(
             admin.reset(

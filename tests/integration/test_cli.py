@@ -431,7 +431,7 @@ def test_reset_yes_puts_the_chart_back(services: Services, redis_url: str, gate:
         assert client.hget("stateservice:{gate}", "current_state") == "green_state"
 
 
-def test_reset_without_yes_and_no_terminal_exits_2(
+def test_reset_without_yes_and_no_terminal_exits_64(
     services: Services, redis_url: str, gate: Path, tmp_path: Path
 ) -> None:
     service = services.start(gate, redis_url=redis_url)
@@ -439,7 +439,7 @@ def test_reset_without_yes_and_no_terminal_exits_2(
 
     result = run_cli("reset", gate, "--redis", redis_url, cwd=tmp_path)
 
-    assert result.returncode == 2, result
+    assert result.returncode == 64, result  # a usage mistake (EX_USAGE): 2 means the service answered an error
     assert "--yes" in result.stderr
     no_traceback(result)
     walk(service, ("GET", "red_state", 200))
@@ -565,7 +565,7 @@ def test_an_interactive_reset_does_not_stop_the_redis_a_serve_took_over(
             asking.kill()
             asking.communicate()
 
-    assert asking.returncode == 2, (out, err)
+    assert asking.returncode == 1, (out, err)
     assert "not reset" in err
     walk(service, ("GET", "red_state", 200))  # the service still has its store
     assert len(redis_servers_under(data_dir)) == 1
