@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.subcommand(args).error(str(exc))
     try:
         return _run(args)
+    except client.UsageError as exc:
+        parser.subcommand(args).error(str(exc))
     except (ChartError, ModelConfigError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -72,5 +74,5 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return commands.validate_all(args.files, config)
     if args.command == "status":
-        return commands.status(config, args.chart, args.json)
-    return commands.reset(config, args.chart_file, args.yes)
+        return commands.status(config, args.chart, args.json, args.url)
+    return commands.reset(config, args.chart_file, args.yes, args.url)

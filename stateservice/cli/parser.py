@@ -121,32 +121,39 @@ def build_parser() -> Parser:
 
 
 def _store_commands(commands: argparse._SubParsersAction[Parser]) -> None:
-    """`status` and `reset`: commands that read and write the charts kept in Redis."""
+    """`status` and `reset`: the charts kept in Redis, read there or through a running service (--url)."""
     status = commands.add_parser(
         "status",
-        help="show charts' state, read from Redis",
+        help="show charts' state, read from Redis (or from a service with --url)",
         description="Show the current state, counters and entry time of one chart or of "
-        "every chart registered in Redis. Needs no chart file and no running service.",
+        "every chart registered in Redis. Needs no chart file and no running service; with --url "
+        "it asks a running service instead (read scope), for when Redis is not reachable from here.",
         examples="""
             stateservice status
             stateservice status states --json --redis redis://127.0.0.1:6379/0
+            STATESERVICE_TOKEN=... stateservice status --url https://stateservice.internal:5000
         """,
     )
     status.add_argument("chart", nargs="?", metavar="CHART", help="chart name (default: every registered chart)")
     status.add_argument("--json", action="store_true", help="print JSON (the shape of GET /charts/{chart})")
+    status.add_argument("--url", help="ask this service over HTTP instead of Redis; token from STATESERVICE_TOKEN")
     add_settings(status, "status")
 
     reset = commands.add_parser(
         "reset",
         help="put a chart back to its initial state",
-        description="Put the chart of CHART_FILE back to that file's initial state, every "
-        "counter at its start value; recorded in the chart's history with cause 'reset'.",
+        description="Put a chart back to its initial state, every counter at its start value; recorded in "
+        "the chart's history with cause 'reset'. The chart is a chart file, or the name of a chart "
+        "registered in Redis (its definition as last served). With --url, a running service does it "
+        "(admin scope).",
         examples="""
             stateservice reset examples/states.yaml --yes
+            stateservice reset states --url http://127.0.0.1:5000
         """,
     )
-    reset.add_argument("chart_file", metavar="CHART_FILE", type=Path)
+    reset.add_argument("chart_file", metavar="CHART_FILE|CHART")
     reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--url", help="ask this service over HTTP instead of Redis; token from STATESERVICE_TOKEN")
     add_settings(reset, "reset")
 
 
