@@ -131,7 +131,7 @@ def _store_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         examples="""
             stateservice status
             stateservice status states --json --redis redis://127.0.0.1:6379/0
-            STATESERVICE_TOKEN=... stateservice status --url https://stateservice.internal:5000
+            stateservice status --url https://stateservice.internal:5000
         """,
     )
     status.add_argument("chart", nargs="?", metavar="CHART", help="chart name (default: every registered chart)")
