@@ -43,8 +43,8 @@ from stateservice.store.redis.embedded import find_redis_server
 from tests.support.cluster import Cluster
 
 RESULTS = h.BENCH / "RESULTS-cluster.md"
-SERVES = 3
-WORKERS = 2
+SERVES = 3  # serve processes (--serves)
+WORKERS = 2  # workers of each (--workers)
 STATE, TARGET = "wave", "done"
 
 
@@ -66,12 +66,12 @@ def write_charts(directory: Path, charts: int, target: int) -> list[str]:
     return names
 
 
-def serve(name: str, charts: Path, redis_url: str, cluster: bool, logdir: Path) -> h.Server:
-    """`stateservice serve --charts DIR --workers 2` on a free port, as shipped (info log to a file); not started."""
+def serve(name: str, charts: Path, redis_url: str, cluster: bool, logdir: Path, workers: int = WORKERS) -> h.Server:
+    """`stateservice serve --charts DIR --workers N` on a free port, as shipped (info log to a file); not started."""
     argv = [sys.executable, str(h.BENCH / "serve_variant.py"), "serve", "--charts", str(charts), "--port", "0"]
-    argv += ["--redis", redis_url, "--workers", str(WORKERS), "--log-level", "info", "--event-loop", "auto"]
+    argv += ["--redis", redis_url, "--workers", str(workers), "--log-level", "info", "--event-loop", "auto"]
     argv += ["--redis-cluster"] if cluster else []
-    return h.Server(name, argv, logdir, h.variant_env("asyncio"), WORKERS)
+    return h.Server(name, argv, logdir, h.variant_env("asyncio"), workers)
 
 
 @dataclass
@@ -141,7 +141,10 @@ def one_wave(backend: Backend, run: int, args: argparse.Namespace, work: Path) -
     backend.flush()
     charts = work / f"charts-{backend.name}-{run}"
     names = write_charts(charts, args.charts, args.hosts // args.charts)
-    servers = [serve(f"{backend.name}-{run}-s{i}", charts, backend.url, backend.cluster, work) for i in range(SERVES)]
+    servers = [
+        serve(f"{backend.name}-{run}-s{i}", charts, backend.url, backend.cluster, work, args.workers)
+        for i in range(args.serves)
+    ]
     with contextlib.ExitStack() as stack:
         for server in servers:
             stack.callback(server.kill)
@@ -257,7 +260,7 @@ def row(wave: Wave, hosts: int) -> list[str]:
 
 def render(waves: Sequence[Wave], args: argparse.Namespace, machine: list[tuple[str, str]], elapsed: float) -> str:
     per_chart = args.hosts // args.charts
-    command = "python bench/cluster_wave.py" + (f" --runs {args.runs}" if args.runs != 2 else "")
+    command = " ".join(["python bench/cluster_wave.py", *args.argv])
     by = {b: [w for w in waves if w.backend == b] for b in ("cluster", "one-redis")}
     ratios = [c.result.rps / o.result.rps for c, o in zip(by["cluster"], by["one-redis"], strict=True)]
     out = [
@@ -265,9 +268,10 @@ def render(waves: Sequence[Wave], args: argparse.Namespace, machine: list[tuple[
         "",
         f"Written by `{command}` in {elapsed / 60:.1f} minutes; do not edit by hand. "
         f"{args.hosts:,} distinct hosts report once each (`PUT /state?chart=...&state=wave&host=h<i>`) into "
-        f"{args.charts} charts of target {per_chart:,} ({per_chart:,} hosts per chart), through {SERVES} "
-        f"`stateservice serve --charts DIR --workers {WORKERS}` processes, from one bounded aiohttp client "
-        f"({args.connections} keep-alive connections over the {SERVES} processes, uvloop, every answer awaited). "
+        f"{args.charts} charts of target {per_chart:,} ({per_chart:,} hosts per chart), through {args.serves} "
+        f"`stateservice serve --charts DIR --workers {args.workers}` process(es), from one bounded aiohttp client "
+        f"({args.connections} keep-alive connections over the {args.serves} process(es), uvloop, "
+        "every answer awaited). "
         f"The same wave runs on a local 3-master Redis Cluster (`--redis-cluster`) and on one redis-server, "
         f"alternating, {args.runs} time(s) each; each wave starts on fresh serve processes and an empty Redis.",
         "",
@@ -367,8 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=100_000, help="distinct hosts in the wave")
     parser.add_argument("--charts", type=int, default=100, help="charts the hosts are spread over")
     parser.add_argument("--connections", type=int, default=300, help="the client's keep-alive connections")
+    parser.add_argument("--serves", type=int, default=SERVES, help="serve processes (default 3)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="workers of each serve process (default 2)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the results file")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.hosts % args.charts:
         parser.error("--hosts must be a multiple of --charts")
     began = time.monotonic()
