@@ -131,6 +131,7 @@ class Backend:
 
 
 def wave_urls(bases: Sequence[str], names: Sequence[str], hosts: int) -> list[str]:
+    """Host i reports into chart i % charts through serve process i % serves (3 and 100 are coprime: every pair)."""
     return [
         f"{bases[i % len(bases)]}/state?chart={names[i % len(names)]}&state={STATE}&host=h{i}" for i in range(hosts)
     ]
@@ -152,9 +153,9 @@ def one_wave(backend: Backend, run: int, args: argparse.Namespace, work: Path) -
         for server in servers:
             server.ready()
         workers = [pid for server in servers for pid in server.worker_pids()]
+        urls = wave_urls([s.url for s in servers], names, args.hosts)
         before = cpu(workers, backend)
         client_before = time.process_time()
-        urls = wave_urls([s.url for s in servers], names, args.hosts)
         result = h.run_client(
             h.aiohttp_load(urls, method="PUT", connections=args.connections, header="Stateservice-Counted")
         )
