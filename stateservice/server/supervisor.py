@@ -78,7 +78,7 @@ def serve(config: Config) -> int:
     # before anything counts: every worker (and a lone serving parent) writes its metrics under one private dir
     with redis_for(config, serving=True) as url, metrics.multiprocess():
         config = dataclasses.replace(config, redis_url=url)  # the workers' Redis: --redis, or the embedded one
-        asyncio.run(_preflight(charts, url, cluster=config.redis_cluster))
+        registered = asyncio.run(_preflight(charts, url, cluster=config.redis_cluster))
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
         log.info(
@@ -94,9 +94,9 @@ def serve(config: Config) -> int:
         )
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
-            eventloop.run(_worker(charts, sock, config, models, tokens), config.event_loop)
+            eventloop.run(_worker(charts, sock, config, models, tokens, registered=registered), config.event_loop)
         else:
-            _supervise(config, charts, sock, models, tokens)
+            _supervise(config, charts, sock, models, tokens, registered)
         sock.close()
     log.info("stopped")
     return 0
@@ -171,8 +171,12 @@ def _data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
-async def _preflight(charts: Sequence[Chart], url: str, *, cluster: bool = False) -> None:
-    """Register the charts before forking, so a chart that cannot go on stops start-up with its reason."""
+async def _preflight(charts: Sequence[Chart], url: str, *, cluster: bool = False) -> frozenset[tuple[str, str]]:
+    """Register the charts before forking, so a chart that cannot go on stops start-up with its reason.
+
+    Returns the (name, digest) of every chart registered, which the workers then need not register
+    again (none when Redis was unreachable: each worker registers once it answers).
+    """
     redis = connect(url, cluster=cluster)
     try:
         store = ChartStore(redis)
@@ -180,8 +184,10 @@ async def _preflight(charts: Sequence[Chart], url: str, *, cluster: bool = False
             if isinstance(snap, StateServiceError):
                 raise snap  # this chart cannot go on: start-up stops with its reason
             log.info("chart_loaded", chart=chart.name, path=chart.path, state=snap.state)
+        return frozenset((chart.name, chart.digest) for chart in charts)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         log.warning("redis_unavailable_at_start", redis=redact(url), error=str(exc) or type(exc).__name__)
+        return frozenset()
     finally:
         await redis.aclose()
 
@@ -217,10 +223,12 @@ async def _worker(
     models: Sequence[ModelSpec] = (),
     tokens: Tokens | None = None,
     reload_at_start: bool = False,
+    registered: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
 
-    `config.redis_url` is the Redis to use (`serve` puts the embedded one's there).
+    `config.redis_url` is the Redis to use (`serve` puts the embedded one's there); `registered` are the
+    charts (name, digest) that `serve` registered there before forking.
 
     SIGHUP reloads the chart files and the tokens file; `reload_at_start` does so before serving (a worker
     respawned after a reload was forked with the charts and tokens of start-up, which it keeps if the files
@@ -231,7 +239,7 @@ async def _worker(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     cache = ModelCache(models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes)
-    app = create_app(config, Loaded(charts, tokens, cache))
+    app = create_app(config, Loaded(charts, tokens, cache, registered))
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -270,11 +278,12 @@ def _run_worker(
     models: Sequence[ModelSpec],
     tokens: Tokens | None,
     reload_at_start: bool = False,
+    registered: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
-    eventloop.run(_worker(charts, sock, config, models, tokens, reload_at_start), config.event_loop)
+    eventloop.run(_worker(charts, sock, config, models, tokens, reload_at_start, registered), config.event_loop)
 
 
 def _supervise(
@@ -283,13 +292,14 @@ def _supervise(
     sock: socket.socket,
     models: Sequence[ModelSpec],
     tokens: Tokens | None,
+    registered: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal.
 
     SIGHUP is forwarded to every worker, each of which reloads its charts and tokens; this process re-reads
     the tokens file too, so that a worker respawned later is forked with the last good tokens.
     """
-    supervisor = _Supervisor(config, charts, sock, models, tokens)
+    supervisor = _Supervisor(config, charts, sock, models, tokens, registered)
     previous = {s: signal.signal(s, supervisor.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, supervisor.on_hup)
     supervisor.workers += [supervisor.spawn() for _ in range(config.workers)]
@@ -310,6 +320,7 @@ class _Supervisor:
     sock: socket.socket
     models: Sequence[ModelSpec]
     tokens: Tokens | None  # the last good tokens: a worker respawned after a reload is forked with them
+    registered: frozenset[tuple[str, str]]  # the charts the preflight registered: no worker repeats it
     workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     stopping: bool = False
     reloads: int = 0  # SIGHUPs received; the loop logs the new ones
@@ -330,7 +341,7 @@ class _Supervisor:
                 os.kill(worker.pid, signal.SIGHUP)
 
     def spawn(self) -> multiprocessing.process.BaseProcess:
-        args = (self.charts, self.sock, self.config, self.models, self.tokens, self.reloads > 0)
+        args = (self.charts, self.sock, self.config, self.models, self.tokens, self.reloads > 0, self.registered)
         process = multiprocessing.get_context("fork").Process(target=_run_worker, args=args, daemon=False)
         with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
             process.start()
