@@ -32,7 +32,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.charts.files import load_charts
+from stateservice.charts.files import Parses, load_charts
 from stateservice.charts.reload import Reloader
 from stateservice.config import Config
 from stateservice.core.chart import Chart
@@ -63,7 +63,8 @@ RESPAWN_WINDOW = 10.0
 def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT. Raises StartupError (or ChartError) for what the operator must fix."""
     zone = config.zone()
-    charts = load_charts(config.charts, zone, config.charts_dir)
+    parses = Parses()  # the workers reuse start-up's parses: a reload parses only the files changed since
+    charts = load_charts(config.charts, zone, config.charts_dir, parses)
     models = _model_specs(config)
     if not charts and not models:
         raise StartupError(
@@ -94,9 +95,11 @@ def serve(config: Config) -> int:
         )
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
-            eventloop.run(_worker(charts, sock, config, models, tokens, registered=registered), config.event_loop)
+            eventloop.run(
+                _worker(charts, sock, config, models, tokens, registered=registered, parses=parses), config.event_loop
+            )
         else:
-            _supervise(config, charts, sock, models, tokens, registered)
+            _supervise(config, charts, sock, models, tokens, registered, parses)
         sock.close()
     log.info("stopped")
     return 0
@@ -224,11 +227,12 @@ async def _worker(
     tokens: Tokens | None = None,
     reload_at_start: bool = False,
     registered: frozenset[tuple[str, str]] = frozenset(),
+    parses: Parses | None = None,
 ) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
 
     `config.redis_url` is the Redis to use (`serve` puts the embedded one's there); `registered` are the
-    charts (name, digest) that `serve` registered there before forking.
+    charts (name, digest) that `serve` registered there before forking, and `parses` its parses of the files.
 
     SIGHUP reloads the chart files and the tokens file; `reload_at_start` does so before serving (a worker
     respawned after a reload was forked with the charts and tokens of start-up, which it keeps if the files
@@ -252,7 +256,13 @@ async def _worker(
     ref = app.get(TOKENS)
     tokens_reloader = TokensReloader(ref, config.tokens) if ref is not None and config.tokens is not None else None
     reloader = Reloader(
-        app[CHARTS], config.charts, config.zone(), app[REGISTRAR], tokens_reloader, directory=config.charts_dir
+        app[CHARTS],
+        config.charts,
+        config.zone(),
+        app[REGISTRAR],
+        tokens_reloader,
+        directory=config.charts_dir,
+        parses=parses,
     )
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # one held back until now is handled here
@@ -279,11 +289,13 @@ def _run_worker(
     tokens: Tokens | None,
     reload_at_start: bool = False,
     registered: frozenset[tuple[str, str]] = frozenset(),
+    parses: Parses | None = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
-    eventloop.run(_worker(charts, sock, config, models, tokens, reload_at_start, registered), config.event_loop)
+    worker = _worker(charts, sock, config, models, tokens, reload_at_start, registered, parses)
+    eventloop.run(worker, config.event_loop)
 
 
 def _supervise(
@@ -293,13 +305,14 @@ def _supervise(
     models: Sequence[ModelSpec],
     tokens: Tokens | None,
     registered: frozenset[tuple[str, str]] = frozenset(),
+    parses: Parses | None = None,
 ) -> None:
     """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal.
 
     SIGHUP is forwarded to every worker, each of which reloads its charts and tokens; this process re-reads
     the tokens file too, so that a worker respawned later is forked with the last good tokens.
     """
-    supervisor = _Supervisor(config, charts, sock, models, tokens, registered)
+    supervisor = _Supervisor(config, charts, sock, models, tokens, registered, parses)
     previous = {s: signal.signal(s, supervisor.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, supervisor.on_hup)
     supervisor.workers += [supervisor.spawn() for _ in range(config.workers)]
@@ -321,6 +334,7 @@ class _Supervisor:
     models: Sequence[ModelSpec]
     tokens: Tokens | None  # the last good tokens: a worker respawned after a reload is forked with them
     registered: frozenset[tuple[str, str]]  # the charts the preflight registered: no worker repeats it
+    parses: Parses | None  # start-up's parses of the chart files: a worker's reload reuses the unchanged
     workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     stopping: bool = False
     reloads: int = 0  # SIGHUPs received; the loop logs the new ones
@@ -341,7 +355,8 @@ class _Supervisor:
                 os.kill(worker.pid, signal.SIGHUP)
 
     def spawn(self) -> multiprocessing.process.BaseProcess:
-        args = (self.charts, self.sock, self.config, self.models, self.tokens, self.reloads > 0, self.registered)
+        respawn = self.reloads > 0
+        args = (self.charts, self.sock, self.config, self.models, self.tokens, respawn, self.registered, self.parses)
         process = multiprocessing.get_context("fork").Process(target=_run_worker, args=args, daemon=False)
         with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
             process.start()
