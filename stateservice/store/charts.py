@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import StateServiceError, StoreBusy
-from stateservice.store import codec, keys
+from stateservice.store import bulk, codec, keys
 from stateservice.store.clock import Clock, RedisClock
 from stateservice.store.group import GroupCommit
 from stateservice.store.redis.cluster import ClusterRedis
@@ -370,7 +370,7 @@ class ChartStore:
         return snap
 
     async def current_states(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
-        """`current_state` of many charts: one pipelined read a BATCH of them, a transaction only where one is due.
+        """`current_state` of many charts: one read a BATCH of them (a script), a transaction only where one is due.
 
         Each chart's snapshot, or the error its own `current_state` raised. On Redis Cluster, one
         chart at a time.
@@ -380,15 +380,14 @@ class ChartStore:
         results: list[Snapshot | StateServiceError] = []
         for start in range(0, len(charts), BATCH):
             chunk = charts[start : start + BATCH]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for chart in chunk:
-                    pipe.hmget(keys.chart_state(chart.name), [keys.CURRENT_STATE, keys.ENTERED_AT])
-                replies = await pipe.execute()
+            replies = await bulk.read_states(self.redis, chunk)
             now: datetime | None = None
             for chart, (state, entered) in zip(chunk, replies, strict=True):
-                snap = None
-                if state is not None:
-                    snap = codec.decode_snapshot(chart, {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""})
+                try:
+                    snap = None if state is None else codec.decode_snapshot(chart, _stored(state, entered))
+                except StateServiceError as exc:  # a corrupt state hash: this chart's error, not the whole read's
+                    results.append(exc)
+                    continue
                 due = rules.next_due(chart, snap) if snap is not None and chart.state(snap.state) else None
                 if due is not None:
                     now = now or await self.clock()
@@ -583,6 +582,11 @@ async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple
         if isinstance(reply, ResponseError):
             raise reply
     return replies[1:]
+
+
+def _stored(state: str, entered: str | None) -> dict[str, str]:
+    """The fields of a state hash that `decode_snapshot` needs for a snapshot, as read by `bulk.read_states`."""
+    return {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""}
 
 
 def _refusal(chart: Chart, stored: Snapshot) -> StateServiceError | None:

@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.core.chart import Chart
+from stateservice.core.chart import Chart, Snapshot
 from stateservice.core.parse import parse
-from stateservice.errors import NotCurrent, StoreUnavailable
+from stateservice.errors import CorruptState, NotCurrent, StoreUnavailable
 from stateservice.store import keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect
@@ -306,3 +306,20 @@ async def test_a_deadline_during_exec_ends_at_once_and_the_store_recovers(redis_
     finally:
         await client.aclose()
         await hole.close()
+
+
+async def test_current_states_of_many_charts_in_one_read(stores: StoreFactory, plain: Redis) -> None:
+    store = stores()
+    counted, fresh, odd, corrupt = (chain(name, [3]) for name in ("counted", "fresh", "odd", "corrupt"))
+    await store.register(counted)
+    await store.report(counted, "s0")
+    await plain.hset(keys.chart_state("odd"), mapping={"current_state": 'gone "/\\ ü', "entered_at": ""})
+    await plain.hset(keys.chart_state("corrupt"), mapping={"current_state": "", "counter:s0": "1"})
+
+    found = await store.current_states([counted, fresh, odd, corrupt])
+
+    assert [s.state for s in found[:2] if isinstance(s, Snapshot)] == ["s0", "s0"]
+    assert isinstance(found[2], Snapshot) and found[2].state == 'gone "/\\ ü'
+    assert isinstance(found[3], CorruptState) and "has no current_state field" in found[3].message
+    assert await plain.hget(keys.chart_state("fresh"), "current_state") == "s0"  # created, as a gate check would
+    assert await store.current_states([]) == []
