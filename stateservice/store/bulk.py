@@ -12,12 +12,16 @@ one chart at a time), and writes still run inside the caller's WATCH/MULTI/EXEC.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from stateservice.core.chart import Chart
-from stateservice.store import keys
+from stateservice.core.chart import Chart, Snapshot
+from stateservice.store import codec, keys
+
+Command = tuple[str, tuple[str, ...], tuple[str, ...]]  # a write: its name, the keys it names, its other arguments
 
 READ_STATES = """
 -- KEYS[i] = stateservice:{CHART} of each chart / ARGV[1] = the current state field, ARGV[2] = the entered_at field
@@ -43,3 +47,75 @@ async def read_states(redis: Redis, charts: Sequence[Chart]) -> list[tuple[str |
 
 def _field(value: str | bool) -> str | None:
     return None if value is False else str(value)
+
+
+READ_REGISTRATIONS = """
+-- KEYS[2i-1] = stateservice:{CHART}, KEYS[2i] = stateservice:{CHART}:definition of each chart
+-- ARGV[1] = the digest field of a definition
+-- returns JSON: for each chart, [its state hash as a flat list (fields, values), its stored digest or false]
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = {redis.call('HGETALL', KEYS[i]), redis.call('HGET', KEYS[i + 1], ARGV[1])}
+end
+return cjson.encode(out)
+"""
+
+WRITE = """
+-- KEYS = every key the writes name, in order
+-- ARGV = the writes, one after another: its command, how many of the next KEYS it names, how many
+--        arguments follow, then those arguments
+local k, a = 1, 1
+while a <= #ARGV do
+  local nkeys, nargs = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local call = {}
+  for i = 0, nkeys - 1 do call[#call + 1] = KEYS[k + i] end
+  for i = 1, nargs do call[#call + 1] = ARGV[a + 2 + i] end
+  redis.call(ARGV[a], unpack(call))
+  k, a = k + nkeys, a + 3 + nargs
+end
+return k - 1
+"""
+
+
+def registrations_read(charts: Sequence[Chart]) -> tuple[str, ...]:
+    """The command (for a WATCHing transaction) reading what registering `charts` decides from."""
+    names = [key for c in charts for key in (keys.chart_state(c.name), keys.chart_definition(c.name))]
+    return ("EVAL", READ_REGISTRATIONS, str(len(names)), *names, keys.DEFINITION_DIGEST)
+
+
+def decode_registrations(reply: str) -> list[tuple[dict[str, str], str | None]]:
+    """`registrations_read`'s reply: each chart's state hash ({} when missing) and stored digest (None when none)."""
+    return [(_pairs(flat), None if digest is False else str(digest)) for flat, digest in orjson.loads(reply)]
+
+
+def write(commands: Sequence[Command]) -> tuple[str, ...]:
+    """One command running all of `commands` in order (queue it inside MULTI: they commit with the rest)."""
+    names: list[str] = []
+    args: list[str] = []
+    for name, named, rest in commands:
+        names += named
+        args += (name, str(len(named)), str(len(rest)), *rest)
+    return ("EVAL", WRITE, str(len(names)), *names, *args)
+
+
+def create(chart: Chart, snap: Snapshot) -> list[Command]:
+    """A fresh state hash at `snap`: every counter at its start, no host counted anywhere."""
+    key = keys.chart_state(chart.name)
+    hosts = tuple(keys.chart_hosts(chart.name, s.name) for s in chart.states)
+    return [("DEL", (key, *hosts), ()), ("HSET", (key,), _flat(codec.initial_fields(chart, snap)))]
+
+
+def define(chart: Chart, now: datetime) -> list[Command]:
+    """The chart's definition as served from `now`, and its name in the index of charts."""
+    definition = ("HSET", (keys.chart_definition(chart.name),), _flat(codec.encode_definition(chart, now)))
+    return [definition, ("SADD", (keys.charts_index(),), (chart.name,))]
+
+
+def _flat(fields: dict[str, str]) -> tuple[str, ...]:
+    return tuple(item for pair in fields.items() for item in pair)
+
+
+def _pairs(flat: list[Any] | dict[str, Any]) -> dict[str, str]:
+    if isinstance(flat, dict):  # cjson encodes an empty table (a missing hash) as {}
+        return {}
+    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -328,13 +328,16 @@ class ChartStore:
                 if type(pipe).watch is not Pipeline.watch:
                     return None
                 now = await self.clock()
-                names = [(keys.chart_state(c.name), keys.chart_definition(c.name)) for c in chunk]
-                reads = [r for key, dfn in names for r in (("HGETALL", key), ("HGET", dfn, keys.DEFINITION_DIGEST))]
-                replies = await _watched(pipe, tuple(k for pair in names for k in pair), *reads)
+                watched = tuple(k for c in chunk for k in (keys.chart_state(c.name), keys.chart_definition(c.name)))
+                [reply] = await _watched(pipe, watched, bulk.registrations_read(chunk))
+                results, writes = [], []
+                for chart, (fields, digest) in zip(chunk, bulk.decode_registrations(reply), strict=True):
+                    result, commands = self._decide_register(chart, fields, digest, now)
+                    results.append(result)
+                    writes += commands
                 pipe.multi()
-                results = [
-                    self._queue_register(pipe, c, replies[2 * i], replies[2 * i + 1], now) for i, c in enumerate(chunk)
-                ]
+                if writes:
+                    pipe.execute_command(*bulk.write(writes))  # one command, not four a chart: see store/bulk.py
                 try:
                     await pipe.execute()
                 except WatchError:
@@ -344,19 +347,20 @@ class ChartStore:
                 return results
         return None
 
-    def _queue_register(
-        self, pipe: Pipeline, chart: Chart, fields: dict[str, str], digest: str | None, now: datetime
-    ) -> Snapshot | StateServiceError:
-        """Queue what `register` writes for `chart`, given what Redis holds; nothing if the state is gone."""
+    def _decide_register(
+        self, chart: Chart, fields: dict[str, str], digest: str | None, now: datetime
+    ) -> tuple[Snapshot | StateServiceError, list[bulk.Command]]:
+        """What `register` answers and writes for `chart`, given what Redis holds; no writes if the state is gone."""
+        writes = []
         stored = codec.decode_snapshot(chart, fields)
         if stored is None:
             snap = rules.initial(chart, now)
-            self._create(pipe, chart, snap)
+            writes += bulk.create(chart, snap)
         else:
             try:
                 snap = rules.carry_over(chart, stored)
             except StateServiceError as exc:
-                return exc
+                return exc, []
             if digest is not None and digest != chart.digest:
                 log.warning(
                     "chart_definition_changed",
@@ -366,8 +370,7 @@ class ChartStore:
                     current_state=snap.state,
                     count=snap.count,
                 )
-        self._define(pipe, chart, now)
-        return snap
+        return snap, writes + bulk.define(chart, now)
 
     async def current_states(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
         """`current_state` of many charts: one read a BATCH of them (a script), a transaction only where one is due.
@@ -467,9 +470,8 @@ class ChartStore:
 
     def _create(self, pipe: Pipeline, chart: Chart, snap: Snapshot) -> None:
         """Queue a fresh state hash at `snap`: every counter at its start, no host counted anywhere."""
-        key = keys.chart_state(chart.name)
-        pipe.delete(key, *(keys.chart_hosts(chart.name, s.name) for s in chart.states))
-        pipe.hset(key, mapping=codec.initial_fields(chart, snap))
+        for name, named, args in bulk.create(chart, snap):
+            pipe.execute_command(name, *named, *args)
 
     def _record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(
@@ -480,11 +482,8 @@ class ChartStore:
         )
 
     def _define(self, pipe: Pipeline, chart: Chart, now: datetime) -> None:
-        pipe.hset(
-            keys.chart_definition(chart.name),
-            mapping=codec.encode_definition(chart, now),
-        )
-        pipe.sadd(keys.charts_index(), chart.name)
+        for name, named, args in bulk.define(chart, now):
+            pipe.execute_command(name, *named, *args)
 
     async def _transact(self, chart: Chart, what: str, attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
         lock = self._locks.setdefault(chart.name, asyncio.Lock())
