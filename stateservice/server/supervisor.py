@@ -32,7 +32,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.charts.files import Parses, load_charts
+from stateservice.charts.files import Parses, cores, load_charts
 from stateservice.charts.reload import Reloader
 from stateservice.config import Config
 from stateservice.core.chart import Chart
@@ -64,7 +64,7 @@ def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT. Raises StartupError (or ChartError) for what the operator must fix."""
     zone = config.zone()
     parses = Parses()  # the workers reuse start-up's parses: a reload parses only the files changed since
-    charts = load_charts(config.charts, zone, config.charts_dir, parses)
+    charts = load_charts(config.charts, zone, config.charts_dir, parses, processes=cores())  # no thread runs yet
     models = _model_specs(config)
     if not charts and not models:
         raise StartupError(
