@@ -62,16 +62,15 @@ return cjson.encode(out)
 
 WRITE = """
 -- KEYS = every key the writes name, in order
--- ARGV = the writes, one after another: its command, how many of the next KEYS it names, how many
---        arguments follow, then those arguments
-local k, a = 1, 1
-while a <= #ARGV do
-  local nkeys, nargs = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+-- ARGV[1] = the writes as JSON, in order: for each, [its command, how many of the next KEYS it names,
+--           [its other arguments]] (one argument, not thousands: redis-py encodes each in Python)
+local k = 1
+for _, write in ipairs(cjson.decode(ARGV[1])) do
   local call = {}
-  for i = 0, nkeys - 1 do call[#call + 1] = KEYS[k + i] end
-  for i = 1, nargs do call[#call + 1] = ARGV[a + 2 + i] end
-  redis.call(ARGV[a], unpack(call))
-  k, a = k + nkeys, a + 3 + nargs
+  for i = 0, write[2] - 1 do call[#call + 1] = KEYS[k + i] end
+  for _, arg in ipairs(write[3]) do call[#call + 1] = arg end
+  redis.call(write[1], unpack(call))
+  k = k + write[2]
 end
 return k - 1
 """
@@ -90,12 +89,9 @@ def decode_registrations(reply: str) -> list[tuple[dict[str, str], str | None]]:
 
 def write(commands: Sequence[Command]) -> tuple[str, ...]:
     """One command running all of `commands` in order (queue it inside MULTI: they commit with the rest)."""
-    names: list[str] = []
-    args: list[str] = []
-    for name, named, rest in commands:
-        names += named
-        args += (name, str(len(named)), str(len(rest)), *rest)
-    return ("EVAL", WRITE, str(len(names)), *names, *args)
+    names = [key for _, named, _ in commands for key in named]
+    writes = orjson.dumps([(name, len(named), rest) for name, named, rest in commands]).decode()
+    return ("EVAL", WRITE, str(len(names)), *names, writes)
 
 
 def create(chart: Chart, snap: Snapshot) -> list[Command]:

@@ -351,6 +351,10 @@ async def test_register_many_writes_what_register_writes_chart_by_chart(stores: 
     assert definition.keys() == {"path", "digest", "source", "registered_at"}
     assert (definition["path"], definition["source"]) == ("c200.yaml", chain("c200", [2, 2]).source)
 
+    quoted = parse('# "déploiement" \\ 漢字 \u2028\n' + chain("quoted", [1]).source, "q.yaml").unwrap()
+    await together.register_many([quoted])
+    assert await plain.hget(keys.chart_definition("quoted"), "source") == quoted.source  # as written, via JSON
+
 
 async def test_register_many_keeps_states_and_refuses_a_removed_one_alone(stores: StoreFactory, plain: Redis) -> None:
     store = stores()
