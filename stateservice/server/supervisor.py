@@ -80,6 +80,8 @@ def serve(config: Config) -> int:
     with redis_for(config, serving=True) as url, metrics.multiprocess():
         config = dataclasses.replace(config, redis_url=url)  # the workers' Redis: --redis, or the embedded one
         registered = asyncio.run(_preflight(charts, url, cluster=config.redis_cluster))
+        if config.redis_wait_replicas > 0:
+            registered = frozenset()  # the preflight did not WAIT for replicas: the workers register again, waiting
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
         log.info(
