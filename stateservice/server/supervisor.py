@@ -356,9 +356,11 @@ class _Supervisor:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGHUP)
 
-    def spawn(self) -> multiprocessing.process.BaseProcess:
-        respawn = self.reloads > 0
-        args = (self.charts, self.sock, self.config, self.models, self.tokens, respawn, self.registered, self.parses)
+    def spawn(self, *, replacing: bool = False) -> multiprocessing.process.BaseProcess:
+        """A worker; `replacing` one that died, it registers its charts itself (Redis may have lost them since)."""
+        reload_at_start = self.reloads > 0
+        registered = frozenset() if replacing else self.registered
+        args = (self.charts, self.sock, self.config, self.models, self.tokens, reload_at_start, registered, self.parses)
         process = multiprocessing.get_context("fork").Process(target=_run_worker, args=args, daemon=False)
         with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
             process.start()
@@ -386,7 +388,7 @@ class _Supervisor:
         self.failures = [t for t in self.failures if now - t < RESPAWN_WINDOW] + [now]
         if len(self.failures) >= RESPAWN_LIMIT:
             raise StartupError(f"workers keep dying ({RESPAWN_LIMIT} within {RESPAWN_WINDOW:.0f}s); see the log")
-        return self.spawn()
+        return self.spawn(replacing=True)
 
     def stop(self) -> None:
         """SIGTERM every worker; kill those still running after the grace period."""
