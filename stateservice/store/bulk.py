@@ -49,6 +49,18 @@ def _field(value: str | bool) -> str | None:
     return None if value is False else str(value)
 
 
+MEMBERS = """
+-- KEYS[1] = a set / returns JSON: its members
+return cjson.encode(redis.call('SMEMBERS', KEYS[1]))
+"""
+
+
+async def members(redis: Redis, key: str) -> list[str]:
+    """SMEMBERS `key` as one reply (the charts index: 10,000 names, which the leader reads twice a second)."""
+    found = orjson.loads(await redis.eval(MEMBERS, 1, key))
+    return [] if isinstance(found, dict) else [str(name) for name in found]  # cjson: an empty table is {}
+
+
 READ_REGISTRATIONS = """
 -- KEYS[2i-1] = stateservice:{CHART}, KEYS[2i] = stateservice:{CHART}:definition of each chart
 -- ARGV[1] = the digest field of a definition

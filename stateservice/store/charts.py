@@ -430,7 +430,10 @@ class ChartStore:
             await reads.close()
 
     async def registered(self) -> list[str]:
-        return sorted(await self.redis.smembers(keys.charts_index()))
+        """Every chart registered in this Redis, by name."""
+        if isinstance(self.redis, ClusterRedis):
+            return sorted(await self.redis.smembers(keys.charts_index()))
+        return sorted(await bulk.members(self.redis, keys.charts_index()))
 
     async def definition(self, name: str) -> dict[str, str]:
         return dict(await self.redis.hgetall(keys.chart_definition(name)))

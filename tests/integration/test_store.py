@@ -160,6 +160,7 @@ async def test_register_is_idempotent_and_records_the_definition(stores: StoreFa
 
 async def test_register_two_charts(stores: StoreFactory, plain: Redis) -> None:
     store = stores()
+    assert await store.registered() == []
     await store.register(chain("a", [1]))
     await store.register(chain("b", [1]))
     assert await plain.smembers(keys.charts_index()) == {"a", "b"}
