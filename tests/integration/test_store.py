@@ -326,6 +326,13 @@ async def test_current_states_of_many_charts_in_one_read(stores: StoreFactory, p
     assert await plain.hget(keys.chart_state("fresh"), "current_state") == "s0"  # created, as a gate check would
     assert await store.current_states([]) == []
 
+    await plain.hset(keys.chart_state("counted"), "current_state", "s1")  # a repair with redis-cli: seen at once
+    await plain.hset(keys.chart_state("fresh"), "entered_at", "yesterday")
+    again = await store.current_states([counted, fresh, odd])
+    assert isinstance(again[0], Snapshot) and again[0].state == "s1"
+    assert isinstance(again[1], CorruptState) and "entered_at is not a timestamp" in again[1].message
+    assert again[2] == found[2]
+
 
 async def test_register_many_writes_what_register_writes_chart_by_chart(stores: StoreFactory, plain: Redis) -> None:
     names = [f"c{i:03d}" for i in range(BATCH + 7)]  # two transactions
