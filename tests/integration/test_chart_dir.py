@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateservice.charts.files import SPREAD_FROM, Parses, spread
 from stateservice.core.chart import Chart
 from tests.support.app import MakeClient
 from tests.support.charts import wave, wave_text
@@ -164,19 +162,3 @@ async def test_get_charts_refuses_a_bad_limit_or_cursor(serve: MakeClient, query
     body = await resp.json()
     assert body["error"] == "bad_request" and body["status"] == 400
     assert query.rpartition("&")[2].split("=")[0] in body["message"], body
-
-
-def test_many_files_parse_on_several_processes_as_on_one() -> None:
-    """What `serve` does at start-up with thousands of files (it forks: not a unit test)."""
-    texts = {f"c{i:04d}.yaml": wave_text(1 + i % 5, name=f"c{i:04d}") for i in range(SPREAD_FROM + 10)}
-    texts["c0003.yaml"] = "current_state: [\n"  # this process's part
-    texts["c2001.yaml"] = "current_state: gate\nstates:\n  - name: gate\n    func: sometimes\n"  # a child's part
-    texts["c2002.yaml"] = wave_text(1, name="c0007")  # a child's file names a chart of this process's part
-    items = list(texts.items())
-
-    assert spread(items, UTC, 3) == spread(items, UTC, 1)
-    results = Parses().parse_all(texts, UTC, processes=2)
-    problems = [str(p) for r in results for p in r.errors]
-    assert len(results) == len(texts) and [r.path for r in results] == list(texts)
-    assert [p.split(":")[0] for p in problems] == ["c0003.yaml", "c2001.yaml", "c2002.yaml"], problems
-    assert problems[2] == "c2002.yaml:1: chart name 'c0007' is already used by c0007.yaml"
