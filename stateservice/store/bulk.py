@@ -25,11 +25,11 @@ Command = tuple[str, tuple[str, ...], tuple[str, ...]]  # a write: its name, the
 
 READ_STATES = """
 -- KEYS[i] = stateservice:{CHART} of each chart / ARGV[1] = the current state field, ARGV[2] = the entered_at field
--- returns JSON: for each key, [current_state, entered_at], false for a field (or hash) that is missing
+-- returns JSON: for each key, [current_state, entered_at], null for a field (or hash) that is missing
 local out = {}
 for i, key in ipairs(KEYS) do
   local fields = redis.call('HMGET', key, ARGV[1], ARGV[2])
-  out[i] = {fields[1], fields[2]}
+  out[i] = {fields[1] or cjson.null, fields[2] or cjson.null}
 end
 return cjson.encode(out)
 """
@@ -42,11 +42,8 @@ async def read_states(redis: Redis, charts: Sequence[Chart]) -> list[tuple[str |
     reply = await redis.eval(
         READ_STATES, len(charts), *(keys.chart_state(c.name) for c in charts), keys.CURRENT_STATE, keys.ENTERED_AT
     )
-    return [(_field(state), _field(entered)) for state, entered in orjson.loads(reply)]
-
-
-def _field(value: str | bool) -> str | None:
-    return None if value is False else str(value)
+    pairs: list[tuple[str | None, str | None]] = orjson.loads(reply)  # JSON arrays of two: as good as tuples here
+    return pairs
 
 
 MEMBERS = """
