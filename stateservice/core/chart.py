@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from enum import Enum
+
+from stateservice.core.budget import Budget
+from stateservice.core.windows import Window
 
 # Names end up in Redis keys, HTTP headers and log lines, so they get a closed alphabet:
 # no braces (they would break the per-chart cluster hash tag), no spaces, no control bytes.
@@ -48,6 +51,32 @@ class Target:
     after: timedelta | None = None
 
 
+DEFAULT_SLOT_TTL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How hosts may work through a state: at most `concurrency` at once, a failure budget, and when its gate opens.
+
+    `concurrency` and `max_failures` belong to increment states (hosts report into them);
+    `windows` and `blackouts` to any state with a gate. No windows: every day, all day.
+    """
+
+    concurrency: int | None = None
+    slot_ttl: timedelta = DEFAULT_SLOT_TTL
+    max_failures: Budget | None = None
+    windows: tuple[Window, ...] = ()
+    blackouts: frozenset[date] = frozenset()
+
+    @property
+    def timed(self) -> bool:
+        """Whether the gate depends on the calendar."""
+        return bool(self.windows or self.blackouts)
+
+
+NO_ROLLOUT = Rollout()
+
+
 @dataclass(frozen=True, slots=True)
 class State:
     name: str
@@ -55,6 +84,7 @@ class State:
     counter: Counter | None = None
     target: Target | None = None
     line: int = 0
+    rollout: Rollout = NO_ROLLOUT
 
     @property
     def final(self) -> bool:
@@ -71,6 +101,7 @@ class Chart:
     path: str = ""
     source: str = ""
     digest: str = ""
+    zone: tzinfo | None = None  # the chart's `timezone:`; None: the server's
     _index: dict[str, State] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
