@@ -54,7 +54,8 @@ def render(views: list[dict[str, Any]], as_json: bool) -> str:
         return "no chart is registered in this Redis (start `stateservice serve` once)"
     lines = []
     for view in views:
-        lines.append(f"chart {view['name']}  ({view['path']}, digest {view['digest'][:12]})")
+        where = f"{view['path']}, " if view.get("path") else ""  # a service's answer does not say its files' paths
+        lines.append(f"chart {view['name']}  ({where}digest {view['digest'][:12]})")
         lines.append(f"  current_state  {view['current_state']}{'  (final)' if view['final'] else ''}")
         lines.append(f"  entered_at     {view['entered_at']}")
         lines.append(f"  hosts counted  {len(view['hosts_counted'])}")
@@ -74,6 +75,15 @@ def render(views: list[dict[str, Any]], as_json: bool) -> str:
                 detail = "final"
             lines.append(f"  {mark} {state['name']:<24} {state['func'] or '':<10} {detail}")
     return "\n".join(lines)
+
+
+async def registered(url: str, name: str, zone: tzinfo, *, cluster: bool = False) -> Chart:
+    """The chart `name` as registered in the Redis at `url`. Raises NotRegistered."""
+    redis = connect(url, cluster=cluster)
+    try:
+        return await registered_chart(ChartStore(redis), name, zone)
+    finally:
+        await redis.aclose()
 
 
 async def current(url: str, chart: Chart, *, cluster: bool = False) -> str | None:

@@ -2,35 +2,115 @@
 
 Chef `only_if`, Ansible `command` and shell scripts want an exit code, not curl flags:
 0 means yes (the gate is open, the report was taken), 1 means no (406: not the current
-state), 2 means anything else went wrong (unreachable, another 4xx, a 5xx), with the
-reason on stderr. Long waits use the server's long-poll, one request per `--wait` chunk,
-never a client-side polling loop. Standard library only, so the commands start fast.
+state), 2 means the service answered an error or could not be reached in time, with the
+reason on stderr; 64 is a usage error. Long waits use the server's long-poll, one request
+per chunk of at most the server's `--max-wait`, never a client-side polling loop.
+
+Until their deadline (`--wait`) both commands ride out what a restart or a Redis failover
+looks like from outside: a refused connection and a 503 are retried with a growing pause,
+and said on stderr when it is a terminal. Standard library only, so the commands start fast.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import random
+import socket
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-YES, NO, ERROR = 0, 1, 2
-CHUNK = 300.0  # seconds per long-poll request: the server's default --max-wait
+YES, NO, ERROR, USAGE = 0, 1, 2, 64  # 64: EX_USAGE from sysexits.h
+CHUNK = 300.0  # seconds per long-poll request: the server's default --max-wait (its 400 says when it is lower)
+FIRST_PAUSE, MAX_PAUSE = 0.5, 5.0  # seconds between retries: doubling, with jitter
+DEFAULT_URL = "http://127.0.0.1:5000"
 
 
-def request(method: str, url: str, token: str | None, timeout: float) -> tuple[int, str]:
-    """One HTTP request: (status, body). Raises OSError when the service cannot be reached."""
+class UsageError(Exception):
+    """A command line the client cannot act on (a URL without a scheme): exit USAGE with the fix."""
+
+
+class Unreachable(Exception):
+    """The service could not be reached: the reason in words (`connection refused (...)`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: str
+    retry_after: float = 0.0  # seconds, from a 503's Retry-After
+
+    def json(self) -> dict[str, Any]:
+        try:
+            found = json.loads(self.body)
+        except ValueError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def explain(self) -> str:
+        message = self.json().get("message")
+        return f"HTTP {self.status}: {message or self.body.strip()[:200] or '(no body)'}"
+
+
+def check_url(url: str) -> str:
+    """`url` when it is an http(s) URL with a host. Raises UsageError saying how to write it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return url
+    fix = f"http://{url}" if "://" not in url else "http://HOST:PORT"
+    raise UsageError(f"--url {url!r} is not an http:// or https:// URL; write it as {fix}")
+
+
+def settings(url: str | None, environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """The service URL (flag, STATESERVICE_URL, default) and the token (STATESERVICE_TOKEN). Raises UsageError."""
+    return check_url(url or environ.get("STATESERVICE_URL") or DEFAULT_URL), environ.get("STATESERVICE_TOKEN")
+
+
+def request(method: str, url: str, token: str | None, timeout: float) -> Answer:
+    """One HTTP request. Raises Unreachable when the service cannot be reached."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(url, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", "replace")
+            return Answer(response.status, response.read().decode("utf-8", "replace"))
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, error.read().decode("utf-8", "replace")
+            body = error.read().decode("utf-8", "replace")
+            return Answer(error.code, body, _seconds(error.headers.get("Retry-After")))
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(reason(exc)) from None
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0  # an HTTP date: we do not wait on the server's clock
+
+
+def reason(exc: BaseException) -> str:
+    """Why a request did not get through, in words rather than a urllib repr."""
+    cause: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused (is `stateservice serve` running?)"
+    if isinstance(cause, socket.gaierror):
+        return f"unknown host ({cause.strerror})"
+    if isinstance(cause, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({cause.verify_message}); see docs/security.md for --cacert"
+    if isinstance(cause, ConnectionResetError | ConnectionAbortedError):
+        return "the connection was closed by the service"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[0].lower() + cause.strerror[1:]
+    return str(cause) or type(cause).__name__
 
 
 def state_url(base: str, state: str, chart: str | None, **params: str) -> str:
@@ -38,49 +118,110 @@ def state_url(base: str, state: str, chart: str | None, **params: str) -> str:
     return f"{base.rstrip('/')}/state?{urllib.parse.urlencode(query)}"
 
 
-def explain(status: int, body: str) -> str:
-    try:
-        message = json.loads(body).get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return f"HTTP {status}: {message or body.strip()[:200] or '(no body)'}"
+class Attempts:
+    """Send a request until it is answered with something other than 503, or the deadline passes."""
+
+    def __init__(self, command: str, base: str, deadline: float, say: Callable[[str], None] | None = None) -> None:
+        self.command = command
+        self.base = base
+        self.deadline = deadline
+        self.pause = FIRST_PAUSE
+        self.say = say if say is not None else (_say if sys.stderr.isatty() else None)
+
+    def send(self, method: str, build: Callable[[float], tuple[str, float]], token: str | None) -> Answer:
+        """`build(remaining seconds)` gives each attempt's URL and timeout. Raises Unreachable after the deadline."""
+        while True:
+            url, timeout = build(max(0.0, self.deadline - time.monotonic()))
+            try:
+                answer = request(method, url, token, timeout)
+            except Unreachable as exc:
+                if not self.wait(f"cannot reach {self.base}: {exc}"):
+                    raise
+                continue
+            if answer.status != 503 or not self.wait(answer.explain(), answer):
+                return answer
+
+    def wait(self, why: str, answer: Answer | None = None) -> bool:
+        """Pause before the next attempt, if the deadline leaves room for one; whether it did."""
+        pause = self.pause * random.uniform(0.8, 1.2)
+        if answer is not None:
+            pause = max(pause, min(MAX_PAUSE, answer.retry_after))
+        if time.monotonic() + pause >= self.deadline:
+            return False
+        if self.say is not None:
+            self.say(f"stateservice {self.command}: {why}; retrying in {pause:.1f}s")
+        time.sleep(pause)
+        self.pause = min(MAX_PAUSE, self.pause * 2)
+        return True
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def gate(base: str, state: str, chart: str | None, wait: float, token: str | None) -> int:
     """0 when `state` is current (waiting up to `wait` seconds for it), 1 when not, 2 on any error."""
-    deadline = time.monotonic() + wait
+    attempts = Attempts("gate", base, time.monotonic() + wait)
+    chunk_cap = CHUNK
+    announced = False
     while True:
-        remaining = max(0.0, deadline - time.monotonic())
-        chunk = min(remaining, CHUNK)
-        params = {"wait": f"{chunk:.3f}"} if chunk > 0 else {}
         try:
-            status, body = request("GET", state_url(base, state, chart, **params), token, timeout=chunk + 30)
-        except OSError as exc:
+            answer = attempts.send("GET", _long_poll(base, state, chart, chunk_cap), token)
+        except Unreachable as exc:
             print(f"stateservice gate: cannot reach {base}: {exc}", file=sys.stderr)
             return ERROR
-        if status == 200:
+        lower = _max_wait(answer)
+        if lower is not None and lower < chunk_cap:
+            chunk_cap = lower  # the server's --max-wait is below our chunk: ask again within it
+            continue
+        if answer.status == 200:
             return YES
-        if status != 406:
-            print(f"stateservice gate: {explain(status, body)}", file=sys.stderr)
+        if answer.status != 406:
+            print(f"stateservice gate: {answer.explain()}", file=sys.stderr)
             return ERROR
-        if time.monotonic() >= deadline:
-            print(f"stateservice gate: {explain(status, body)}", file=sys.stderr)
+        if time.monotonic() >= attempts.deadline:
+            print(f"stateservice gate: {answer.explain()}", file=sys.stderr)
             return NO
+        if attempts.say is not None and not announced:
+            current = answer.json().get("current_state", "?")
+            attempts.say(f"stateservice gate: waiting up to {wait:g}s for {state!r} (current: {current!r})")
+            announced = True
 
 
-def report(base: str, state: str, chart: str | None, host: str, token: str | None) -> int:
-    """Report `state` done for `host` (idempotent): 0 on 200, 1 on 406, 2 otherwise."""
+def _long_poll(base: str, state: str, chart: str | None, cap: float) -> Callable[[float], tuple[str, float]]:
+    """Each attempt's gate URL (a long-poll of the time left, at most `cap`) and its timeout."""
+
+    def build(remaining: float) -> tuple[str, float]:
+        chunk = min(remaining, cap)
+        return state_url(base, state, chart, **({"wait": f"{chunk:.3f}"} if chunk > 0 else {})), chunk + 30
+
+    return build
+
+
+def _max_wait(answer: Answer) -> float | None:
+    """The server's --max-wait when it refused our long-poll chunk as too long."""
+    if answer.status != 400:
+        return None
+    body = answer.json()
+    if body.get("parameter") != "wait":
+        return None
     try:
-        status, body = request("PUT", state_url(base, state, chart, host=host), token, timeout=30)
-    except OSError as exc:
+        limit = float(body.get("max_wait"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return limit if limit > 0 else None
+
+
+def report(base: str, state: str, chart: str | None, host: str, token: str | None, wait: float = 0.0) -> int:
+    """Report `state` done for `host` (idempotent): 0 on 200, 1 on 406, 2 otherwise; retries for `wait` seconds."""
+    attempts = Attempts("report", base, time.monotonic() + wait)
+    url = state_url(base, state, chart, host=host)
+    try:
+        answer = attempts.send("PUT", lambda _: (url, 30.0), token)
+    except Unreachable as exc:
         print(f"stateservice report: cannot reach {base}: {exc}", file=sys.stderr)
         return ERROR
-    if status == 200:
+    if answer.status == 200:
         return YES
-    print(f"stateservice report: {explain(status, body)}", file=sys.stderr)
-    return NO if status == 406 else ERROR
-
-
-def settings(url: str | None, environ: Mapping[str, str]) -> tuple[str, str | None]:
-    """The service URL (flag, STATESERVICE_URL, default) and the token (STATESERVICE_TOKEN)."""
-    return url or environ.get("STATESERVICE_URL") or "http://127.0.0.1:5000", environ.get("STATESERVICE_TOKEN")
+    print(f"stateservice report: {answer.explain()}", file=sys.stderr)
+    return NO if answer.status == 406 else ERROR

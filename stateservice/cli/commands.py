@@ -16,8 +16,10 @@ from datetime import tzinfo
 from pathlib import Path
 
 from stateservice.charts.files import chart_paths, check_files
-from stateservice.cli import admin
+from stateservice.cli import admin, client, remote
+from stateservice.cli.parser import USAGE
 from stateservice.config import Config
+from stateservice.core.chart import CHART_NAME, Chart
 from stateservice.core.parse import Parsed
 from stateservice.errors import ChartError, Problem, StartupError
 from stateservice.models.conf import check_configs
@@ -103,40 +105,57 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def status(config: Config, chart: str | None, as_json: bool) -> int:
+def status(config: Config, chart: str | None, as_json: bool, url: str | None = None) -> int:
+    if url is not None:  # through a running service: Redis need not be reachable from here
+        base, token = client.settings(url, {}), os.environ.get("STATESERVICE_TOKEN")
+        print(admin.render(remote.run("status", remote.views, base[0], chart, token), as_json))
+        return 0
     from stateservice.server.supervisor import redis_for  # see the comment above serve
 
-    with redis_for(config) as url:
-        views = asyncio.run(admin.status(url, chart, config.zone(), cluster=config.redis_cluster))
+    _existing_data_dir(config)
+    with redis_for(config) as redis_url:
+        views = asyncio.run(admin.status(redis_url, chart, config.zone(), cluster=config.redis_cluster))
     print(admin.render(views, as_json))
     return 0
 
 
-def reset(config: Config, path: Path, yes: bool) -> int:
+def _existing_data_dir(config: Config) -> None:
+    """Refuse a data dir that does not exist: starting an empty Redis there would only say "no chart"."""
+    if config.redis_url is None and not config.data_dir.is_dir():
+        raise StartupError(
+            f"--data-dir {config.data_dir} does not exist, so no service keeps charts there; give the data dir "
+            "`stateservice serve` uses, or --redis URL, or --url of a running service"
+        )
+
+
+def _confirm(chart: str, now: str | None, where: str, initial: str) -> int | None:
+    """None when the operator agrees to reset (or there is no one to ask: see the caller); else the exit code."""
+    if not sys.stdin.isatty():
+        print("stateservice: error: refusing to reset without a terminal to confirm; pass --yes", file=sys.stderr)
+        return USAGE
+    answer = input(f"Reset chart {chart!r} (in {now or 'no state'}) at {where} to {initial}? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        print("not reset", file=sys.stderr)
+        return 1
+    return None
+
+
+def reset(config: Config, target: str, yes: bool, url: str | None = None) -> int:
+    """`reset CHART_FILE|CHART`: through a service (--url), or in Redis (a file's chart, or a registered one)."""
+    if url is not None:
+        return _reset_remote(client.settings(url, {})[0], _chart_name(target, config), yes)
     from stateservice.server.supervisor import redis_for  # see the comment above serve
 
-    results = check_files([path], config.zone())
-    if results[0].errors:
-        raise ChartError(results[0].errors)
-    chart = results[0].unwrap()
-    with redis_for(config) as url:
+    with redis_for(config) as redis_url:
+        chart = _chart_to_reset(target, config, redis_url)
         if not yes:
-            now = asyncio.run(admin.current(url, chart, cluster=config.redis_cluster))
-            if not sys.stdin.isatty():
-                print(
-                    "stateservice: error: refusing to reset without a terminal to confirm; pass --yes", file=sys.stderr
-                )
-                return 2
-            answer = input(
-                f"Reset chart {chart.name!r} (in {now or 'no state'}) at {redact(url)} to {chart.initial!r}? [y/N] "
-            )
-            if answer.strip().lower() not in ("y", "yes"):
-                print("not reset", file=sys.stderr)
-                return 2
+            now = asyncio.run(admin.current(redis_url, chart, cluster=config.redis_cluster))
+            if (refused := _confirm(chart.name, now, redact(redis_url), repr(chart.initial))) is not None:
+                return refused
         actor = f"cli:{_user()}"  # the audit trail names who ran it, as a token name would
         before, after = asyncio.run(
             admin.reset(
-                url,
+                redis_url,
                 chart,
                 socket.gethostname(),
                 actor,
@@ -147,3 +166,42 @@ def reset(config: Config, path: Path, yes: bool) -> int:
         )
     print(f"chart {chart.name!r} reset: {before or '(no state)'} -> {after}")
     return 0
+
+
+def _reset_remote(base: str, name: str, yes: bool) -> int:
+    token = os.environ.get("STATESERVICE_TOKEN")
+    if not yes:
+        now = remote.run("reset", remote.current, base, name, token)
+        if (refused := _confirm(name, now, base, "its initial state")) is not None:
+            return refused
+    before, after = remote.run("reset", remote.reset, base, name, socket.gethostname(), token)
+    print(f"chart {name!r} reset: {before or '(no state)'} -> {after}")
+    return 0
+
+
+def _is_file(target: str) -> bool:
+    """Whether a reset names a chart file (else a chart name). Raises StartupError for a file that is not there."""
+    if Path(target).exists():
+        return True
+    if target.endswith((".yaml", ".yml")) or "/" in target or not CHART_NAME.fullmatch(target):
+        raise StartupError(f"{target}: no such chart file (a registered chart is named without .yaml or '/')")
+    return False
+
+
+def _chart_name(target: str, config: Config) -> str:
+    """The chart a reset names: a chart file's chart, or the name itself."""
+    return _checked(Path(target), config).name if _is_file(target) else target
+
+
+def _chart_to_reset(target: str, config: Config, redis_url: str) -> Chart:
+    """The chart of a chart file, or the registered chart of that name (as last served)."""
+    if _is_file(target):
+        return _checked(Path(target), config)
+    return asyncio.run(admin.registered(redis_url, target, config.zone(), cluster=config.redis_cluster))
+
+
+def _checked(path: Path, config: Config) -> Chart:
+    results = check_files([path], config.zone())
+    if results[0].errors:
+        raise ChartError(results[0].errors)
+    return results[0].unwrap()

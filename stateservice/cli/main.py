@@ -2,8 +2,9 @@
 
 `main(argv) -> exit code`: parse the command line (`cli/parser.py`), build the Config, set up
 logging, run the command (`cli/commands.py`). A user mistake prints one clear message to stderr
-and exits non-zero; a traceback means a bug. Redis is found the same way by every command:
-`--redis`, then STATESERVICE_REDIS_URL, then the embedded server under `--data-dir`.
+and exits non-zero (64 for a mistake in the command line itself); a traceback means a bug.
+Redis is found the same way by every command: `--redis`, then STATESERVICE_REDIS_URL, then
+the embedded server under `--data-dir`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -26,14 +28,19 @@ from stateservice.telemetry import logs
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command `argv` names (default: the process's arguments); its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # refused by the subcommand's parser, so its usage and flags are the ones shown
+        parser.subcommand(args).unrecognized(extras)
     if args.command in ("gate", "report"):  # clients: no service settings, no logging set-up
-        url, token = client.settings(args.url, os.environ)
-        if args.command == "gate":
-            return client.gate(url, args.state, args.chart, max(0.0, args.wait), token)
-        return client.report(url, args.state, args.chart, args.host, token)
+        try:
+            return _client(args)
+        except client.UsageError as exc:
+            parser.subcommand(args).error(str(exc))
     try:
         return _run(args)
+    except client.UsageError as exc:
+        parser.subcommand(args).error(str(exc))
     except (ChartError, ModelConfigError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -45,6 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _client(args: argparse.Namespace) -> int:
+    url, token = client.settings(args.url, os.environ)
+    if args.command == "gate":
+        return client.gate(url, args.state, args.chart, max(0.0, args.wait), token)
+    host = args.host or socket.getfqdn()
+    return client.report(url, args.state, args.chart, host, token, max(0.0, args.wait))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -59,5 +74,5 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return commands.validate_all(args.files, config)
     if args.command == "status":
-        return commands.status(config, args.chart, args.json)
-    return commands.reset(config, args.chart_file, args.yes)
+        return commands.status(config, args.chart, args.json, args.url)
+    return commands.reset(config, args.chart_file, args.yes, args.url)

@@ -7,24 +7,95 @@ settings whose declaration names it, in the table's order, after its own argumen
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
+import sys
+import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from stateservice import __version__
 from stateservice.config import SETTINGS
 from stateservice.settings import Kind, Setting
 
+USAGE = 64  # EX_USAGE: a mistake in the command line (2 means the service answered an error)
+_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a did-you-mean for a mistyped command or flag, and usage errors exiting 64."""
+
+    def __init__(self, *args: Any, examples: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        if examples:
+            kwargs["epilog"] = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ")
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if (choice := _CHOICE.search(message)) is not None:
+            known = [c.strip("'") for c in choice.group(2).split(", ")]
+            message += _hint(choice.group(1), known)
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+    def unrecognized(self, extras: list[str]) -> NoReturn:
+        """Refuse arguments this (sub)command does not take, suggesting the flag that was probably meant."""
+        flags = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        hints = [_hint(extra.split("=", 1)[0], flags) for extra in extras if extra.startswith("-")]
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + next((h for h in hints if h), ""))
+
+    def subcommand(self, args: argparse.Namespace) -> Parser:
+        """The parser of the (sub)command `args` ran: its usage is the one to show."""
+        found: Parser = self
+        for dest in ("command", "token_command"):
+            chosen = getattr(args, dest, None)
+            commands = found._subcommands()
+            if chosen is None or chosen not in commands:
+                break
+            found = commands[chosen]
+        return found
+
+    def _subcommands(self) -> dict[str, Parser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the examples epilog kept line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:\n"):
+            return textwrap.indent(text, indent)
+        return super()._fill_text(text, width, indent)
+
+
+def _hint(given: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="stateservice",
         description="State machines as a service for fleets: HTTP gates kept in Redis.",
+        examples="""
+            stateservice serve --chart examples/states.yaml
+            stateservice gate canary --wait 600 && sudo systemctl restart app
+        """,
     )
     parser.add_argument("--version", action="version", version=f"stateservice {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
-        "serve", help="serve charts over HTTP", description="Serve charts over HTTP until SIGTERM or Ctrl-C."
+        "serve",
+        help="serve charts over HTTP",
+        description="Serve charts over HTTP until SIGTERM or Ctrl-C.",
+        examples="""
+            stateservice serve --chart examples/states.yaml
+            stateservice serve --charts /etc/stateservice/charts --redis redis://redis.internal:6379/0 --workers 4
+        """,
     )
     add_settings(serve, "serve")
 
@@ -35,32 +106,55 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE:LINE: message. With --config and --models, "
         "check every model config and load its model file; print each problem as FILE: message. "
         "Exit 1 on any error, 0 otherwise (warnings included).",
+        examples="""
+            stateservice validate examples/states.yaml
+            stateservice validate --config examples/models/conf --models /var/lib/stateservice/models
+        """,
     )
     validate.add_argument("files", nargs="*", metavar="FILE|DIR", type=Path)
     add_settings(validate, "validate")
 
+    _store_commands(commands)
+    _client_commands(commands)
+    _token_commands(commands)
+    return parser
+
+
+def _store_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    """`status` and `reset`: the charts kept in Redis, read there or through a running service (--url)."""
     status = commands.add_parser(
         "status",
-        help="show charts' state, read from Redis",
+        help="show charts' state, read from Redis (or from a service with --url)",
         description="Show the current state, counters and entry time of one chart or of "
-        "every chart registered in Redis. Needs no chart file and no running service.",
+        "every chart registered in Redis. Needs no chart file and no running service; with --url "
+        "it asks a running service instead (read scope), for when Redis is not reachable from here.",
+        examples="""
+            stateservice status
+            stateservice status states --json --redis redis://127.0.0.1:6379/0
+            stateservice status --url https://stateservice.internal:5000
+        """,
     )
     status.add_argument("chart", nargs="?", metavar="CHART", help="chart name (default: every registered chart)")
     status.add_argument("--json", action="store_true", help="print JSON (the shape of GET /charts/{chart})")
+    status.add_argument("--url", help="ask this service over HTTP instead of Redis; token from STATESERVICE_TOKEN")
     add_settings(status, "status")
 
     reset = commands.add_parser(
         "reset",
         help="put a chart back to its initial state",
-        description="Put the chart of CHART_FILE back to that file's initial state, every "
-        "counter at its start value; recorded in the chart's history with cause 'reset'.",
+        description="Put a chart back to its initial state, every counter at its start value; recorded in "
+        "the chart's history with cause 'reset'. The chart is a chart file, or the name of a chart "
+        "registered in Redis (its definition as last served). With --url, a running service does it "
+        "(admin scope).",
+        examples="""
+            stateservice reset examples/states.yaml --yes
+            stateservice reset states --url http://127.0.0.1:5000
+        """,
     )
-    reset.add_argument("chart_file", metavar="CHART_FILE", type=Path)
+    reset.add_argument("chart_file", metavar="CHART_FILE|CHART")
     reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--url", help="ask this service over HTTP instead of Redis; token from STATESERVICE_TOKEN")
     add_settings(reset, "reset")
-    _client_commands(commands)
-    _token_commands(commands)
-    return parser
 
 
 def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
@@ -83,7 +177,7 @@ def _options(declared: Setting[Any], command: str) -> dict[str, Any]:
     return options
 
 
-def _token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _token_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     token = commands.add_parser("token", help="make tokens for the tokens file")
     actions = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = actions.add_parser(
@@ -91,6 +185,9 @@ def _token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="print a new secret and its tokens-file entry",
         description="Print a new random secret alone on the first line, then the YAML entry (its SHA-256, "
         "never the secret) to add under `tokens:` in the --tokens file.",
+        examples="""
+            stateservice token create deploy --scope read --scope report --chart rollout
+        """,
     )
     create.add_argument("name", metavar="NAME", help="the token's name (shown in logs and history)")
     create.add_argument(
@@ -111,8 +208,8 @@ def _token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
 
 
-def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
+def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    common = Parser(add_help=False)
     common.add_argument(
         "--url", help="the service [env STATESERVICE_URL; default http://127.0.0.1:5000]; token from STATESERVICE_TOKEN"
     )
@@ -122,17 +219,44 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         parents=[common],
         help="exit 0 if STATE is current (waiting up to --wait), 1 if not, 2 on error",
         description="Ask whether STATE is the chart's current state: exit 0 yes, 1 no, 2 on any error "
-        "(unreachable, a 4xx other than 406, a 5xx). With --wait, wait up to SECONDS for it using the "
-        "server's long-poll.",
+        "(unreachable, a 4xx other than 406, a 5xx), 64 on a mistake in the command line. With --wait, wait "
+        "up to SECONDS for it using the server's long-poll, retrying while the service is unreachable or "
+        "answers 503 (said on stderr when it is a terminal).",
+        examples="""
+            stateservice gate canary && sudo systemctl restart app
+            stateservice gate canary --wait 600 --url https://stateservice.internal:5000
+        """,
     )
     gate.add_argument("state", metavar="STATE")
-    gate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="how long to wait (default 0)")
+    gate.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long to wait for STATE, riding out restarts and 503s meanwhile (default 0: ask once)",
+    )
     report = commands.add_parser(
         "report",
         parents=[common],
         help="report STATE done for --host: exit 0 if taken, 1 if not current, 2 on error",
         description="Report that HOST finished STATE (idempotent: a repeat is not counted twice). "
-        "Exit 0 on 200, 1 on 406 (STATE is not current), 2 otherwise.",
+        "Exit 0 on 200, 1 on 406 (STATE is not current), 2 otherwise (after retrying for up to --wait "
+        "seconds while the service is unreachable or answers 503), 64 on a mistake in the command line.",
+        examples="""
+            stateservice report canary
+            stateservice report canary --host web1.example.com --chart rollout
+        """,
     )
     report.add_argument("state", metavar="STATE")
-    report.add_argument("--host", required=True, help="this host's name, so a re-run never counts twice")
+    report.add_argument(
+        "--host",
+        default=None,
+        help="this host's name, so a re-run never counts twice (default: this machine's fully qualified name)",
+    )
+    report.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to keep retrying while the service is unreachable or answers 503 (default 30)",
+    )

@@ -73,7 +73,10 @@ def check_configs(config_dir: Path, models_dir: Path, *, allow_writable: bool = 
         checked.problems.append(f"{config_dir}: the model config dir does not exist or is not a directory")
         return checked
     if not models_dir.is_dir():
-        checked.problems.append(f"{models_dir}: the models dir does not exist or is not a directory")
+        checked.problems.append(
+            f"{models_dir}: the models dir does not exist or is not a directory"
+            " (for the example models, run `python examples/models/train.py --out DIR` first)"
+        )
         return checked
     files = sorted(p for p in config_dir.glob("*.json") if p.is_file())
     if not files:

@@ -42,15 +42,21 @@ COUNTED_HEADER = "Stateservice-Counted"
 STATE_HEADER = "Stateservice-State"
 
 
+# what each name may hold, said in full: a host name of an inventory (`db-1.example.com:5432`, `deploy@web1`) is
+# refused with every character it may use, not a partial list that leaves the user guessing
+ALPHABETS = {
+    "state": "letters, digits, '.', '_', '-'; starting with a letter or digit; at most 128",
+    "chart": "letters, digits, '.', '_', '-'; starting with a letter or digit; at most 64",
+    "host": "letters, digits, '.', '_', '-', ':', '@'; starting with a letter or digit; at most 253",
+}
+
+
 def _param(request: web.Request, name: str, pattern: Any, what: str) -> str | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
     if not pattern.fullmatch(value):
-        raise InvalidName(
-            f"{name}={value[:80]!r} is not a valid {what} name (letters, digits, '.', '_', '-')",
-            parameter=name,
-        )
+        raise InvalidName(f"{name}={value[:80]!r} is not a valid {what} name ({ALPHABETS[what]})", parameter=name)
     return value
 
 

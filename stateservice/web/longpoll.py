@@ -39,7 +39,9 @@ def wait_param(request: web.Request, max_wait: float) -> float:
     except ValueError:
         seconds = math.nan
     if not 0 <= seconds <= max_wait:  # also refuses nan and inf
-        raise BadRequest(f"wait={raw[:20]!r} must be a number of seconds from 0 to {max_wait:g}", parameter="wait")
+        raise BadRequest(
+            f"wait={raw[:20]!r} must be a number of seconds from 0 to {max_wait:g}", parameter="wait", max_wait=max_wait
+        )
     return seconds
 
 

@@ -431,7 +431,7 @@ def test_reset_yes_puts_the_chart_back(services: Services, redis_url: str, gate:
         assert client.hget("stateservice:{gate}", "current_state") == "green_state"
 
 
-def test_reset_without_yes_and_no_terminal_exits_2(
+def test_reset_without_yes_and_no_terminal_exits_64(
     services: Services, redis_url: str, gate: Path, tmp_path: Path
 ) -> None:
     service = services.start(gate, redis_url=redis_url)
@@ -439,7 +439,7 @@ def test_reset_without_yes_and_no_terminal_exits_2(
 
     result = run_cli("reset", gate, "--redis", redis_url, cwd=tmp_path)
 
-    assert result.returncode == 2, result
+    assert result.returncode == 64, result  # a usage mistake (EX_USAGE): 2 means the service answered an error
     assert "--yes" in result.stderr
     no_traceback(result)
     walk(service, ("GET", "red_state", 200))
@@ -565,9 +565,89 @@ def test_an_interactive_reset_does_not_stop_the_redis_a_serve_took_over(
             asking.kill()
             asking.communicate()
 
-    assert asking.returncode == 2, (out, err)
+    assert asking.returncode == 1, (out, err)
     assert "not reset" in err
     walk(service, ("GET", "red_state", 200))  # the service still has its store
     assert len(redis_servers_under(data_dir)) == 1
     assert service.stop() == 0
     assert redis_servers_under(data_dir) == []
+
+
+# -- status and reset through a running service, reset by name ------------------------------------
+
+
+def test_status_through_a_service_needs_no_redis_here(
+    services: Services, redis_url: str, gate: Path, tmp_path: Path
+) -> None:
+    service = services.start(gate, redis_url=redis_url)
+    walk(service, ("PUT", "green_state", 200))
+    env = {"STATESERVICE_REDIS_URL": "redis://127.0.0.1:9/0"}  # unreachable: --url must not touch it
+
+    text = run_cli("status", "--url", service.url, cwd=tmp_path, env=env)
+    as_json = run_cli("status", "gate", "--json", "--url", service.url, cwd=tmp_path, env=env)
+
+    assert text.returncode == 0, text
+    assert "chart gate" in text.stdout and "current_state  red_state" in text.stdout
+    assert as_json.returncode == 0, as_json
+    view = json.loads(as_json.stdout)
+    assert (view["name"], view["current_state"]) == ("gate", "red_state")
+    missing = run_cli("status", "nope", "--url", service.url, cwd=tmp_path)
+    assert missing.returncode == 2 and "HTTP 404: no chart named 'nope'" in missing.stderr
+    no_traceback(missing)
+
+
+def test_reset_through_a_service_is_recorded_with_this_host(
+    services: Services, redis_url: str, gate: Path, tmp_path: Path
+) -> None:
+    service = services.start(gate, redis_url=redis_url)
+    walk(service, ("PUT", "green_state", 200), ("PUT", "red_state", 200))
+
+    by_name = run_cli("reset", "gate", "--yes", "--url", service.url, cwd=tmp_path)
+
+    assert by_name.returncode == 0, by_name
+    assert by_name.stdout.strip() == "chart 'gate' reset: blue_state -> green_state"
+    newest = history(service, "gate")[0]
+    assert (newest["cause"], newest["host"]) == ("reset", socket.gethostname())
+    walk(service, ("PUT", "green_state", 200))
+    by_file = run_cli("reset", gate, "--yes", "--url", service.url, cwd=tmp_path)
+    assert by_file.returncode == 0 and "red_state -> green_state" in by_file.stdout
+    asking = run_cli("reset", "gate", "--url", service.url, cwd=tmp_path)  # no terminal: refused, nothing done
+    assert asking.returncode == 64 and "--yes" in asking.stderr
+    assert history(service, "gate")[0]["to"] == "green_state"
+
+
+def test_reset_names_a_registered_chart_without_its_file(
+    services: Services, redis_url: str, gate: Path, tmp_path: Path
+) -> None:
+    service = services.start(gate, redis_url=redis_url)
+    walk(service, ("PUT", "green_state", 200))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    result = run_cli("reset", "gate", "--yes", "--redis", redis_url, cwd=elsewhere)
+
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == "chart 'gate' reset: red_state -> green_state"
+    unknown = run_cli("reset", "nope", "--yes", "--redis", redis_url, cwd=elsewhere)
+    assert (
+        unknown.returncode == 1
+        and "no chart named 'nope' is registered in this Redis; registered: gate" in unknown.stderr
+    )
+    no_file = run_cli("reset", "missing.yaml", "--yes", "--redis", redis_url, cwd=elsewhere)
+    assert no_file.returncode == 1 and "missing.yaml: no such chart file" in no_file.stderr
+    no_traceback((unknown, no_file))
+
+
+def test_status_refuses_a_data_dir_that_does_not_exist(tmp_path: Path) -> None:
+    result = run_cli("status", "--data-dir", tmp_path / "typo", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert f"--data-dir {tmp_path / 'typo'} does not exist" in result.stderr
+    assert not (tmp_path / "typo").exists()
+    no_traceback(result)
+
+
+def test_status_and_reset_refuse_a_url_without_a_scheme(tmp_path: Path) -> None:
+    for command in (["status"], ["reset", "gate", "--yes"]):
+        result = run_cli(*command, "--url", "localhost:5000", cwd=tmp_path)
+        assert result.returncode == 64 and "write it as http://localhost:5000" in result.stderr

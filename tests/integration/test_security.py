@@ -235,7 +235,7 @@ def test_token_create_prints_the_secret_then_the_entry(tmp_path: Path) -> None:
         "charts": ["rollout"],
     }
     bad = run_cli("token", "create", "deploy", "--scope", "root", cwd=tmp_path)
-    assert bad.returncode == 2 and "root" in bad.stderr
+    assert bad.returncode == 64 and "root" in bad.stderr
 
 
 def test_without_tokens_only_loopback_is_served(services: Services, chart_file: Path, redis_url: str) -> None:

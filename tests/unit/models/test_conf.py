@@ -144,6 +144,7 @@ def test_missing_directories_and_an_empty_config_dir(tmp_path: Path, dirs: tuple
     ]
     assert problems(conf, tmp_path / "nope") == [
         f"{tmp_path / 'nope'}: the models dir does not exist or is not a directory"
+        " (for the example models, run `python examples/models/train.py --out DIR` first)"
     ]
     assert problems(empty, models) == [f"{empty}: no model config (*.json) in this directory"]
 

@@ -1,0 +1,60 @@
+"""`stateservice status --url` and `stateservice reset --url`: the same commands, through a running service.
+
+For an operator whose machine reaches the service but not its Redis (the usual case once
+Redis sits on a private network): `GET /charts[/{chart}]` and `POST /charts/{chart}/reset`,
+with the token in STATESERVICE_TOKEN (read scope for status, admin for reset).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.parse
+from typing import Any
+
+from stateservice.cli import client
+
+
+class Refused(Exception):
+    """The service answered an error: its explanation (`HTTP 404: no chart named ...`)."""
+
+
+def _get(base: str, path: str, token: str | None) -> dict[str, Any]:
+    answer = client.request("GET", base.rstrip("/") + path, token, timeout=30)
+    if answer.status != 200:
+        raise Refused(answer.explain())
+    return answer.json()
+
+
+def views(base: str, chart: str | None, token: str | None) -> list[dict[str, Any]]:
+    """The `GET /charts/{chart}` view of one chart, or of every chart the service serves."""
+    names = [chart] if chart else [c["name"] for c in _get(base, "/charts", token)["charts"]]
+    return [_get(base, f"/charts/{urllib.parse.quote(name)}", token) for name in names]
+
+
+def current(base: str, chart: str, token: str | None) -> str | None:
+    found = _get(base, f"/charts/{urllib.parse.quote(chart)}", token).get("current_state")
+    return str(found) if found is not None else None
+
+
+def reset(base: str, chart: str, host: str, token: str | None) -> tuple[str, str]:
+    """Reset `chart` through the service (recorded with this token's name as the actor). Returns (from, to)."""
+    query = urllib.parse.urlencode({"host": host})
+    answer = client.request("POST", f"{base.rstrip('/')}/charts/{urllib.parse.quote(chart)}/reset?{query}", token, 30)
+    if answer.status != 200:
+        raise Refused(answer.explain())
+    body = answer.json()
+    return body.get("from") or "", str(body["to"])
+
+
+def run(command: str, action: Any, *args: Any) -> Any:
+    """`action(*args)`, with an unreachable or refusing service said on stderr as the clients say it (exit 2)."""
+    try:
+        return action(*args)
+    except client.Unreachable as exc:
+        print(f"stateservice {command}: cannot reach {args[0]}: {exc}", file=sys.stderr)
+    except Refused as exc:
+        print(f"stateservice {command}: {exc}", file=sys.stderr)
+    except (KeyError, TypeError, json.JSONDecodeError):
+        print(f"stateservice {command}: {args[0]} answered something that is not stateservice's API", file=sys.stderr)
+    raise SystemExit(client.ERROR)
