@@ -117,16 +117,24 @@ class Chart:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Where a chart is: its current state, that state's counter, and when it was entered (aware UTC)."""
+    """Where a chart is: its current state, that state's counter, when it was entered (aware UTC), and any halt.
+
+    `halted` is the reason the chart is halted in this visit of its state (None: it is not);
+    entering a state ends a halt.
+    """
 
     state: str
     count: int
     entered_at: datetime
+    halted: str | None = None
+    halted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A move from one state to the next, with why (`put`, `time`, `reset`) and who caused it."""
+    """A history record: a move from one state to the next, with why (`put`, `time`, `reset`, `operator`) and who
+    caused it; or an event within a state (`failure`, `halt`, `resume`, `slot_expired`), whose from and to are that
+    state."""
 
     chart: str
     from_state: str
@@ -137,3 +145,4 @@ class Transition:
     due_at: datetime | None = None  # time transitions: when it fell due (`at` is when it was applied)
     actor: str | None = None  # who: a token name or client-certificate CN, `-` without auth, `time` for the clock
     remote: str | None = None  # the caller's address, for audit
+    reason: str | None = None  # failures, halts and operator actions: why
