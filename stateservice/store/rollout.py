@@ -22,6 +22,7 @@ from stateservice.core.chart import Chart, Snapshot, State, Transition
 from stateservice.errors import NoConcurrency, NoFreeSlot, NotCurrent
 from stateservice.store import codec, holding, keys
 from stateservice.store.charts import ChartStore, _CatchUp, _exec, _log_moves, _timed, _watched
+from stateservice.telemetry import metrics
 
 T = TypeVar("T")
 
@@ -71,7 +72,10 @@ class Rollouts:
 
         answer = await self._transact(chart, "slot", attempt)
         if isinstance(answer, slots.Full):
+            metrics.slots(chart.name, answer.held)
+            metrics.slot_wait(chart.name)
             raise NoFreeSlot(chart.name, name, answer.held, answer.limit, answer.retry_after)
+        metrics.slots(chart.name, len(answer.holders))
         return answer
 
     async def release(self, chart: Chart, name: str, host: str) -> slots.Slot | None:
@@ -79,10 +83,10 @@ class Rollouts:
         state = rules.lookup(chart, name)
         _limit(chart, state)
 
-        async def attempt(pipe: Pipeline) -> slots.Slot | None:
+        async def attempt(pipe: Pipeline) -> tuple[slots.Slot | None, int]:
             now, _, _, holders, _ = await self._read(pipe, chart, state)
             alive, gone = slots.expire(holders, now)
-            _, released = slots.release(alive, host)
+            rest, released = slots.release(alive, host)
             if gone or released:
                 pipe.multi()
                 self._expire(pipe, chart, name, gone)
@@ -90,9 +94,11 @@ class Rollouts:
                     pipe.hdel(keys.chart_slots(chart.name, name), host)
                     holding.observe(pipe, chart.name, name, now - released.granted_at)
                 await _exec(pipe)
-            return released
+            return released, len(rest)
 
-        return await self._transact(chart, "release", attempt)
+        released, held = await self._transact(chart, "release", attempt)
+        metrics.slots(chart.name, held)
+        return released
 
     async def held(self, chart: Chart, name: str | None = None) -> Held:
         """The unexpired slots of state `name` (default: the current state). Raises NoConcurrency."""
@@ -108,7 +114,9 @@ class Rollouts:
                 await _exec(pipe)
             return Held(state.name, limit, sorted(alive.values(), key=lambda s: (s.granted_at, s.host)))
 
-        return await self._transact(chart, "slots", attempt)
+        held = await self._transact(chart, "slots", attempt)
+        metrics.slots(chart.name, len(held.slots))
+        return held
 
     async def fail(
         self, chart: Chart, name: str, host: str, reason: str | None = None, who: Who = Who()
@@ -134,6 +142,10 @@ class Rollouts:
 
         failure = await self._transact(chart, "failure", attempt)
         _log_moves(list(failure.records))
+        if failure.recorded:
+            metrics.failure(chart.name)
+        if failure.snapshot is not None and failure.snapshot.halted is not None:
+            metrics.halted(chart.name, True)
         return failure
 
     async def halt(self, chart: Chart, reason: str, who: Who = Who()) -> Transition:
@@ -153,6 +165,7 @@ class Rollouts:
 
         record = await self._transact(chart, "halt", attempt)
         _log_moves([record])
+        metrics.halted(chart.name, True)
         return record
 
     async def resume(self, chart: Chart, who: Who = Who()) -> Transition | None:
@@ -175,6 +188,7 @@ class Rollouts:
         record = await self._transact(chart, "resume", attempt)
         if record is not None:
             _log_moves([record])
+        metrics.halted(chart.name, False)
         return record
 
     async def detail(self, chart: Chart, snap: Snapshot) -> dict[str, Any]:

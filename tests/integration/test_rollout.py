@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
@@ -309,3 +310,24 @@ async def _race(urls: list[str], redis_url: str) -> None:
         assert await plain.hget(keys.chart_state("roll"), keys.CURRENT_STATE) == "done"
     finally:
         await plain.aclose()
+
+
+async def test_rollout_metrics(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("concurrency: 1\nmax_failures: 1", name="metered"))
+    await client.put("/charts/metered/slots/web1?state=canary")
+    await client.put("/charts/metered/slots/web2?state=canary")  # refused: a wait
+    await client.put("/charts/metered/state?state=canary&host=web1&result=failure")  # frees web1's slot, halts
+    text = await (await client.get("/metrics")).text()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("chart") == "metered"
+    }
+    assert values["stateservice_slots_held"] == 1  # as the last slot operation saw it
+    assert values["stateservice_slot_waits_total"] == 1
+    assert values["stateservice_failures_total"] == 1
+    assert values["stateservice_halted"] == 1
+    await client.post("/charts/metered/resume")
+    text = await (await client.get("/metrics")).text()
+    assert 'stateservice_halted{chart="metered"} 0.0' in text
