@@ -15,14 +15,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+import structlog
 from redis.asyncio.client import Pipeline
 
 from stateservice.core import rules, slots
 from stateservice.core.chart import Chart, Snapshot, State, Transition
 from stateservice.errors import NoConcurrency, NoFreeSlot, NotCurrent
 from stateservice.store import codec, holding, keys
-from stateservice.store.charts import ChartStore, _CatchUp, _exec, _log_moves, _timed, _watched
+from stateservice.store.charts import ChartStore, _CatchUp, _exec, _timed, _watched
 from stateservice.telemetry import metrics
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -141,7 +144,7 @@ class Rollouts:
             return failure
 
         failure = await self._transact(chart, "failure", attempt)
-        _log_moves(list(failure.records))
+        _log_events(list(failure.records))
         if failure.recorded:
             metrics.failure(chart.name)
         if failure.snapshot is not None and failure.snapshot.halted is not None:
@@ -164,7 +167,7 @@ class Rollouts:
             return record
 
         record = await self._transact(chart, "halt", attempt)
-        _log_moves([record])
+        _log_events([record])
         metrics.halted(chart.name, True)
         return record
 
@@ -187,7 +190,7 @@ class Rollouts:
 
         record = await self._transact(chart, "resume", attempt)
         if record is not None:
-            _log_moves([record])
+            _log_events([record])
         metrics.halted(chart.name, False)
         return record
 
@@ -255,6 +258,21 @@ class Rollouts:
         fields = {keys.HALTED: snap.halted, keys.HALTED_AT: codec.timestamp(snap.halted_at)}
         pipe.hset(keys.chart_state(chart.name), mapping=fields)
         pipe.publish(keys.chart_channel(chart.name), snap.state)  # long-polls wake, and are told it halted
+
+
+def _log_events(records: list[Transition]) -> None:
+    """One log line per rollout event: a state's failure, halt or resume (not moves: no transition is counted)."""
+    for record in records:
+        log.info(
+            "chart_event",
+            chart=record.chart,
+            state=record.to_state,
+            cause=record.cause,
+            host=record.host,
+            reason=record.reason,
+            actor=record.actor,
+            remote=record.remote,
+        )
 
 
 def _limit(chart: Chart, state: State) -> int:

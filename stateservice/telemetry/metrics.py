@@ -116,6 +116,15 @@ def get() -> Metrics:
         predictions=Counter(
             "stateservice_predictions_total", "Rows a model predicted a state for", ["model"], registry=registry
         ),
+        **_rollout_metrics(registry),
+    )
+
+
+def _rollout_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The rollout metrics (slots, waits, failures, halts), by the Metrics field they fill."""
+    from prometheus_client import Counter, Gauge
+
+    return dict(
         # a gauge of what Redis holds: every worker sets it, and the latest setting is the truth
         slots_held=Gauge(
             "stateservice_slots_held",
