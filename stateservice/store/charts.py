@@ -206,11 +206,13 @@ class ChartStore:
             snap, moves = _timed(rules.advance(chart, snap, now))
             if len(moves) >= rules.MAX_CHAIN:
                 raise _CatchUp  # decide only on a caught-up chart: catch up first, then retry
-            counted: set[str] = set()
-            if snap.state in hosts and not moves:  # a state just entered by a time move has nobody counted yet
-                flags = dict(zip(hosts, replies, strict=True))[snap.state]
-                counted = {h for h, flag in zip(hosts[snap.state], flags, strict=True) if flag}
-            decision = batch.decide(chart, snap, entries, now, counted)
+            members = {
+                state: {h for h, flag in zip(hosts[state], flags, strict=True) if flag}
+                for state, flags in zip(hosts, replies, strict=True)
+            }
+            # a state just entered by a time move has nobody counted yet
+            counted = members.pop(snap.state, set()) if not moves else set()
+            decision = batch.decide(chart, snap, entries, now, counted, members)
             if not (decision.changed or created or moves):
                 return decision, moves
             pipe.multi()
@@ -220,6 +222,9 @@ class ChartStore:
                 pipe.hset(key, mapping={keys.counter_field(s): str(n) for s, n in decision.counters.items()})
             if decision.new_hosts:
                 pipe.sadd(keys.chart_hosts(chart.name, decision.snapshot.state), *sorted(decision.new_hosts))
+            for state, finished in decision.finished.items():
+                if finished:
+                    pipe.sadd(keys.chart_hosts(chart.name, state), *sorted(finished))
             if held:
                 _release_reported(pipe, chart, entries, decision, held, now)
             await _exec(pipe)
@@ -463,8 +468,10 @@ class ChartStore:
         key = keys.chart_state(chart.name)
         if created:
             self._create(pipe, chart, snap)
-        for move in moves:  # a visit ends and one begins: their hosts, slots and failures go
-            pipe.delete(*keys.visit_keys(chart.name, move.from_state), *keys.visit_keys(chart.name, move.to_state))
+        for move in moves:
+            # a visit begins: its state's hosts, slots and failures start empty; the visit that ended keeps
+            # who was counted and who failed (a repeated report is told it counted), but holds no slots
+            pipe.delete(*keys.visit_keys(chart.name, move.to_state), keys.chart_slots(chart.name, move.from_state))
             self._record(pipe, move)
         if moves:
             pipe.hdel(key, keys.HALTED, keys.HALTED_AT)  # a halt belongs to the visit it stopped

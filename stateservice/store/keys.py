@@ -16,10 +16,10 @@ stateservice:{CHART}                    hash    current_state, entered_at (UTC I
                                                 slot_hold_count:STATE (seconds slots of
                                                 STATE were held, and how many: the mean
                                                 estimates Retry-After)
-stateservice:{CHART}:hosts:STATE        set     hosts counted in the current visit of STATE
+stateservice:{CHART}:hosts:STATE        set     hosts counted in the most recent visit of STATE
 stateservice:{CHART}:slots:STATE        hash    concurrency slots held in STATE: host -> JSON
                                                 {granted_at, expires_at} (UTC ISO 8601)
-stateservice:{CHART}:failed:STATE       hash    failures in the current visit of STATE: host ->
+stateservice:{CHART}:failed:STATE       hash    failures in the most recent visit of STATE: host ->
                                                 JSON {at, reason}
 stateservice:{CHART}:expired:STATE      hash    hosts whose slot in STATE expired unrenewed in
                                                 this visit: host -> when it expired

@@ -331,3 +331,27 @@ async def test_rollout_metrics(serve: MakeClient) -> None:
     await client.post("/charts/metered/resume")
     text = await (await client.get("/metrics")).text()
     assert 'stateservice_halted{chart="metered"} 0.0' in text
+
+
+# -- safe retries --------------------------------------------------------------------------------
+
+
+async def test_a_repeated_counted_report_is_200_even_after_the_chart_moved_on(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("", target=2))
+    assert (await client.put("/charts/roll/state?state=canary&host=web1")).status == 200
+    assert (await client.put("/charts/roll/state?state=canary&host=web2")).status == 200  # -> done
+    retry = await client.put("/charts/roll/state?state=canary&host=web1")  # its answer was lost: it asks again
+    assert retry.status == 200, await retry.text()
+    assert (retry.headers["Stateservice-Counted"], retry.headers["Stateservice-State"]) == ("false", "done")
+    late = await client.put("/charts/roll/state?state=canary&host=web3")  # never counted: too late
+    assert (await body(late, 406))["current_state"] == "done"
+    assert (await body(await client.get("/charts/roll"), 200))["states"][0]["counter"]["value"] == 2
+
+
+async def test_a_repeat_on_a_halted_chart_is_still_told_it_counted(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("max_failures: 1", target=3))
+    assert (await client.put("/charts/roll/state?state=canary&host=web1")).status == 200
+    await client.put("/charts/roll/state?state=canary&host=web2&result=failure")  # halts
+    retry = await client.put("/charts/roll/state?state=canary&host=web1")
+    assert retry.status == 200 and retry.headers["Stateservice-Counted"] == "false"
+    assert (await body(await client.put("/charts/roll/state?state=canary&host=web3"), 409))["error"] == "halted"
