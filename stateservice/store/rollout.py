@@ -20,9 +20,9 @@ from redis.asyncio.client import Pipeline
 
 from stateservice.core import rules, slots
 from stateservice.core.chart import Chart, Snapshot, State, Transition
-from stateservice.errors import NoConcurrency, NoFreeSlot, NotCurrent
+from stateservice.errors import NoConcurrency, NoFreeSlot, NotCurrent, NotReportable
 from stateservice.store import codec, holding, keys
-from stateservice.store.charts import ChartStore, _CatchUp, _exec, _timed, _watched
+from stateservice.store.charts import ChartStore, _CatchUp, _exec, _log_moves, _timed, _watched
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,15 @@ class Held:
     state: str
     limit: int
     slots: list[slots.Slot]
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What `forget` removed from the current state's visit."""
+
+    state: str
+    report: bool
+    failure: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +90,12 @@ class Rollouts:
         metrics.slots(chart.name, len(answer.holders))
         return answer
 
-    async def release(self, chart: Chart, name: str, host: str) -> slots.Slot | None:
-        """Free `host`'s slot in state `name` (None if it held none: idempotent), counting its hold time."""
+    async def release(self, chart: Chart, name: str, host: str, who: Who | None = None) -> slots.Slot | None:
+        """Free `host`'s slot in state `name` (None if it held none: idempotent), counting its hold time.
+
+        With `who` (someone releasing it by hand: the host itself, or an operator freeing a dead host's
+        slot) the release is recorded in the history (cause `release`).
+        """
         state = rules.lookup(chart, name)
         _limit(chart, state)
 
@@ -96,6 +109,9 @@ class Rollouts:
                 if released is not None:
                     pipe.hdel(keys.chart_slots(chart.name, name), host)
                     holding.observe(pipe, chart.name, name, now - released.granted_at)
+                    if who is not None:
+                        record = Transition(chart.name, name, name, "release", now, host, None, who.actor, who.remote)
+                        self.store._record(pipe, record)
                 await _exec(pipe)
             return released, len(rest)
 
@@ -193,6 +209,63 @@ class Rollouts:
             _log_events([record])
         metrics.halted(chart.name, False)
         return record
+
+    async def advance(self, chart: Chart, reason: str | None = None, who: Who = Who()) -> Transition:
+        """Move the chart to its current state's target now (cause `operator`), whatever its counter or clock.
+
+        Raises NotReportable on a final state. Entering the next state ends a halt, as any move does.
+        """
+
+        async def attempt(pipe: Pipeline) -> Transition:
+            now, snap = await self._snapshot(pipe, chart)
+            state = rules.current(chart, snap)
+            if state.target is None:
+                raise NotReportable(chart.name, state.name, "is final, so there is no next state to advance to")
+            move = Transition(
+                chart.name, state.name, state.target.name, "operator", now, None, None, who.actor, who.remote, reason
+            )
+            pipe.multi()
+            self.store._write(pipe, chart, rules.enter(chart, state.target.name, now), [move])
+            await _exec(pipe)
+            return move
+
+        move = await self._transact(chart, "advance", attempt)
+        _log_moves([move])
+        return move
+
+    async def forget(self, chart: Chart, host: str, who: Who = Who()) -> Forgotten:
+        """Forget `host`'s report and failure in the current state's visit: it may report again, counted anew."""
+
+        async def attempt(pipe: Pipeline) -> Forgotten:
+            now = await self.store.clock()
+            key = keys.chart_state(chart.name)
+            [fields] = await _watched(pipe, key, ("HGETALL", key))
+            snap = codec.decode_snapshot(chart, fields)
+            if snap is None or _timed(rules.advance(chart, snap, now))[1]:
+                raise _CatchUp
+            hosts, failed = keys.chart_hosts(chart.name, snap.state), keys.chart_failed(chart.name, snap.state)
+            counted, failure = await _watched(
+                pipe, (hosts, failed), ("SISMEMBER", hosts, host), ("HEXISTS", failed, host)
+            )
+            forgotten = Forgotten(snap.state, bool(counted), bool(failure))
+            if not (counted or failure):
+                return forgotten
+            what = " and ".join(w for w, done in (("report", counted), ("failure", failure)) if done)
+            pipe.multi()
+            if counted:
+                pipe.srem(hosts, host)
+                pipe.hincrby(key, keys.counter_field(snap.state), -1)
+            if failure:
+                pipe.hdel(failed, host)
+            record = Transition(
+                chart.name, snap.state, snap.state, "forget", now, host, None, who.actor, who.remote, what
+            )
+            self.store._record(pipe, record)
+            await _exec(pipe)
+            return forgotten
+
+        forgotten = await self._transact(chart, "forget", attempt)
+        return forgotten
 
     async def detail(self, chart: Chart, snap: Snapshot) -> dict[str, Any]:
         """What the chart view adds for the current state: failures, expired hosts, slots held (one round trip)."""

@@ -39,10 +39,10 @@ def identity(request: web.Request) -> str:
 
 
 def scope_of(request: web.Request) -> Scope:
-    """The scope a request needs: admin for resets, reloads, halts and resumes; report for PUT/POST /state and for
+    """The scope a request needs: admin for resets, reloads and operator actions; report for PUT/POST /state and for
     taking or releasing a slot; else read."""
     path = request.path
-    if request.method == "POST" and path.endswith(("/reset", "/reload", "/halt", "/resume")):
+    if request.method == "POST" and path.endswith(("/reset", "/reload", "/halt", "/resume", "/advance", "/forget")):
         return Scope.ADMIN
     if request.method in ("PUT", "POST") and (path == "/state" or path.endswith("/state")):
         return Scope.REPORT

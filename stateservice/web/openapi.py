@@ -361,6 +361,17 @@ SCHEMAS: dict[str, Any] = {
             "released": {"type": "boolean", "description": "false: the host held no slot"},
         },
     },
+    "Forgotten": {
+        "type": "object",
+        "required": ["chart", "state", "host", "report", "failure"],
+        "properties": {
+            "chart": {"type": "string"},
+            "state": {"type": "string"},
+            "host": {"type": "string"},
+            "report": {"type": "boolean", "description": "a counted report was forgotten (the counter went down)"},
+            "failure": {"type": "boolean", "description": "a failure was forgotten"},
+        },
+    },
     "Halt": {
         "type": "object",
         "required": ["chart", "halted"],

@@ -5,6 +5,8 @@
     GET    /charts/{chart}/slots[?state=S]         who holds the slots of S (default: the current state)
     POST   /charts/{chart}/halt?reason=R           stop the rollout (admin scope)
     POST   /charts/{chart}/resume                  let it go on (admin scope)
+    POST   /charts/{chart}/advance[?reason=R]      move to the next state now (admin scope)
+    POST   /charts/{chart}/forget?host=H           forget H's report and failure in this visit (admin scope)
 
 `PUT /slots/{host}` and `DELETE /slots/{host}` name the chart with `?chart=` (or the only one served).
 """
@@ -18,14 +20,14 @@ from aiohttp import web
 from stateservice.core import rules
 from stateservice.core.chart import HOST_NAME, Chart
 from stateservice.core.slots import Slot
-from stateservice.errors import InvalidName
+from stateservice.errors import InvalidName, MissingParameter
 from stateservice.store import codec
 from stateservice.store.rollout import Who
 from stateservice.telemetry import logs
 from stateservice.web import auth
 from stateservice.web.appkeys import ROLLOUTS, STORE, ZONE
 from stateservice.web.deadline import redis_deadline
-from stateservice.web.handlers import ALPHABETS, _chart, _state_param, reason_param
+from stateservice.web.handlers import ALPHABETS, _chart, _param, _state_param, reason_param
 
 
 def who(request: web.Request) -> Who:
@@ -69,7 +71,7 @@ async def release_slot(request: web.Request) -> web.Response:
         chart = await _chart(request)
         state, host = _state_param(request), _host(request)
         logs.bind(chart=chart.name, state=state, host=host)
-        released = await request.app[ROLLOUTS].release(chart, state, host)
+        released = await request.app[ROLLOUTS].release(chart, state, host, who(request))
     return web.json_response({"chart": chart.name, "state": state, "host": host, "released": released is not None})
 
 
@@ -105,3 +107,32 @@ async def resume_chart(request: web.Request) -> web.Response:
         chart = await _chart(request)
         record = await request.app[ROLLOUTS].resume(chart, who(request))
     return web.json_response({"chart": chart.name, "halted": False, "resumed": record is not None})
+
+
+async def advance_chart(request: web.Request) -> web.Response:
+    """Move the chart to its current state's target now (cause `operator`); 409 on a final state."""
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        move = await request.app[ROLLOUTS].advance(chart, reason_param(request), who(request))
+    return web.json_response(
+        {"chart": chart.name, "from": move.from_state, "to": move.to_state, "at": codec.timestamp(move.at)}
+    )
+
+
+async def forget_host(request: web.Request) -> web.Response:
+    """Forget a host's report and failure in the current visit, so that it may report again."""
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        host = _param(request, "host", HOST_NAME, "host")
+        if host is None:
+            raise MissingParameter("host")
+        forgotten = await request.app[ROLLOUTS].forget(chart, host, who(request))
+    return web.json_response(
+        {
+            "chart": chart.name,
+            "state": forgotten.state,
+            "host": host,
+            "report": forgotten.report,
+            "failure": forgotten.failure,
+        }
+    )

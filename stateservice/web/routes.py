@@ -275,6 +275,28 @@ ROUTES = (
     ),
     Route(
         "POST",
+        CHART + "/advance",
+        rollout.advance_chart,
+        Operation(
+            "Move the chart to its current state's target now (admin scope), recorded with cause `operator`",
+            json_answer("Reset", "moved"),
+            [P_CHART, Q_REASON],
+            [Refusal((NotReportable,), "the current state is final"), *CHART_REFUSALS],
+        ),
+    ),
+    Route(
+        "POST",
+        CHART + "/forget",
+        rollout.forget_host,
+        Operation(
+            "Forget HOST's report and failure in the current state's visit (admin scope): it may report again",
+            json_answer("Forgotten", "what was forgotten (both false: nothing)"),
+            [P_CHART, {**Q_HOST, "required": True}],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route(
+        "POST",
         CHART + "/reset",
         handlers.reset_chart,
         Operation(

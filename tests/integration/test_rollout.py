@@ -355,3 +355,45 @@ async def test_a_repeat_on_a_halted_chart_is_still_told_it_counted(serve: MakeCl
     retry = await client.put("/charts/roll/state?state=canary&host=web1")
     assert retry.status == 200 and retry.headers["Stateservice-Counted"] == "false"
     assert (await body(await client.put("/charts/roll/state?state=canary&host=web3"), 409))["error"] == "halted"
+
+
+# -- operator actions ------------------------------------------------------------------------------
+
+
+async def test_advance_moves_on_now_with_the_operator_recorded(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("max_failures: 1", target=10))
+    await client.put("/charts/roll/state?state=canary&host=web1&result=failure")  # halted
+    moved = await body(await client.post("/charts/roll/advance?reason=enough%20canaries"), 200)
+    assert (moved["from"], moved["to"]) == ("canary", "done")
+    record = (await history(client))[0]
+    assert (record["cause"], record["reason"], record["actor"]) == ("operator", "enough canaries", "-")
+    detail = await body(await client.get("/charts/roll"), 200)
+    assert (detail["current_state"], detail["halted"]) == ("done", False)  # entering a state ends the halt
+    final = await body(await client.post("/charts/roll/advance"), 409)
+    assert final["error"] == "not_reportable" and "no next state" in final["message"]
+
+
+async def test_forget_lets_a_host_report_again(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("", target=3))
+    await client.put("/charts/roll/state?state=canary&host=web1")
+    await client.put("/charts/roll/state?state=canary&host=web2&result=failure")
+    forgot = await body(await client.post("/charts/roll/forget?host=web1"), 200)
+    assert (forgot["report"], forgot["failure"]) == (True, False)
+    assert (await body(await client.post("/charts/roll/forget?host=web2"), 200))["failure"] is True
+    assert (await body(await client.post("/charts/roll/forget?host=web9"), 200))["report"] is False
+    detail = await body(await client.get("/charts/roll"), 200)
+    assert detail["hosts_counted"] == [] and detail["failures"] == []
+    assert detail["states"][0]["counter"]["value"] == 0
+    again = await client.put("/charts/roll/state?state=canary&host=web1")
+    assert again.headers["Stateservice-Counted"] == "true"
+    causes = [(h["cause"], h["host"], h["reason"]) for h in await history(client) if h["cause"] == "forget"]
+    assert causes == [("forget", "web2", "failure"), ("forget", "web1", "report")]
+    assert (await body(await client.post("/charts/roll/forget"), 400))["error"] == "missing_parameter"
+
+
+async def test_a_release_by_hand_is_recorded(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("concurrency: 1"))
+    await slot(client, "dead-host")
+    await body(await client.delete("/charts/roll/slots/dead-host?state=canary"), 200)
+    record = (await history(client))[0]
+    assert (record["cause"], record["host"]) == ("release", "dead-host")
