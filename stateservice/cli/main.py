@@ -1,4 +1,4 @@
-"""The `stateservice` command: serve, validate, status, reset, token, gate, report.
+"""The `stateservice` command: serve, validate, status, reset, token, gate, report, and the operator commands.
 
 `main(argv) -> exit code`: parse the command line (`cli/parser.py`), build the Config, set up
 logging, run the command (`cli/commands.py`). A user mistake prints one clear message to stderr
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.cli import client, commands
-from stateservice.cli.parser import build_parser
+from stateservice.cli import client, commands, remote
+from stateservice.cli.parser import OPERATOR, build_parser
 from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
 from stateservice.telemetry import logs
@@ -32,6 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:  # refused by the subcommand's parser, so its usage and flags are the ones shown
         parser.subcommand(args).unrecognized(extras)
+    if args.command in OPERATOR:  # through the service: no service settings, no logging set-up
+        try:
+            base, token = client.settings(args.url, os.environ)
+        except client.UsageError as exc:
+            parser.subcommand(args).error(str(exc))
+        options = {k: getattr(args, k, None) for k in ("reason", "host", "state")}
+        print(remote.operate(args.command, base, args.chart, token, **options))
+        return 0
     if args.command in ("gate", "report"):  # clients: no service settings, no logging set-up
         try:
             return _client(args)

@@ -116,6 +116,7 @@ def build_parser() -> Parser:
 
     _store_commands(commands)
     _client_commands(commands)
+    _operator_commands(commands)
     _token_commands(commands)
     return parser
 
@@ -206,6 +207,46 @@ def _token_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         metavar="CHART",
         help="restrict the token to this chart; repeat for several (default: every chart)",
     )
+
+
+OPERATOR = {
+    "halt": (
+        "stop a rollout: gates, slots and reports answer 409 until resumed",
+        "stateservice halt rollout --reason 'error rate'",
+    ),
+    "resume": ("let a halted rollout go on (its failures stay recorded)", "stateservice resume rollout"),
+    "advance": (
+        "move a chart to its current state's next state now",
+        "stateservice advance rollout --reason 'canary is fine'",
+    ),
+    "forget": ("forget a host's report and failure in the current state", "stateservice forget rollout web17"),
+    "release": ("free the slot a host holds (e.g. a dead host's)", "stateservice release rollout web17 --state fleet"),
+}
+
+
+def _operator_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    """Operator actions through a running service (admin scope): each recorded in the chart's history."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--url", help="the service [env STATESERVICE_URL; default http://127.0.0.1:5000]; token from STATESERVICE_TOKEN"
+    )
+    common.add_argument("chart", metavar="CHART")
+    for name, (summary, example) in OPERATOR.items():
+        command = commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}, through a running service (admin scope); recorded "
+            "in the chart's history with the token's name. Exit 0 done, 2 the service refused or could not be "
+            "reached, 64 a mistake in the command line.",
+            examples=example,
+        )
+        if name in ("forget", "release"):
+            command.add_argument("host", metavar="HOST")
+        if name == "release":
+            command.add_argument("--state", required=True, help="the state whose slot the host holds")
+        if name in ("halt", "advance"):
+            command.add_argument("--reason", help="why, for the history (at most 200 characters)")
 
 
 def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:
