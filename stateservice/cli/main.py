@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.cli import client, commands, remote
+from stateservice.cli import client, commands, remote, run
 from stateservice.cli.parser import OPERATOR, build_parser
 from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
@@ -29,7 +29,10 @@ from stateservice.telemetry import logs
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command `argv` names (default: the process's arguments); its exit code."""
     parser = build_parser()
+    argv, command = _split_command(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(argv)
+    if command is not None:
+        args.command_args = command
     if extras:  # refused by the subcommand's parser, so its usage and flags are the ones shown
         parser.subcommand(args).unrecognized(extras)
     if args.command in OPERATOR:  # through the service: no service settings, no logging set-up
@@ -40,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = {k: getattr(args, k, None) for k in ("reason", "host", "state")}
         print(remote.operate(args.command, base, args.chart, token, **options))
         return 0
-    if args.command in ("gate", "report"):  # clients: no service settings, no logging set-up
+    if args.command in ("gate", "report", "run"):  # clients: no service settings, no logging set-up
         try:
             return _client(args)
         except client.UsageError as exc:
@@ -62,8 +65,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`run ... -- COMMAND ARGS`: the arguments before `--`, and the command after it (None when not `run ... --`).
+
+    argparse cannot stop at `--` after optional flags (REMAINDER would swallow `--host` too).
+    """
+    if "--" not in argv or "run" not in argv[: argv.index("--")]:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], argv[at + 1 :]
+
+
 def _client(args: argparse.Namespace) -> int:
     url, token = client.settings(args.url, os.environ)
+    if args.command == "run":
+        command = args.command_args
+        if not command:
+            raise client.UsageError("give the command to run after --, e.g. -- sudo systemctl restart app")
+        job = run.Job(url, args.state, args.chart, args.host or socket.getfqdn(), token)
+        return run.run(job, max(0.0, args.wait), command)
     if args.command == "gate":
         return client.gate(url, args.state, args.chart, max(0.0, args.wait), token)
     host = args.host or socket.getfqdn()

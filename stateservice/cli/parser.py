@@ -249,6 +249,34 @@ def _operator_commands(commands: argparse._SubParsersAction[Parser]) -> None:
             command.add_argument("--reason", help="why, for the history (at most 200 characters)")
 
 
+def _run_command(commands: argparse._SubParsersAction[Parser], common: Parser) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="wait for STATE and a free slot, run COMMAND holding it, report how it went",
+        description="The fleet form of `consul lock -n`: wait (long-polling) until STATE is current and one of "
+        "its slots is free (a state without concurrency needs none), hold the slot while COMMAND runs (renewed "
+        "at a third of its time to live), then report success (exit 0) or failure (any other exit; the exit code "
+        "is the reason). Exits with COMMAND's exit code; 75 when the wait ran out first; 2 when the service "
+        "refused (a halted chart, an unknown state); 64 on a mistake in the command line. A halt while COMMAND "
+        "runs is said on stderr; COMMAND is not killed.",
+        examples="""
+            stateservice run fleet --chart rollout -- sudo systemctl restart app
+            stateservice run canary --wait 3600 --host web1.example.com -- ./upgrade.sh --fast
+        """,
+    )
+    run.add_argument("state", metavar="STATE")
+    run.add_argument("--host", help="this host's name (default: this machine's fully qualified name)")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=float("inf"),
+        metavar="SECONDS",
+        help="how long to wait for STATE and a slot (default: until they come)",
+    )
+    run.add_argument("command_args", nargs="*", metavar="-- COMMAND [ARGS ...]")
+
+
 def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     common = Parser(add_help=False)
     common.add_argument(
@@ -288,6 +316,7 @@ def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:
             stateservice report canary --host web1.example.com --chart rollout
         """,
     )
+    _run_command(commands, common)
     report.add_argument("state", metavar="STATE")
     report.add_argument(
         "--host",
