@@ -12,7 +12,10 @@ machine only ever slows a run down; a ratio is best over best, shown with the ra
 4. after each PUT run, the Redis counter equals the number of 200s        exit 1 if not
 5. fleet wave: N distinct hosts into one chart of target N, 4 workers     exactly one transition
 6. long-poll: N waiters on one worker                                     RSS < 200 MB, last wake < 1 s
-7. the event loop (uvloop, as shipped, vs asyncio's) and hiredis        ratios, no target
+7. the event loop (uvloop, as shipped, vs asyncio's) and hiredis        ratios; gate GET on asyncio vs the bare
+   handler on asyncio                                                    target >= 0.75x
+8. tail latency: 1,000 keep-alive connections on one worker, gate GET of the example chart (as shipped)
+   vs the bare handler                                                   p99 <= 2x bare's, req/s >= 0.5x
 
 Load comes from wrk (installed with apt-get if missing) or, failing that, a bounded aiohttp client;
 runs that must see every answer (4, 5, 6) always use the aiohttp client, which awaits each request.
@@ -56,10 +59,24 @@ class Plan:
     poll_repeats: int  # long-poll repetitions
     connections: int = 64
     wave_connections: int = 256
+    tail_duration: float = 8.0  # seconds per timed run of benchmark 8 (1,000 connections)
+    tail_rounds: int = 2
+    tail_connections: int = 1000
 
 
 FULL = Plan(duration=2.0, rounds=7, warmup=1.0, check=3.0, hosts=10_000, waiters=5_000, poll_repeats=3)
-QUICK = Plan(duration=1.0, rounds=1, warmup=0.0, check=0.5, hosts=1_000, waiters=500, poll_repeats=1)  # wrk: whole s
+QUICK = Plan(
+    duration=1.0,
+    rounds=1,
+    warmup=0.0,
+    check=0.5,
+    hosts=1_000,
+    waiters=500,
+    poll_repeats=1,
+    tail_duration=2.0,
+    tail_rounds=1,
+)  # wrk: whole seconds
+EXAMPLE_CHART = h.REPO / "examples" / "states.yaml"  # benchmark 8: the chart the issue measured (current: green_state)
 
 
 @dataclass
@@ -195,26 +212,35 @@ class Bench:
 
     # -- load ------------------------------------------------------------------------------
 
-    def measure(self, targets: Sequence[tuple[str, h.Server, str, str]]) -> dict[str, list[h.LoadResult]]:
+    def measure(
+        self,
+        targets: Sequence[tuple[str, h.Server, str, str]],
+        *,
+        connections: int | None = None,
+        duration: float | None = None,
+        rounds: int | None = None,
+    ) -> dict[str, list[h.LoadResult]]:
         """Timed runs of each (key, server, path, method), interleaved over the plan's rounds."""
         plan = self.plan
+        connections = connections or plan.connections
         for _, server, path, method in targets if plan.warmup else ():
-            h.load(server.url + path, tool=self.tool, method=method, connections=plan.connections, duration=plan.warmup)
+            h.load(server.url + path, tool=self.tool, method=method, connections=connections, duration=plan.warmup)
         results: dict[str, list[h.LoadResult]] = {key: [] for key, *_ in targets}
-        for round_ in range(plan.rounds):
+        for round_ in range(rounds or plan.rounds):
             order = targets if round_ % 2 == 0 else list(reversed(targets))
             for key, server, path, method in order:
                 result = h.load(
                     server.url + path,
                     tool=self.tool,
                     method=method,
-                    connections=plan.connections,
-                    duration=plan.duration,
+                    connections=connections,
+                    duration=duration or plan.duration,
                 )
                 results[key].append(result)
                 bad = {s: n for s, n in result.statuses.items() if s != 200}
                 say(
-                    f"  round {round_ + 1}/{plan.rounds} {key}: {result.rps:,.0f} req/s"
+                    f"  round {round_ + 1}/{rounds or plan.rounds} {key}: {result.rps:,.0f} req/s"
+                    + (f", p99 {result.latencies_ms['p99']:,.0f} ms" if "p99" in result.latencies_ms else "")
                     + (f"  non-200: {bad}" if bad else "")
                     + (f"  errors: {dict(result.errors)}" if result.errors else "")
                 )
@@ -592,6 +618,8 @@ class Bench:
         for key in ("--event-loop asyncio", "hiredis", "--log-level warning"):
             row = Row(f"gate GET, {key}", 1, runs[f"gate {key}"], bare_row)
             rows.append(self.cells(row, _relative(row, gate_shipped), _relative(row, bare_uv)))
+            if key == "--event-loop asyncio":
+                self.target_ratio("1. gate GET vs bare aiohttp, both on asyncio's loop (1 worker)", row, 0.75)
         put_asyncio = Row(
             "hot-chart PUT, group commit, --event-loop asyncio", 1, runs["PUT --event-loop asyncio"], bare_row
         )
@@ -608,6 +636,74 @@ class Bench:
         self.report.notes.append(
             f"7. measured with {versions}; uvloop is the service's default loop, hiredis is not used."
         )
+
+    def tail_latency(self) -> None:
+        """Benchmark 8: 1,000 keep-alive connections opened at once on one worker, gate GET vs the bare handler."""
+        plan = self.plan
+        conns = plan.tail_connections
+        say(f"\n== 8: tail latency: {conns:,} connections, 1 worker, the example chart ==")
+        bare = self.bare("bare-tail")
+        bare_uv = self.bare("bare-tail-uvloop", loop="uvloop")
+        gate = self.start(h.service("gate_tail", EXAMPLE_CHART, self.redis_server.url, self.work))
+        self.ready()
+        runs = self.measure(
+            [
+                ("bare", bare, "/", "GET"),
+                ("bare uvloop", bare_uv, "/", "GET"),
+                ("gate", gate, "/state?state=green_state", "GET"),
+            ],
+            connections=conns,
+            duration=plan.tail_duration,
+            rounds=plan.tail_rounds,
+        )
+        for server in (bare, bare_uv, gate):
+            server.stop()
+        base = Row("bare aiohttp handler, asyncio (the baseline)", 1, runs["bare"])
+        rows = [
+            base,
+            Row(
+                "bare aiohttp handler on uvloop's own server (libuv: one accept per loop turn)",
+                1,
+                runs["bare uvloop"],
+                base,
+            ),
+            Row("gate GET `/state?state=green_state`, as shipped (uvloop, server/accept.py)", 1, runs["gate"], base),
+        ]
+        self.report.table(
+            f"8. tail latency: {conns:,} keep-alive connections, 1 worker, {plan.tail_rounds} run(s) of "
+            f"{plan.tail_duration:g} s each, examples/states.yaml",
+            [*self.HEADER, "p90 ms", "max ms", "p99 / bare's p99 (range per round)"],
+            [self.cells(r, r.latency("p90"), r.latency("max"), _p99_ratio(r)) for r in rows],
+        )
+        gate_row = rows[2]
+        ratio = _best_p99(gate_row.runs) / max(_best_p99(base.runs), 1e-9)
+        self.report.check(
+            Check(
+                f"8. {conns:,} connections: gate GET p99 vs bare's (1 worker)",
+                "<= 2x",
+                f"{ratio:.2f}x ({_best_p99(gate_row.runs):,.0f} ms vs {_best_p99(base.runs):,.0f} ms)",
+                ratio <= 2.0,
+            )
+        )
+        self.target_ratio(f"8. {conns:,} connections: gate GET throughput vs bare (1 worker)", gate_row, 0.5)
+
+
+def _best_p99(runs: Sequence[h.LoadResult]) -> float:
+    """The lowest p99 of the rounds: as with throughput, other work on the machine only ever makes it worse."""
+    return min(r.latencies_ms.get("p99", float("inf")) for r in runs)
+
+
+def _p99_ratio(row: Row) -> str:
+    if row.baseline is None:
+        return "baseline"
+    per_round = [
+        c.latencies_ms["p99"] / b.latencies_ms["p99"]
+        for c, b in zip(row.runs, row.baseline.runs, strict=True)
+        if b.latencies_ms.get("p99") and "p99" in c.latencies_ms
+    ]
+    ratio = _best_p99(row.runs) / max(_best_p99(row.baseline.runs), 1e-9)
+    spread = f" ({min(per_round):.2f}-{max(per_round):.2f})" if len(per_round) > 1 else ""
+    return f"**{ratio:.2f}x**{spread}"
 
 
 def _relative(row: Row, base: Row) -> str:
@@ -751,6 +847,11 @@ def render(report: Report, machine_rows: list[tuple[str, str]], quick: bool, ela
         "increment, move, record, publish; one Redis round trip per request, no batching.",
         "- The fleet wave, the long-poll and the exact counts use the bounded aiohttp client, on uvloop (it "
         "awaits every answer); it runs on the same cores as the servers, so its own cost is inside those times.",
+        f"- Tail latency (8): {report.tool}, {plan.tail_connections:,} keep-alive connections opened at once "
+        f"(wrk: 2 threads), {plan.tail_rounds} interleaved run(s) of {plan.tail_duration:g} s per server after "
+        f"{plan.warmup:g} s of warm-up; each run opens its connections afresh, so their opening is part of what is "
+        "measured; p50/p90/p99/max are wrk's own latency histogram "
+        "(`--latency`); a p99 ratio is the best (lowest) p99 over the baseline's best.",
         "- A MISS is a performance target not met and does not fail the run; a FAIL is a correctness check "
         "(counts, transitions, answers) and makes `bench/run.py` exit 1.",
         "",
@@ -787,13 +888,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["ratios", "wave", "longpoll", "variants", "gate"],
+        choices=["ratios", "wave", "longpoll", "variants", "tail", "gate"],
         help="run only these parts (`gate`: benchmark 1 alone, never part of the default run)",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     output = args.output or (None if args.quick else RESULTS)
-    parts = args.only or ["ratios", "wave", "longpoll", "variants"]
+    parts = args.only or ["ratios", "wave", "longpoll", "variants", "tail"]
     began = time.monotonic()
     tool = "wrk" if h.ensure_wrk(log=say) else "aiohttp"
     h.raise_fd_limit(plan.waiters + 2048)
@@ -806,6 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wave": bench.fleet_wave,
             "longpoll": bench.long_poll,
             "variants": bench.variants,
+            "tail": bench.tail_latency,
             "gate": bench.gate_only,
         }
         with bench.stack:

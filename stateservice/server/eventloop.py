@@ -3,7 +3,8 @@
 bench/run.py measured the unchanged service on both: uvloop serves about a quarter more gate
 GETs per second on one worker (a bare aiohttp handler gains only a few percent, so the gain is
 in the loop's own work per request: callbacks, transports, timers). `--event-loop asyncio`
-keeps the standard loop, e.g. to rule uvloop out when chasing a bug.
+keeps the standard loop, e.g. to rule uvloop out when chasing a bug. On either loop a worker
+accepts connections itself (`server/accept.py`): uvloop's libuv takes one per loop turn.
 """
 
 from __future__ import annotations

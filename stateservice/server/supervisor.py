@@ -43,6 +43,7 @@ from stateservice.security import tls
 from stateservice.security.reload import TokensReloader
 from stateservice.security.tokens import Tokens, check_exposure, is_loopback, load_tokens
 from stateservice.server import eventloop
+from stateservice.server.accept import AcceptSite
 from stateservice.store.charts import ChartStore
 from stateservice.store.redis.connect import connect, redact
 from stateservice.store.redis.embedded import EmbeddedRedis
@@ -251,7 +252,7 @@ async def _worker(
     if reload_at_start:
         await reloader.reload()  # before serving: its siblings already serve the reloaded charts
     context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
-    await web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=context).start()
+    await AcceptSite(runner, sock, ssl_context=context).start()  # not SockSite: uvloop accepts one a turn
     # what start-up built (modules, charts, models) lives as long as the worker: out of every collection, so
     # that a full one (thousands of parked long-polls set them off) walks what requests hold, not all that
     gc.freeze()

@@ -19,9 +19,8 @@ which is why the answer is 503 (retry; with `host=` a report counts once) and ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -33,43 +32,56 @@ from stateservice.web.appkeys import REDIS_DEADLINE, STORE
 log = structlog.get_logger(__name__)
 
 
-def redis_deadline(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
+def redis_deadline(request: web.Request) -> within:
     """The block's Redis calls, all together, within the service's `--redis-deadline`. Raises StoreUnavailable."""
     store = request.app[STORE]
     return within(request.app[REDIS_DEADLINE], lambda: store.heard)
 
 
-@contextlib.asynccontextmanager
-async def within(seconds: float, heard: Callable[[], float] = lambda: -math.inf) -> AsyncIterator[None]:
+class within:  # lower case: used as `async with within(...)`, as `asyncio.timeout`
     """Cancel the block and raise StoreUnavailable once `seconds` pass after the later of its start and `heard()`.
 
     `heard()` is the loop time Redis last answered. Other errors, and a cancellation from outside, pass unchanged.
+    Every request that needs Redis enters one, so it is a plain class (one timer, no generator, no
+    `asyncio.timeout`), cancelling the task itself the way `asyncio.timeout` does.
     """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        async with asyncio.timeout(None) as timeout:
-            timer: asyncio.TimerHandle | None = None
 
-            def check() -> None:
-                nonlocal timer
-                due = max(started, heard()) + seconds
-                if due <= loop.time():
-                    timeout.reschedule(loop.time())  # expire now: cancel the block
-                else:
-                    timer = loop.call_at(due, check)  # Redis answered meanwhile: count from that answer
+    __slots__ = ("_cancelling", "_expired", "_heard", "_loop", "_seconds", "_started", "_task", "_timer")
 
-            timer = loop.call_at(started + seconds, check)
-            try:
-                yield
-            finally:
-                if timer is not None:
-                    timer.cancel()
-    except TimeoutError:
-        if not timeout.expired():
-            raise  # a timeout of the block's own
-        log.warning("redis_deadline_passed", seconds=seconds)
-        metrics.redis_error()
-        raise StoreUnavailable(
-            f"Redis did not answer within {seconds:g}s (--redis-deadline); retry shortly", deadline=seconds
-        ) from None
+    def __init__(self, seconds: float, heard: Callable[[], float] = lambda: -math.inf) -> None:
+        self._seconds = seconds
+        self._heard = heard
+        self._expired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("within() must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._started = loop.time()
+        self._timer = loop.call_at(self._started + self._seconds, self._check)
+
+    def _check(self) -> None:
+        due = max(self._started, self._heard()) + self._seconds
+        if due <= self._loop.time():
+            self._timer = None
+            self._expired = True
+            self._task.cancel()  # expire now: cancel the block
+        else:
+            self._timer = self._loop.call_at(due, self._check)  # Redis answered meanwhile: count from that answer
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        # as asyncio.timeout: the cancellation is ours alone when no other was asked for meanwhile
+        if self._expired and self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
+            log.warning("redis_deadline_passed", seconds=self._seconds)
+            metrics.redis_error()
+            raise StoreUnavailable(
+                f"Redis did not answer within {self._seconds:g}s (--redis-deadline); retry shortly",
+                deadline=self._seconds,
+            ) from None

@@ -172,3 +172,26 @@ def test_the_readme_models_walkthrough_runs_as_written(services: Services, tmp_p
         )
         assert done.stdout.splitlines() == expected, f"{command}\n{done.stderr}"
     assert service.stop() == 0
+
+
+@pytest.mark.slow
+def test_train_heavy_saves_a_500_tree_forest_that_answers_like_the_example(tmp_path: Path) -> None:
+    """docs/models.md's `train.py --heavy`: the same files and answers, from a 500-tree random forest."""
+    import joblib
+    import skops.io
+
+    trained = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "models" / "train.py"), "--heavy", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr
+    team = tmp_path / "state_service"
+    assert sorted(p.name for p in team.iterdir()) == ["colors_v1.joblib", "colors_v1.skops"]
+    forest = joblib.load(team / "colors_v1.joblib")
+    assert type(forest).__name__ == "RandomForestClassifier" and len(forest.estimators_) == 500
+    skops_file = team / "colors_v1.skops"
+    again = skops.io.load(skops_file, trusted=skops.io.get_untrusted_types(file=skops_file))
+    rows = [[500, 0], [650, 20], [470, 90]]
+    assert forest.predict(rows).tolist() == again.predict(rows).tolist() == [0, 1, 2]
