@@ -29,7 +29,7 @@ from stateservice.telemetry import logs
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command `argv` names (default: the process's arguments); its exit code."""
     parser = build_parser()
-    argv, command = _split_command(list(sys.argv[1:] if argv is None else argv))
+    argv, command = split_command(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(argv)
     if command is not None:
         args.command_args = command
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     """`run ... -- COMMAND ARGS`: the arguments before `--`, and the command after it (None when not `run ... --`).
 
     argparse cannot stop at `--` after optional flags (REMAINDER would swallow `--host` too).

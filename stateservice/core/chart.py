@@ -133,8 +133,8 @@ class Snapshot:
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A history record: a move from one state to the next, with why (`put`, `time`, `reset`, `operator`) and who
-    caused it; or an event within a state (`failure`, `halt`, `resume`, `slot_expired`), whose from and to are that
-    state."""
+    caused it; or an event within a state (`slot`, `release`, `slot_expired`, `failure`, `halt`, `resume`,
+    `forget`), whose from and to are that state."""
 
     chart: str
     from_state: str

@@ -226,7 +226,7 @@ class ChartStore:
                 if finished:
                     pipe.sadd(keys.chart_hosts(chart.name, state), *sorted(finished))
             if held:
-                _release_reported(pipe, chart, entries, decision, held, now)
+                _release_reported(pipe, chart, entries, decision, held, now, self._record)
             await _exec(pipe)
             return decision, moves
 
@@ -564,13 +564,17 @@ def _release_reported(
     decision: batch.Decision,
     held: dict[str, dict[str, str | None]],
     now: datetime,
+    record: Callable[[Pipeline, Transition], None],
 ) -> None:
-    """Queue the release of the slots of hosts whose reports counted, and fold their hold times into the average."""
+    """Queue the release of the slots of hosts whose reports counted (each in the history: who held a slot
+    when), and fold their hold times into the average."""
     for entry, outcome in zip(entries, decision.outcomes, strict=True):
         raw = held.get(entry.state, {}).get(entry.host or "")
         if entry.host is None or raw is None or not isinstance(outcome, rules.Report) or not outcome.counted:
             continue
         pipe.hdel(keys.chart_slots(chart.name, entry.state), entry.host)
+        done = Transition(chart.name, entry.state, entry.state, "release", now, entry.host, None, entry.actor)
+        record(pipe, replace(done, remote=entry.remote, reason="reported"))
         try:
             (slot,) = codec.decode_slots(chart.name, entry.state, {entry.host: raw}).values()
         except StateServiceError:

@@ -24,8 +24,9 @@ stateservice:{CHART}:failed:STATE       hash    failures in the most recent visi
 stateservice:{CHART}:expired:STATE      hash    hosts whose slot in STATE expired unrenewed in
                                                 this visit: host -> when it expired
 stateservice:{CHART}:history            stream  transitions and resets, newest last (capped):
-                                                at, from, to, cause (put|time|reset|failure|
-                                                halt|resume|slot_expired), host, due_at (time
+                                                at, from, to, cause (put|time|reset|operator|
+                                                slot|release|slot_expired|failure|halt|resume|
+                                                forget), host, due_at (time
                                                 moves: when it fell due), actor (token/CN, -
                                                 or time), remote (address), reason
 stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (YAML text),

@@ -62,7 +62,7 @@ class Rollouts:
     def __init__(self, store: ChartStore) -> None:
         self.store = store
 
-    async def acquire(self, chart: Chart, name: str, host: str) -> slots.Granted:
+    async def acquire(self, chart: Chart, name: str, host: str, who: Who = Who()) -> slots.Granted:
         """Grant or renew `host`'s slot in state `name`. Raises NoFreeSlot, NoConcurrency, Halted, NotCurrent."""
         state = rules.lookup(chart, name)
 
@@ -79,6 +79,9 @@ class Rollouts:
                 self._expire(pipe, chart, name, gone)
                 if isinstance(answer, slots.Granted):
                     pipe.hset(keys.chart_slots(chart.name, name), host, codec.encode_slot(answer.slot))
+                    if not answer.renewed:  # a grant is history (who was at work when); a renewal is not
+                        record = Transition(chart.name, name, name, "slot", now, host, None, who.actor, who.remote)
+                        self.store._record(pipe, record)
                 await _exec(pipe)
             return answer
 

@@ -58,7 +58,7 @@ async def take_slot(request: web.Request) -> web.Response:
         state, host = _state_param(request), _host(request)
         logs.bind(chart=chart.name, state=state, host=host)
         rules.check_window(chart, state, await request.app[STORE].clock(), request.app[ZONE])
-        granted = await request.app[ROLLOUTS].acquire(chart, state, host)
+        granted = await request.app[ROLLOUTS].acquire(chart, state, host, who(request))
     held = len(granted.holders)
     limit = rules.lookup(chart, state).rollout.concurrency
     body = {**_slot(chart, state, granted.slot), "renewed": granted.renewed, "held": held, "limit": limit}

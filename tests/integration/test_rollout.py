@@ -397,3 +397,12 @@ async def test_a_release_by_hand_is_recorded(serve: MakeClient) -> None:
     await body(await client.delete("/charts/roll/slots/dead-host?state=canary"), 200)
     record = (await history(client))[0]
     assert (record["cause"], record["host"]) == ("release", "dead-host")
+
+
+async def test_the_history_shows_who_held_a_slot_when(serve: MakeClient) -> None:
+    client = await serve(rollout_chart("concurrency: 2", target=3))
+    await slot(client, "web1")
+    await slot(client, "web1")  # a renewal: not history
+    await client.put("/charts/roll/state?state=canary&host=web1")
+    events = [(h["cause"], h["host"], h["reason"]) for h in reversed(await history(client))]
+    assert events == [("slot", "web1", None), ("release", "web1", "reported")]
