@@ -3,7 +3,8 @@
 Writes the chart files into a temporary directory, starts `stateservice serve --charts DIR` (one
 worker, the embedded Redis under the same directory) and reports:
 
-- ready: seconds from starting the process to the first `/readyz` 200;
+- ready: seconds from starting the process to the first `/readyz` 200, and the CPU seconds the
+  service spent by then (its own and its finished children's: the cost, whatever else the machine runs);
 - `GET /charts`: the median (and range) of several full listings, and of a walk through every page
   of `limit=1000`;
 - the worker's RSS once ready;
@@ -32,6 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from _harness import rss_mb
+
+
+def cpu_with_children(pid: int) -> float:
+    """User + system CPU seconds of `pid` and of its children it has reaped, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
 
 CHART = """\
 name: {name}
@@ -143,6 +151,7 @@ def reload(proc: subprocess.Popen[bytes], log: Path, directory: Path, count: int
 
 
 def run(count: int, runs: int, flags: bool, keep: bool) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="many-charts-") as tmp:
         root = Path(tmp)
         charts = root / "charts"
@@ -159,6 +168,7 @@ def run(count: int, runs: int, flags: bool, keep: bool) -> dict[str, Any]:
             try:
                 base = f"http://127.0.0.1:{port}"
                 ready = wait_ready(base, proc, began)
+                ready_cpu = cpu_with_children(proc.pid)
                 rss = rss_mb(proc.pid)
                 lists = listing(base, runs, count)
                 reloads = [reload(proc, log, charts, count, flags)]
@@ -171,7 +181,9 @@ def run(count: int, runs: int, flags: bool, keep: bool) -> dict[str, Any]:
     return {
         "charts": count,
         "given_as": "--chart flags" if flags else "--charts DIR",
+        "load_average_at_start": load,
         "ready_s": round(ready, 2),
+        "ready_cpu_s": round(ready_cpu, 2),
         "get_charts_s": [round(t, 3) for t in lists["full"]],
         "get_charts_median_s": round(statistics.median(lists["full"]), 3),
         "get_charts_paged_1000_s": [round(t, 3) for t in lists["paged"]],

@@ -21,7 +21,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.charts.files import load_charts
+from stateservice.charts.files import Parses, load_charts
 from stateservice.core.chart import Chart
 from stateservice.errors import ChartError, StateServiceError
 from stateservice.security.reload import TokensReloader
@@ -46,10 +46,12 @@ class Reloader:
         tokens: TokensReloader | None = None,
         *,
         directory: Path | None = None,
+        parses: Parses | None = None,
     ) -> None:
         self.charts = charts
         self.paths = tuple(paths)
         self.directory = directory  # listed again on every reload: files added, changed, removed
+        self.parses = parses or Parses()  # start-up's, when given: a reload parses only files changed since
         self.zone = zone
         self.registrar = registrar
         self.tokens = tokens
@@ -71,7 +73,7 @@ class Reloader:
 
     async def _charts(self) -> bool:
         log.info("charts_reloading", paths=[str(p) for p in self.paths], directory=_text(self.directory))
-        load = functools.partial(load_charts, self.paths, self.zone, self.directory)
+        load = functools.partial(load_charts, self.paths, self.zone, self.directory, self.parses)
         try:
             fresh = await asyncio.get_running_loop().run_in_executor(None, load)
         except ChartError as exc:

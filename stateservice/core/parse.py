@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, tzinfo
 from pathlib import PurePath
@@ -84,19 +84,24 @@ def parse(
 
 def parse_all(texts: dict[str, str], zone: tzinfo = UTC) -> list[Parsed]:
     """Parse several files ({path: text}) and report chart names used twice across them."""
-    results = [parse(text, path, zone=zone) for path, text in texts.items()]
+    return check_names([parse(text, path, zone=zone) for path, text in texts.items()])
+
+
+def check_names(results: Sequence[Parsed]) -> list[Parsed]:
+    """`results`, with each chart whose name an earlier file already uses turned into that error.
+
+    The results given are not changed (a caller may keep them to reuse): an offender is a new Parsed.
+    """
+    checked = []
     seen: dict[str, str] = {}
     for result in results:
-        if result.chart is None:
-            continue
-        other = seen.setdefault(result.chart.name, result.path)
-        if other != result.path:
-            result.problems.append(
-                Problem(result.path, 1, f"chart name {result.chart.name!r} is already used by {other}")
-            )
-            result.chart = None
-            result.problems.sort(key=lambda p: p.line)
-    return results
+        if result.chart is not None:
+            other = seen.setdefault(result.chart.name, result.path)
+            if other != result.path:
+                clash = Problem(result.path, 1, f"chart name {result.chart.name!r} is already used by {other}")
+                result = Parsed(result.path, None, sorted([*result.problems, clash], key=lambda p: p.line))
+        checked.append(result)
+    return checked
 
 
 def _compose(text: str) -> yaml.Node | None:

@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import StateServiceError, StoreBusy
-from stateservice.store import codec, holding, keys
+from stateservice.store import bulk, codec, holding, keys
 from stateservice.store.clock import Clock, RedisClock
 from stateservice.store.group import GroupCommit
 from stateservice.store.redis.cluster import ClusterRedis
@@ -90,6 +90,8 @@ class ChartStore:
         self._took: dict[str, float] = {}  # chart -> seconds its last transaction here took
         self._reports: dict[tuple[str, str], GroupCommit[batch.Entry, rules.Report | StateServiceError]] = {}
         self._reads: dict[tuple[str, str], GroupCommit[None, Snapshot]] = {}
+        # chart name -> (chart, current_state, entered_at, their snapshot, its next due time): see _decoded
+        self._decodes: dict[str, tuple[Chart, str, str | None, Snapshot, datetime | None]] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -337,13 +339,16 @@ class ChartStore:
                 if type(pipe).watch is not Pipeline.watch:
                     return None
                 now = await self.clock()
-                names = [(keys.chart_state(c.name), keys.chart_definition(c.name)) for c in chunk]
-                reads = [r for key, dfn in names for r in (("HGETALL", key), ("HGET", dfn, keys.DEFINITION_DIGEST))]
-                replies = await _watched(pipe, tuple(k for pair in names for k in pair), *reads)
+                watched = tuple(k for c in chunk for k in (keys.chart_state(c.name), keys.chart_definition(c.name)))
+                [reply] = await _watched(pipe, watched, bulk.registrations_read(chunk))
+                results, writes = [], []
+                for chart, (fields, digest) in zip(chunk, bulk.decode_registrations(reply), strict=True):
+                    result, commands = self._decide_register(chart, fields, digest, now)
+                    results.append(result)
+                    writes += commands
                 pipe.multi()
-                results = [
-                    self._queue_register(pipe, c, replies[2 * i], replies[2 * i + 1], now) for i, c in enumerate(chunk)
-                ]
+                if writes:
+                    pipe.execute_command(*bulk.write(writes))  # one command, not four a chart: see store/bulk.py
                 try:
                     await pipe.execute()
                 except WatchError:
@@ -353,19 +358,20 @@ class ChartStore:
                 return results
         return None
 
-    def _queue_register(
-        self, pipe: Pipeline, chart: Chart, fields: dict[str, str], digest: str | None, now: datetime
-    ) -> Snapshot | StateServiceError:
-        """Queue what `register` writes for `chart`, given what Redis holds; nothing if the state is gone."""
+    def _decide_register(
+        self, chart: Chart, fields: dict[str, str], digest: str | None, now: datetime
+    ) -> tuple[Snapshot | StateServiceError, list[bulk.Command]]:
+        """What `register` answers and writes for `chart`, given what Redis holds; no writes if the state is gone."""
+        writes = []
         stored = codec.decode_snapshot(chart, fields)
         if stored is None:
             snap = rules.initial(chart, now)
-            self._create(pipe, chart, snap)
+            writes += bulk.create(chart, snap)
         else:
             try:
                 snap = rules.carry_over(chart, stored)
             except StateServiceError as exc:
-                return exc
+                return exc, []
             if digest is not None and digest != chart.digest:
                 log.warning(
                     "chart_definition_changed",
@@ -375,11 +381,10 @@ class ChartStore:
                     current_state=snap.state,
                     count=snap.count,
                 )
-        self._define(pipe, chart, now)
-        return snap
+        return snap, writes + bulk.define(chart, now)
 
     async def current_states(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
-        """`current_state` of many charts: one pipelined read a BATCH of them, a transaction only where one is due.
+        """`current_state` of many charts: one read a BATCH of them (a script), a transaction only where one is due.
 
         Each chart's snapshot, or the error its own `current_state` raised. On Redis Cluster, one
         chart at a time.
@@ -389,16 +394,14 @@ class ChartStore:
         results: list[Snapshot | StateServiceError] = []
         for start in range(0, len(charts), BATCH):
             chunk = charts[start : start + BATCH]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for chart in chunk:
-                    pipe.hmget(keys.chart_state(chart.name), [keys.CURRENT_STATE, keys.ENTERED_AT])
-                replies = await pipe.execute()
+            replies = await bulk.read_states(self.redis, chunk)
             now: datetime | None = None
             for chart, (state, entered) in zip(chunk, replies, strict=True):
-                snap = None
-                if state is not None:
-                    snap = codec.decode_snapshot(chart, {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""})
-                due = rules.next_due(chart, snap) if snap is not None and chart.state(snap.state) else None
+                try:
+                    snap, due = (None, None) if state is None else self._decoded(chart, state, entered)
+                except StateServiceError as exc:  # a corrupt state hash: this chart's error, not the whole read's
+                    results.append(exc)
+                    continue
                 if due is not None:
                     now = now or await self.clock()
                 if snap is None or (due is not None and now is not None and due <= now):
@@ -406,6 +409,21 @@ class ChartStore:
                 else:
                     results.append(snap)
         return results
+
+    def _decoded(self, chart: Chart, state: str, entered: str | None) -> tuple[Snapshot, datetime | None]:
+        """The snapshot `current_states` read, and when its next time move is due. Raises CorruptState.
+
+        Decoded once per stored value: a listing of 10,000 charts whose states did not move reuses
+        the last decoding, checked against the values just read (a memo of the decoding, never of Redis).
+        """
+        known = self._decodes.get(chart.name)
+        if known is not None and known[0] is chart and known[1] == state and known[2] == entered:
+            return known[3], known[4]
+        snap = codec.decode_snapshot(chart, _stored(state, entered))
+        assert snap is not None  # a state was read: the hash exists
+        due = rules.next_due(chart, snap) if chart.state(snap.state) else None
+        self._decodes[chart.name] = (chart, state, entered, snap, due)
+        return snap, due
 
     async def check_carry_overs(self, charts: Sequence[Chart]) -> list[StateServiceError | None]:
         """`check_carry_over` for many charts, one pipelined read a BATCH: each chart's StateRemoved, or None."""
@@ -437,7 +455,10 @@ class ChartStore:
             await reads.close()
 
     async def registered(self) -> list[str]:
-        return sorted(await self.redis.smembers(keys.charts_index()))
+        """Every chart registered in this Redis, by name."""
+        if isinstance(self.redis, ClusterRedis):
+            return sorted(await self.redis.smembers(keys.charts_index()))
+        return sorted(await bulk.members(self.redis, keys.charts_index()))
 
     async def definition(self, name: str) -> dict[str, str]:
         return dict(await self.redis.hgetall(keys.chart_definition(name)))
@@ -480,9 +501,8 @@ class ChartStore:
 
     def _create(self, pipe: Pipeline, chart: Chart, snap: Snapshot) -> None:
         """Queue a fresh state hash at `snap`: every counter at its start, no host counted anywhere."""
-        key = keys.chart_state(chart.name)
-        pipe.delete(key, *(k for s in chart.states for k in keys.visit_keys(chart.name, s.name)))
-        pipe.hset(key, mapping=codec.initial_fields(chart, snap))
+        for name, named, args in bulk.create(chart, snap):
+            pipe.execute_command(name, *named, *args)
 
     def _record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(
@@ -493,11 +513,8 @@ class ChartStore:
         )
 
     def _define(self, pipe: Pipeline, chart: Chart, now: datetime) -> None:
-        pipe.hset(
-            keys.chart_definition(chart.name),
-            mapping=codec.encode_definition(chart, now),
-        )
-        pipe.sadd(keys.charts_index(), chart.name)
+        for name, named, args in bulk.define(chart, now):
+            pipe.execute_command(name, *named, *args)
 
     async def _transact(self, chart: Chart, what: str, attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
         lock = self._locks.setdefault(chart.name, asyncio.Lock())
@@ -642,6 +659,11 @@ async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple
         if isinstance(reply, ResponseError):
             raise reply
     return replies[1:]
+
+
+def _stored(state: str, entered: str | None) -> dict[str, str]:
+    """The fields of a state hash that `decode_snapshot` needs for a snapshot, as read by `bulk.read_states`."""
+    return {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""}
 
 
 def _refusal(chart: Chart, stored: Snapshot) -> StateServiceError | None:

@@ -5,6 +5,8 @@ over its state. A worker started while Redis is down cannot do that yet, so it r
 the first request that finds Redis back: until then that request answers 503, as any
 request does during an outage, and the worker needs no restart.
 A chart is known by name and digest, so a chart reloaded with a changed file registers again.
+Charts that `serve` registered before forking count as registered in every worker (`registered`):
+repeating that work cost a second pass over every chart at start-up.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ log = structlog.get_logger(__name__)
 
 
 class Registrar:
-    def __init__(self, store: ChartStore) -> None:
+    def __init__(self, store: ChartStore, registered: Iterable[tuple[str, str]] = ()) -> None:
+        """`registered`: the (name, digest) pairs already registered in this Redis (by `serve`'s preflight)."""
         self.store = store
-        self._done: set[tuple[str, str]] = set()  # (name, digest)
+        self._done: set[tuple[str, str]] = set(registered)  # (name, digest)
         self._lock = asyncio.Lock()
 
     async def ensure(self, chart: Chart) -> None:

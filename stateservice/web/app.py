@@ -58,6 +58,7 @@ class Loaded:
     charts: Sequence[Chart] = ()
     tokens: Tokens | None = None  # None: no authentication
     models: ModelCache | None = None  # None: no models (POST /state answers 404)
+    registered: frozenset[tuple[str, str]] = frozenset()  # (name, digest) of charts registered before the fork
 
 
 def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web.Application:
@@ -87,7 +88,7 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
     app[BODY_LIMIT] = config.max_body
     app[REDIS_DEADLINE] = config.redis_deadline
     app[auth.AUTH_ON] = loaded.tokens is not None
-    app.cleanup_ctx.append(_redis_ctx(config.redis_url, config))
+    app.cleanup_ctx.append(_redis_ctx(config.redis_url, config, loaded.registered))
     app.cleanup_ctx.append(_models_ctx)
     app.on_shutdown.append(_stop_waiting)
     if scheduler:
@@ -96,8 +97,8 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
     return app
 
 
-def _redis_ctx(url: str, config: Config) -> CleanupContext:
-    """Redis, the chart store over it, the registrar and the watcher of chart moves."""
+def _redis_ctx(url: str, config: Config, registered: frozenset[tuple[str, str]]) -> CleanupContext:
+    """Redis, the chart store over it, the registrar (trusting `registered`) and the watcher of chart moves."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         redis = connect(url, cluster=config.redis_cluster)
@@ -105,7 +106,7 @@ def _redis_ctx(url: str, config: Config) -> CleanupContext:
         writes = replicated(redis, config.redis_wait_replicas, config.redis_wait_timeout)
         app[STORE] = ChartStore(writes, coalesce=config.coalesce)
         app[ROLLOUTS] = Rollouts(app[STORE])
-        app[REGISTRAR] = Registrar(app[STORE])
+        app[REGISTRAR] = Registrar(app[STORE], registered)
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())
         app[WATCHER].start()

@@ -47,6 +47,8 @@ def test_serve_a_directory_reload_added_changed_removed_and_keep_all_on_a_bad_fi
     single = write(tmp_path, "solo")
     service = services.start(single, redis_url=redis_url, args=["--charts", str(charts)])
     assert names(service) == ["alpha", "bravo", "charlie", "solo"]
+    # the preflight registered every chart before the worker started: the worker does not register them again
+    assert len(service.events("chart_loaded")) == 4 and service.events("chart_registered") == []
 
     write(charts, "delta")  # added
     write(charts, "alpha", target=2)  # changed
@@ -54,6 +56,7 @@ def test_serve_a_directory_reload_added_changed_removed_and_keep_all_on_a_bad_fi
     os.kill(service.pid, signal.SIGHUP)
     reloaded = service.wait_for("charts_reloaded")
     assert (reloaded["added"], reloaded["changed"], reloaded["removed"]) == (["delta"], ["alpha"], ["bravo"])
+    assert sorted(e["chart"] for e in service.events("chart_registered")) == ["alpha", "delta"]
     assert names(service) == ["alpha", "charlie", "delta", "solo"]
     assert json.loads(http("GET", f"{service.url}/charts/bravo")[2])["error"] == "unknown_chart"
 

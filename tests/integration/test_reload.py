@@ -314,6 +314,23 @@ def test_a_worker_respawned_after_a_reload_serves_the_reloaded_charts(
     assert service.stop() == 0
 
 
+def test_workers_trust_the_start_up_registration_but_one_replacing_a_dead_worker_registers(
+    services: Services, redis_url: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "wave.yaml"
+    chart.write_text(gate(1))
+    service = services.start(chart, redis_url=redis_url, workers=2)
+    wait_events(service, "worker_started", 2)
+    assert events(service, "chart_loaded") and not events(service, "chart_registered")
+
+    victim = int(events(service, "worker_spawned")[0]["worker_pid"])
+    os.kill(victim, signal.SIGKILL)  # Redis may have lost what start-up wrote since: the new worker writes it again
+    [spawned] = wait_events(service, "worker_spawned", 3)[2:]
+    [registered] = wait_events(service, "chart_registered", 1)
+    assert (registered["chart"], registered["pid"]) == ("wave", spawned["worker_pid"])
+    assert service.stop() == 0
+
+
 # -- SIGHUP and the tokens file --------------------------------------------------------------------
 
 

@@ -150,6 +150,8 @@ def test_a_write_without_enough_replicas_answers_503_json(tmp_path: Path, servic
             redis_url=deployment.url,
             args=["--redis-wait-replicas", "2", "--redis-wait-timeout", "0.2"],
         )
+        # the start-up registration did not wait for replicas: the worker registers again, waiting, and cannot
+        assert service.wait_for("chart_not_registered")["chart"] == "fleet"
         status, headers, body = http("PUT", f"{service.url}/charts/fleet/state?state=rollout&host=h1")
         assert status == 503
         assert headers["Retry-After"] == "1"

@@ -9,12 +9,13 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from structlog.testing import capture_logs
 
-from stateservice.core.chart import Chart
+from stateservice.core.chart import Chart, Snapshot
 from stateservice.core.parse import parse
-from stateservice.errors import NotCurrent, StoreUnavailable
+from stateservice.errors import CorruptState, NotCurrent, StateRemoved, StoreUnavailable
 from stateservice.store import keys
-from stateservice.store.charts import ChartStore
+from stateservice.store.charts import BATCH, ChartStore
 from stateservice.store.redis.connect import connect
 from stateservice.web.deadline import within
 from tests.support import charts
@@ -159,6 +160,7 @@ async def test_register_is_idempotent_and_records_the_definition(stores: StoreFa
 
 async def test_register_two_charts(stores: StoreFactory, plain: Redis) -> None:
     store = stores()
+    assert await store.registered() == []
     await store.register(chain("a", [1]))
     await store.register(chain("b", [1]))
     assert await plain.smembers(keys.charts_index()) == {"a", "b"}
@@ -306,3 +308,80 @@ async def test_a_deadline_during_exec_ends_at_once_and_the_store_recovers(redis_
     finally:
         await client.aclose()
         await hole.close()
+
+
+async def test_current_states_of_many_charts_in_one_read(stores: StoreFactory, plain: Redis) -> None:
+    store = stores()
+    counted, fresh, odd, corrupt = (chain(name, [3]) for name in ("counted", "fresh", "odd", "corrupt"))
+    await store.register(counted)
+    await store.report(counted, "s0")
+    await plain.hset(keys.chart_state("odd"), mapping={"current_state": 'gone "/\\ ü', "entered_at": ""})
+    await plain.hset(keys.chart_state("corrupt"), mapping={"current_state": "", "counter:s0": "1"})
+
+    found = await store.current_states([counted, fresh, odd, corrupt])
+
+    assert [s.state for s in found[:2] if isinstance(s, Snapshot)] == ["s0", "s0"]
+    assert isinstance(found[2], Snapshot) and found[2].state == 'gone "/\\ ü'
+    assert isinstance(found[3], CorruptState) and "has no current_state field" in found[3].message
+    assert await plain.hget(keys.chart_state("fresh"), "current_state") == "s0"  # created, as a gate check would
+    assert await store.current_states([]) == []
+
+    await plain.hset(keys.chart_state("counted"), "current_state", "s1")  # a repair with redis-cli: seen at once
+    await plain.hset(keys.chart_state("fresh"), "entered_at", "yesterday")
+    again = await store.current_states([counted, fresh, odd])
+    assert isinstance(again[0], Snapshot) and again[0].state == "s1"
+    assert isinstance(again[1], CorruptState) and "entered_at is not a timestamp" in again[1].message
+    assert again[2] == found[2]
+
+
+async def test_register_many_writes_what_register_writes_chart_by_chart(stores: StoreFactory, plain: Redis) -> None:
+    names = [f"c{i:03d}" for i in range(BATCH + 7)]  # two transactions
+    alone, together = stores(), stores()
+    for name in names[:3]:
+        await alone.register(chain(name, [2, 2]))
+    single = {name: await plain.hgetall(keys.chart_state(name)) for name in names[:3]}
+    await plain.flushdb()
+    await plain.sadd(keys.chart_hosts("c000", "s1"), "stale")  # a host set left over from an earlier chart
+
+    results = await together.register_many([chain(name, [2, 2]) for name in names])
+
+    assert all(isinstance(r, Snapshot) and r.state == "s0" for r in results)
+    for name, fields in single.items():  # the same hash, but for when it was entered
+        assert (await plain.hgetall(keys.chart_state(name))).keys() == fields.keys()
+        assert await plain.hmget(keys.chart_state(name), ["current_state", "counter:s0", "counter:s1"]) == [
+            fields["current_state"],
+            fields["counter:s0"],
+            fields["counter:s1"],
+        ]
+    assert await plain.exists(keys.chart_hosts("c000", "s1")) == 0
+    assert await plain.smembers(keys.charts_index()) == set(names)
+    definition = await plain.hgetall(keys.chart_definition("c200"))
+    assert definition.keys() == {"path", "digest", "source", "registered_at"}
+    assert (definition["path"], definition["source"]) == ("c200.yaml", chain("c200", [2, 2]).source)
+
+    quoted = parse('# "déploiement" \\ 漢字 \u2028\n' + chain("quoted", [1]).source, "q.yaml").unwrap()
+    await together.register_many([quoted])
+    assert await plain.hget(keys.chart_definition("quoted"), "source") == quoted.source  # as written, via JSON
+
+
+async def test_register_many_keeps_states_and_refuses_a_removed_one_alone(stores: StoreFactory, plain: Redis) -> None:
+    store = stores()
+    kept, moved, fresh = chain("kept", [2, 2]), chain("moved", [1, 1]), chain("fresh", [1])
+    await store.register_many([kept, moved])
+    await store.report(kept, "s0")
+    await store.report(moved, "s0")
+    await store.report(moved, "s1")  # at s2: a one-step chart lacks it
+    old_moved = await plain.hgetall(keys.chart_definition("moved"))
+
+    changed_kept, shrunk_moved = chain("kept", [5, 2]), chain("moved", [1])
+    with capture_logs() as logs:
+        results = await store.register_many([changed_kept, shrunk_moved, fresh])
+
+    assert isinstance(results[0], Snapshot) and (results[0].state, results[0].count) == ("s0", 1)
+    assert isinstance(results[1], StateRemoved) and isinstance(results[2], Snapshot)
+    assert await plain.hget(keys.chart_definition("kept"), "digest") == changed_kept.digest
+    assert await plain.hgetall(keys.chart_definition("moved")) == old_moved  # untouched: its old file stays
+    assert await plain.hget(keys.chart_state("moved"), "current_state") == "s2"
+    [changed] = [e for e in logs if e["event"] == "chart_definition_changed"]
+    assert (changed["chart"], changed["old_digest"], changed["count"]) == ("kept", kept.digest, 1)
+    assert await plain.smembers(keys.charts_index()) == {"kept", "moved", "fresh"}

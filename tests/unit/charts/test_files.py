@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stateservice.charts.files import chart_paths, load_charts
+from stateservice.charts.files import Parses, chart_paths, load_charts
 from stateservice.errors import ChartError
 from tests.support.charts import wave_text
 
@@ -73,3 +73,43 @@ def test_two_files_naming_one_chart_is_an_error_naming_both(tmp_path: Path) -> N
         f"{tmp_path / 'a.yaml'}:1: chart name 'wave' is already used by {given}",
         f"{tmp_path / 'b.yaml'}:1: chart name 'wave' is already used by {given}",
     ]
+
+
+def test_parses_reuse_the_charts_of_unchanged_files_and_parse_changed_ones(tmp_path: Path) -> None:
+    for stem in ("a", "b", "c"):
+        (tmp_path / f"{stem}.yaml").write_text(wave_text(1, name=stem))
+    parses = Parses()
+    first = {c.name: c for c in load_charts([], UTC, tmp_path, parses)}
+
+    (tmp_path / "b.yaml").write_text(wave_text(2, name="b"))  # changed
+    (tmp_path / "c.yaml").unlink()  # removed
+    (tmp_path / "d.yaml").write_text(wave_text(1, name="d"))  # added
+    second = {c.name: c for c in load_charts([], UTC, tmp_path, parses)}
+
+    assert list(second) == ["a", "b", "d"]
+    assert second["a"] is first["a"]  # the same text: the last parse, not a new one
+    assert second["b"] is not first["b"] and second["b"].digest != first["b"].digest
+    (tmp_path / "c.yaml").write_text(wave_text(1, name="c"))  # back with the same text: parsed anew
+    assert {c.name: c for c in load_charts([], UTC, tmp_path, parses)}["c"] is not first["c"]
+
+
+def test_parses_keep_no_clash_nor_error_past_its_fix(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(wave_text(1, name="wave"))
+    (tmp_path / "b.yaml").write_text(wave_text(2, name="wave"))
+    parses = Parses()
+    with pytest.raises(ChartError) as caught:
+        load_charts([], UTC, tmp_path, parses)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / 'b.yaml'}:1: chart name 'wave' is already used by {tmp_path / 'a.yaml'}"
+    ]
+
+    (tmp_path / "a.yaml").unlink()  # b.yaml alone: its own parse was fine, only the clash was wrong
+    assert [(c.name, c.path) for c in load_charts([], UTC, tmp_path, parses)] == [("wave", str(tmp_path / "b.yaml"))]
+
+    (tmp_path / "b.yaml").write_text("current_state: [\n")
+    with pytest.raises(ChartError):
+        load_charts([], UTC, tmp_path, parses)
+    with pytest.raises(ChartError):  # the same broken text: the same error, from the kept parse
+        load_charts([], UTC, tmp_path, parses)
+    (tmp_path / "b.yaml").write_text(wave_text(1, name="b"))
+    assert [c.name for c in load_charts([], UTC, tmp_path, parses)] == ["b"]
