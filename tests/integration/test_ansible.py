@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -80,7 +81,16 @@ def ansible_playbook(
         **(environ or {}),
     )
     argv = [str(command), "-i", str(inventory), str(playbook), "-e", f"stateservice_url={service.url}", *extra]
-    return subprocess.run(argv, cwd=service.cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    # its own session, so that a run cut off by the timeout takes its forks (one per host) with it
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(argv, cwd=service.cwd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"ansible-playbook ran over {timeout:g} s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def failing_step(service: ServiceProcess, host: str) -> list[str]:
