@@ -114,6 +114,70 @@ class NotReportable(StateServiceError):
         )
 
 
+class Halted(StateServiceError):
+    """The chart is halted (its failure budget ran out, or an operator halted it): automation must stop, not wait."""
+
+    status, code = 409, "halted"
+
+    def __init__(self, chart: str, state: str, reason: str, halted_at: str | None = None) -> None:
+        super().__init__(
+            f"chart {chart!r} is halted in state {state!r}: {reason}; an operator resumes it with "
+            f"`stateservice resume {chart}` (POST /charts/{chart}/resume)",
+            chart=chart,
+            current_state=state,
+            reason=reason,
+            halted_at=halted_at,
+        )
+
+
+class NoFreeSlot(StateServiceError):
+    """Every slot of the state is held: ask again after Retry-After."""
+
+    status, code = 406, "no_free_slot"
+
+    def __init__(self, chart: str, state: str, held: int, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"all {limit} slots of state {state!r} of chart {chart!r} are held; ask again in {retry_after}s",
+            chart=chart,
+            state=state,
+            held=held,
+            limit=limit,
+            retry_after=retry_after,
+        )
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class NoConcurrency(StateServiceError):
+    """A slot was asked of a state that declares no `concurrency`: every host may go at once there."""
+
+    status, code = 409, "no_concurrency"
+
+    def __init__(self, chart: str, state: str) -> None:
+        super().__init__(
+            f"state {state!r} of chart {chart!r} declares no concurrency, so it has no slots; "
+            "gate on it with GET /state, or add `concurrency: N` to the state",
+            chart=chart,
+            state=state,
+        )
+
+
+class OutsideWindow(StateServiceError):
+    """The state's gate is outside its deployment windows (or on a blackout date) now."""
+
+    status, code = 406, "outside_window"
+
+    def __init__(self, chart: str, state: str, opens_at: str | None, retry_after: int | None) -> None:
+        when = f"it opens at {opens_at}" if opens_at else "no window opens within ten years"
+        super().__init__(
+            f"state {state!r} of chart {chart!r} is outside its deployment windows now; {when}",
+            chart=chart,
+            state=state,
+            opens_at=opens_at,
+        )
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
+
+
 class CorruptState(StateServiceError):
     """What Redis holds for a chart cannot be read; an operator must repair it."""
 

@@ -159,16 +159,21 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def gate(base: str, state: str, chart: str | None, wait: float, token: str | None) -> int:
-    """0 when `state` is current (waiting up to `wait` seconds for it), 1 when not, 2 on any error."""
-    attempts = Attempts("gate", base, time.monotonic() + wait)
+def gate(
+    base: str, state: str, chart: str | None, wait: float, token: str | None, *, name: str = "gate", quiet: bool = False
+) -> int:
+    """0 when `state` is current (waiting up to `wait` seconds for it), 1 when not, 2 on any error.
+
+    `name` is the command named in messages; `quiet` leaves the final "not current" unsaid.
+    """
+    attempts = Attempts(name, base, time.monotonic() + wait)
     chunk_cap = CHUNK
     announced = False
     while True:
         try:
             answer = attempts.send("GET", _long_poll(base, state, chart, chunk_cap), token)
         except Unreachable as exc:
-            print(f"stateservice gate: cannot reach {base}: {exc}", file=sys.stderr)
+            print(f"stateservice {name}: cannot reach {base}: {exc}", file=sys.stderr)
             return ERROR
         lower = _max_wait(answer)
         if lower is not None and lower < chunk_cap:
@@ -177,15 +182,19 @@ def gate(base: str, state: str, chart: str | None, wait: float, token: str | Non
         if answer.status == 200:
             return YES
         if answer.status != 406:
-            print(f"stateservice gate: {answer.explain()}", file=sys.stderr)
+            print(f"stateservice {name}: {answer.explain()}", file=sys.stderr)
             return ERROR
-        if time.monotonic() >= attempts.deadline:
-            print(f"stateservice gate: {answer.explain()}", file=sys.stderr)
+        remaining = attempts.deadline - time.monotonic()
+        if remaining <= 0:
+            if not quiet:
+                print(f"stateservice {name}: {answer.explain()}", file=sys.stderr)
             return NO
         if attempts.say is not None and not announced:
             current = answer.json().get("current_state", "?")
-            attempts.say(f"stateservice gate: waiting up to {wait:g}s for {state!r} (current: {current!r})")
+            attempts.say(f"stateservice {name}: waiting up to {wait:g}s for {state!r} (current: {current!r})")
             announced = True
+        if answer.json().get("error") == "outside_window":  # answered at once, not long-polled: wait it out here
+            time.sleep(min(max(answer.retry_after, 1.0), remaining))
 
 
 def _long_poll(base: str, state: str, chart: str | None, cap: float) -> Callable[[float], tuple[str, float]]:

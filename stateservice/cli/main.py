@@ -1,4 +1,4 @@
-"""The `stateservice` command: serve, validate, status, reset, token, gate, report.
+"""The `stateservice` command: serve, validate, status, reset, token, gate, report, and the operator commands.
 
 `main(argv) -> exit code`: parse the command line (`cli/parser.py`), build the Config, set up
 logging, run the command (`cli/commands.py`). A user mistake prints one clear message to stderr
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.cli import client, commands
-from stateservice.cli.parser import build_parser
+from stateservice.cli import client, commands, remote, run
+from stateservice.cli.parser import OPERATOR, build_parser
 from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
 from stateservice.telemetry import logs
@@ -29,10 +29,21 @@ from stateservice.telemetry import logs
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command `argv` names (default: the process's arguments); its exit code."""
     parser = build_parser()
+    argv, command = split_command(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(argv)
+    if command is not None:
+        args.command_args = command
     if extras:  # refused by the subcommand's parser, so its usage and flags are the ones shown
         parser.subcommand(args).unrecognized(extras)
-    if args.command in ("gate", "report"):  # clients: no service settings, no logging set-up
+    if args.command in OPERATOR:  # through the service: no service settings, no logging set-up
+        try:
+            base, token = client.settings(args.url, os.environ)
+        except client.UsageError as exc:
+            parser.subcommand(args).error(str(exc))
+        options = {k: getattr(args, k, None) for k in ("reason", "host", "state")}
+        print(remote.operate(args.command, base, args.chart, token, **options))
+        return 0
+    if args.command in ("gate", "report", "run"):  # clients: no service settings, no logging set-up
         try:
             return _client(args)
         except client.UsageError as exc:
@@ -54,8 +65,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`run ... -- COMMAND ARGS`: the arguments before `--`, and the command after it (None when not `run ... --`).
+
+    argparse cannot stop at `--` after optional flags (REMAINDER would swallow `--host` too).
+    """
+    if "--" not in argv or "run" not in argv[: argv.index("--")]:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], argv[at + 1 :]
+
+
 def _client(args: argparse.Namespace) -> int:
     url, token = client.settings(args.url, os.environ)
+    if args.command == "run":
+        command = args.command_args
+        if not command:
+            raise client.UsageError("give the command to run after --, e.g. -- sudo systemctl restart app")
+        job = run.Job(url, args.state, args.chart, args.host or socket.getfqdn(), token)
+        return run.run(job, max(0.0, args.wait), command)
     if args.command == "gate":
         return client.gate(url, args.state, args.chart, max(0.0, args.wait), token)
     host = args.host or socket.getfqdn()

@@ -116,6 +116,7 @@ def build_parser() -> Parser:
 
     _store_commands(commands)
     _client_commands(commands)
+    _operator_commands(commands)
     _token_commands(commands)
     return parser
 
@@ -208,6 +209,74 @@ def _token_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
+OPERATOR = {
+    "halt": (
+        "stop a rollout: gates, slots and reports answer 409 until resumed",
+        "stateservice halt rollout --reason 'error rate'",
+    ),
+    "resume": ("let a halted rollout go on (its failures stay recorded)", "stateservice resume rollout"),
+    "advance": (
+        "move a chart to its current state's next state now",
+        "stateservice advance rollout --reason 'canary is fine'",
+    ),
+    "forget": ("forget a host's report and failure in the current state", "stateservice forget rollout web17"),
+    "release": ("free the slot a host holds (e.g. a dead host's)", "stateservice release rollout web17 --state fleet"),
+}
+
+
+def _operator_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    """Operator actions through a running service (admin scope): each recorded in the chart's history."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--url", help="the service [env STATESERVICE_URL; default http://127.0.0.1:5000]; token from STATESERVICE_TOKEN"
+    )
+    common.add_argument("chart", metavar="CHART")
+    for name, (summary, example) in OPERATOR.items():
+        command = commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}, through a running service (admin scope); recorded "
+            "in the chart's history with the token's name. Exit 0 done, 2 the service refused or could not be "
+            "reached, 64 a mistake in the command line.",
+            examples=example,
+        )
+        if name in ("forget", "release"):
+            command.add_argument("host", metavar="HOST")
+        if name == "release":
+            command.add_argument("--state", required=True, help="the state whose slot the host holds")
+        if name in ("halt", "advance"):
+            command.add_argument("--reason", help="why, for the history (at most 200 characters)")
+
+
+def _run_command(commands: argparse._SubParsersAction[Parser], common: Parser) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="wait for STATE and a free slot, run COMMAND holding it, report how it went",
+        description="The fleet form of `consul lock -n`: wait (long-polling) until STATE is current and one of "
+        "its slots is free (a state without concurrency needs none), hold the slot while COMMAND runs (renewed "
+        "at a third of its time to live), then report success (exit 0) or failure (any other exit; the exit code "
+        "is the reason). Exits with COMMAND's exit code; 75 when the wait ran out first; 2 when the service "
+        "refused (a halted chart, an unknown state); 64 on a mistake in the command line. A halt while COMMAND "
+        "runs is said on stderr; COMMAND is not killed.",
+        examples="""
+            stateservice run fleet --chart rollout -- sudo systemctl restart app
+            stateservice run canary --wait 3600 --host web1.example.com -- ./upgrade.sh --fast
+        """,
+    )
+    run.add_argument("state", metavar="STATE")
+    run.add_argument("--host", help="this host's name (default: this machine's fully qualified name)")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=float("inf"),
+        metavar="SECONDS",
+        help="how long to wait for STATE and a slot (default: until they come)",
+    )
+    run.add_argument("command_args", nargs="*", metavar="-- COMMAND [ARGS ...]")
+
+
 def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     common = Parser(add_help=False)
     common.add_argument(
@@ -247,6 +316,7 @@ def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:
             stateservice report canary --host web1.example.com --chart rollout
         """,
     )
+    _run_command(commands, common)
     report.add_argument("state", metavar="STATE")
     report.add_argument(
         "--host",

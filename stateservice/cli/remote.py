@@ -1,8 +1,10 @@
-"""`stateservice status --url` and `stateservice reset --url`: the same commands, through a running service.
+"""Commands that work through a running service: `status --url`, `reset --url`, and the operator commands
+(`halt`, `resume`, `advance`, `forget`, `release`).
 
 For an operator whose machine reaches the service but not its Redis (the usual case once
 Redis sits on a private network): `GET /charts[/{chart}]` and `POST /charts/{chart}/reset`,
-with the token in STATESERVICE_TOKEN (read scope for status, admin for reset).
+with the token in STATESERVICE_TOKEN (read scope for status, admin for reset and the operator
+commands, report for a host releasing its own slot).
 """
 
 from __future__ import annotations
@@ -47,10 +49,42 @@ def reset(base: str, chart: str, host: str, token: str | None) -> tuple[str, str
     return body.get("from") or "", str(body["to"])
 
 
-def run(command: str, action: Any, *args: Any) -> Any:
+def act(base: str, method: str, path: str, token: str | None, **query: str | None) -> dict[str, Any]:
+    """One operator request (`POST /charts/{chart}/halt`, ...): its JSON answer. Raises Refused, client.Unreachable."""
+    given = {k: v for k, v in query.items() if v is not None}
+    url = base.rstrip("/") + path + (f"?{urllib.parse.urlencode(given)}" if given else "")
+    answer = client.request(method, url, token, timeout=30)
+    if answer.status != 200:
+        raise Refused(answer.explain())
+    return answer.json()
+
+
+def operate(command: str, base: str, chart: str, token: str | None, **options: str | None) -> str:
+    """The operator commands: what each asks of the service, and the line it prints."""
+    where = f"/charts/{urllib.parse.quote(chart)}"
+    if command == "halt":
+        done = run(command, act, base, "POST", where + "/halt", token, reason=options.get("reason"))
+        return f"chart {chart!r} halted in {done['state']!r}: {done['reason']}"
+    if command == "resume":
+        done = run(command, act, base, "POST", where + "/resume", token)
+        return f"chart {chart!r} resumed" if done["resumed"] else f"chart {chart!r} was not halted"
+    if command == "advance":
+        done = run(command, act, base, "POST", where + "/advance", token, reason=options.get("reason"))
+        return f"chart {chart!r} advanced: {done['from']} -> {done['to']}"
+    host = options["host"] or ""
+    if command == "forget":
+        done = run(command, act, base, "POST", where + "/forget", token, host=host)
+        what = " and ".join(w for w in ("report", "failure") if done[w]) or "nothing"
+        return f"forgot {what} of {host} in {done['state']!r}"
+    slot = f"{where}/slots/{urllib.parse.quote(host)}"
+    done = run(command, act, base, "DELETE", slot, token, state=options.get("state"))
+    return f"released {host}'s slot in {done['state']!r}" if done["released"] else f"{host} held no slot"
+
+
+def run(command: str, action: Any, *args: Any, **kwargs: Any) -> Any:
     """`action(*args)`, with an unreachable or refusing service said on stderr as the clients say it (exit 2)."""
     try:
-        return action(*args)
+        return action(*args, **kwargs)
     except client.Unreachable as exc:
         print(f"stateservice {command}: cannot reach {args[0]}: {exc}", file=sys.stderr)
     except Refused as exc:

@@ -9,7 +9,7 @@ refused with NotCurrent, and a host is counted at most once per visit even insid
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -37,20 +37,37 @@ class Decision:
     transitions: list[Transition] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)  # state -> its counter after its last count
     new_hosts: set[str] = field(default_factory=set)  # to add to the final state's host set
+    finished: dict[str, set[str]] = field(default_factory=dict)  # visits that ended here: state -> hosts to keep
 
     @property
     def changed(self) -> bool:
         return bool(self.counters or self.transitions)
 
 
-def decide(chart: Chart, snap: Snapshot, entries: Sequence[Entry], now: datetime, counted: Set[str]) -> Decision:
-    """Apply `entries` in order to `snap`. `counted` holds the hosts already counted in `snap`'s visit."""
+def decide(
+    chart: Chart,
+    snap: Snapshot,
+    entries: Sequence[Entry],
+    now: datetime,
+    counted: Set[str],
+    before: Mapping[str, Set[str]] | None = None,
+) -> Decision:
+    """Apply `entries` in order to `snap`. `counted` holds the hosts already counted in `snap`'s visit.
+
+    `before` holds, for other states, the hosts counted in their most recent visit: a host
+    repeating such a report (a retry whose answer was lost while the chart moved on) is told
+    it was counted, not refused, and so is a repeat within the current visit on a halted chart.
+    """
     decision = Decision(snap)
     visit: set[str] = set(counted)
+    earlier: dict[str, Set[str]] = dict(before or {})
     for entry in entries:
-        seen = entry.host is not None and entry.host in visit
+        done = visit if entry.state == snap.state else earlier.get(entry.state, ())
+        if entry.host is not None and entry.host in done:
+            decision.outcomes.append(rules.Report(snap, counted=False, count=snap.count))
+            continue
         try:
-            result = rules.report(chart, snap, entry.state, now, already_counted=seen, host=entry.host)
+            result = rules.report(chart, snap, entry.state, now, host=entry.host)
         except StateServiceError as exc:
             decision.outcomes.append(exc)
             continue
@@ -63,8 +80,10 @@ def decide(chart: Chart, snap: Snapshot, entries: Sequence[Entry], now: datetime
         if result.transition is not None:
             decision.transitions.append(replace(result.transition, actor=entry.actor, remote=entry.remote))
             decision.counters[result.snapshot.state] = result.snapshot.count  # entering resets it
+            earlier[entry.state] = decision.finished[entry.state] = visit  # now that state's most recent visit
             visit = set()  # a new visit: nobody is counted in it yet
         snap = result.snapshot
     decision.snapshot = snap
     decision.new_hosts = visit if decision.transitions else visit - set(counted)
+    decision.finished.pop(snap.state, None)  # re-entered within the batch: its current visit is new_hosts
     return decision

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from enum import Enum
+
+from stateservice.core.budget import Budget
+from stateservice.core.windows import Window
 
 # Names end up in Redis keys, HTTP headers and log lines, so they get a closed alphabet:
 # no braces (they would break the per-chart cluster hash tag), no spaces, no control bytes.
@@ -48,6 +51,32 @@ class Target:
     after: timedelta | None = None
 
 
+DEFAULT_SLOT_TTL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How hosts may work through a state: at most `concurrency` at once, a failure budget, and when its gate opens.
+
+    `concurrency` and `max_failures` belong to increment states (hosts report into them);
+    `windows` and `blackouts` to any state with a gate. No windows: every day, all day.
+    """
+
+    concurrency: int | None = None
+    slot_ttl: timedelta = DEFAULT_SLOT_TTL
+    max_failures: Budget | None = None
+    windows: tuple[Window, ...] = ()
+    blackouts: frozenset[date] = frozenset()
+
+    @property
+    def timed(self) -> bool:
+        """Whether the gate depends on the calendar."""
+        return bool(self.windows or self.blackouts)
+
+
+NO_ROLLOUT = Rollout()
+
+
 @dataclass(frozen=True, slots=True)
 class State:
     name: str
@@ -55,6 +84,7 @@ class State:
     counter: Counter | None = None
     target: Target | None = None
     line: int = 0
+    rollout: Rollout = NO_ROLLOUT
 
     @property
     def final(self) -> bool:
@@ -71,6 +101,7 @@ class Chart:
     path: str = ""
     source: str = ""
     digest: str = ""
+    zone: tzinfo | None = None  # the chart's `timezone:`; None: the server's
     _index: dict[str, State] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,16 +117,24 @@ class Chart:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Where a chart is: its current state, that state's counter, and when it was entered (aware UTC)."""
+    """Where a chart is: its current state, that state's counter, when it was entered (aware UTC), and any halt.
+
+    `halted` is the reason the chart is halted in this visit of its state (None: it is not);
+    entering a state ends a halt.
+    """
 
     state: str
     count: int
     entered_at: datetime
+    halted: str | None = None
+    halted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A move from one state to the next, with why (`put`, `time`, `reset`) and who caused it."""
+    """A history record: a move from one state to the next, with why (`put`, `time`, `reset`, `operator`) and who
+    caused it; or an event within a state (`slot`, `release`, `slot_expired`, `failure`, `halt`, `resume`,
+    `forget`), whose from and to are that state."""
 
     chart: str
     from_state: str
@@ -106,3 +145,4 @@ class Transition:
     due_at: datetime | None = None  # time transitions: when it fell due (`at` is when it was applied)
     actor: str | None = None  # who: a token name or client-certificate CN, `-` without auth, `time` for the clock
     remote: str | None = None  # the caller's address, for audit
+    reason: str | None = None  # failures, halts and operator actions: why

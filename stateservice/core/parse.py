@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, tzinfo
 from pathlib import PurePath
+from zoneinfo import ZoneInfo
 
 import yaml
 
-from stateservice.core import timing
+from stateservice.core import parse_rollout, timing
 from stateservice.core.chart import CHART_NAME, STATE_NAME, Chart, Counter, Func, State, Target
 from stateservice.errors import ChartError, Problem
 
@@ -42,8 +43,8 @@ _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 _INT = "tag:yaml.org,2002:int"
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for scalars: reads 1_000, 0x10 as YAML does
-TOP_KEYS = ("name", "current_state", "states")
-STATE_KEYS = ("name", "func", "current", "target")
+TOP_KEYS = ("name", "timezone", "current_state", "states")
+STATE_KEYS = ("name", "func", "current", "target", *parse_rollout.KEYS)
 FUNCS = tuple(f.value for f in Func)
 
 
@@ -70,12 +71,15 @@ class Parsed:
         return self.chart
 
 
-def parse(text: str, path: str, name: str | None = None, zone: tzinfo = UTC) -> Parsed:
+def parse(
+    text: str, path: str, name: str | None = None, zone: tzinfo = UTC, zones: Callable[[str], tzinfo] = ZoneInfo
+) -> Parsed:
     """Check chart `text` from `path`; the chart name is `name:` in the file, else `name`, else the stem.
 
-    Naive `clock` times are read in `zone` (the server's time zone).
+    Naive `clock` times are read in `zone` (the server's time zone) unless the chart names its
+    own `timezone:`, which `zones` looks up (the zone database is data, like the text).
     """
-    return _Checker(path, zone).run(text, name)
+    return _Checker(path, zone, zones).run(text, name)
 
 
 def parse_all(texts: dict[str, str], zone: tzinfo = UTC) -> list[Parsed]:
@@ -109,9 +113,11 @@ def _compose(text: str) -> yaml.Node | None:
 
 
 class _Checker:
-    def __init__(self, path: str, zone: tzinfo) -> None:
+    def __init__(self, path: str, zone: tzinfo, zones: Callable[[str], tzinfo] = ZoneInfo) -> None:
         self.path = path
         self.zone = zone
+        self.zones = zones
+        self.zone_of = "the server's time zone"
         self.problems: list[Problem] = []
         self.targets: list[tuple[str, str, yaml.Node]] = []  # (state, target name, node) to resolve at the end
         self.defined: dict[str, int] = {}  # every state name defined, valid or not, with its line
@@ -145,6 +151,7 @@ class _Checker:
         if top is None:
             return result
         chart_name = self.chart_name(top, default_name or PurePath(self.path).stem)
+        zone = self.timezone(top)
         states = self.states(top)
         initial = self.initial(top)
         if self.problems and any(not p.warning for p in self.problems):
@@ -161,6 +168,7 @@ class _Checker:
             path=self.path,
             source=text,
             digest=hashlib.sha256(text.encode()).hexdigest(),
+            zone=zone,
         )
         return result
 
@@ -248,6 +256,21 @@ class _Checker:
             return None
         return text
 
+    def timezone(self, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> tzinfo | None:
+        """The chart's own `timezone:` (its naive clock times and windows are read in it), or None: the server's."""
+        if "timezone" not in top:
+            return None
+        text = self.scalar(top["timezone"], "`timezone`")
+        if text is None:
+            return None
+        try:
+            self.zone = self.zones(text)
+            self.zone_of = "the chart's `timezone`"
+        except (ValueError, KeyError) as exc:
+            self.error(top["timezone"][1], f"`timezone` {text!r} is not a time zone name such as Europe/Berlin ({exc})")
+            return None
+        return self.zone
+
     def initial(self, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> str | None:
         if "current_state" not in top:
             self.error(1, "the chart is missing `current_state` (the name of the initial state)")
@@ -289,14 +312,19 @@ class _Checker:
             for extra in ("current", "target"):
                 if extra in found:
                     self.error(found[extra][0], f"{what} has `{extra}` but no `func` (a state without func is final)")
-            return State(name, None, line=name_line)
-        func = self.func(found, what)
-        if func is None:
-            return None
-        target = self.target(node, found, name, func)
-        if func is Func.TIME:
-            return self.time_state(found, what, name, name_line, target)
-        return self.counted_state(node, found, what, name, name_line, target)
+            state: State | None = State(name, None, line=name_line)
+        else:
+            func = self.func(found, what)
+            if func is None:
+                return None
+            target = self.target(node, found, name, func)
+            if func is Func.TIME:
+                state = self.time_state(found, what, name, name_line, target)
+            else:
+                state = self.counted_state(node, found, what, name, name_line, target)
+        kind = state.func if state else Func.INCREMENT  # a broken state: check the values, not where they belong
+        rollout = parse_rollout.rollout(self, found, what, kind)
+        return None if state is None or rollout is None else replace(state, rollout=rollout)
 
     def state_name(
         self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], lines: dict[str, int]
@@ -424,7 +452,7 @@ class _Checker:
             if naive:
                 self.warn(
                     value_entry[1],
-                    f"{what}: {stamp} has no offset, so it is read in the server's time zone ({self.zone}); "
+                    f"{what}: {stamp} has no offset, so it is read in {self.zone_of} ({self.zone}); "
                     "add Z or an offset such as +02:00 to make it the same everywhere",
                 )
             return Target(name, key, stamp, due=due)

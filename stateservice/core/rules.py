@@ -6,13 +6,23 @@ snapshot, asks these functions what follows, and writes the answer in one transa
 
 from __future__ import annotations
 
+import math
 import shlex
+from collections.abc import Set
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
-from stateservice.core import timing
+from stateservice.core import budget, timing, windows
 from stateservice.core.chart import Chart, Func, Snapshot, State, Transition
-from stateservice.errors import CorruptState, NotCurrent, NotReportable, StateRemoved, UnknownState
+from stateservice.errors import (
+    CorruptState,
+    Halted,
+    NotCurrent,
+    NotReportable,
+    OutsideWindow,
+    StateRemoved,
+    UnknownState,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +74,86 @@ def current(chart: Chart, snap: Snapshot) -> State:
 
 
 def check(chart: Chart, snap: Snapshot, name: str) -> None:
-    """Gate check: return if `name` is current. Raises UnknownState or NotCurrent."""
+    """Gate check: return if `name` is current. Raises UnknownState, Halted or NotCurrent."""
     lookup(chart, name)
     current(chart, snap)
+    refuse_halted(chart, snap)
     if snap.state != name:
         raise NotCurrent(chart.name, name, snap.state)
+
+
+def refuse_halted(chart: Chart, snap: Snapshot) -> None:
+    """Raise Halted when the chart is halted: gates, slots and reports stop so that automation stops."""
+    if snap.halted is not None:
+        at = snap.halted_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if snap.halted_at else None
+        raise Halted(chart.name, snap.state, snap.halted, at)
+
+
+def check_window(chart: Chart, name: str, now: datetime, zone: tzinfo) -> None:
+    """Raise OutsideWindow when state `name` has deployment windows or blackouts and `now` is outside them.
+
+    `zone` is the server's; a chart with its own `timezone:` is read in that instead.
+    """
+    rollout = lookup(chart, name).rollout
+    if not rollout.timed:
+        return
+    zone = chart.zone or zone
+    if windows.is_open(rollout.windows, rollout.blackouts, now, zone):
+        return
+    opens = windows.next_open(rollout.windows, rollout.blackouts, now, zone)
+    wait = max(1, math.ceil((opens - now).total_seconds())) if opens is not None else None
+    raise OutsideWindow(chart.name, name, opens.strftime("%Y-%m-%dT%H:%M:%SZ") if opens else None, wait)
+
+
+def hosts_needed(state: State) -> int:
+    """How many counted reports move an increment state on (its failure budget's percentages are of this)."""
+    assert state.counter is not None and state.target is not None and isinstance(state.target.value, int)
+    return state.target.value - state.counter.start
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failure report did: whether it was new in this visit, the visit's failures after it, and the records
+    to keep (the failure itself, and the halt it caused when it used up the budget)."""
+
+    recorded: bool
+    failures: int
+    records: tuple[Transition, ...] = ()
+    snapshot: Snapshot | None = None  # the snapshot after it: halted when the budget ran out
+
+
+def fail(
+    chart: Chart, snap: Snapshot, name: str, host: str, now: datetime, *, failed: Set[str], reason: str | None = None
+) -> Failure:
+    """A host failed `name`: record it once per visit, and halt the chart when the state's budget is used up.
+
+    `failed` holds the hosts whose failure this visit has recorded already. Raises what `report` raises.
+    """
+    state = _reportable(chart, snap, name)
+    if host in failed:
+        return Failure(False, len(failed))
+    failures = len(failed) + 1
+    record = Transition(chart.name, name, name, "failure", now, host, reason=reason)
+    if not budget.exhausted(state.rollout.max_failures, hosts_needed(state), failures):
+        return Failure(True, failures, (record,))
+    why = f"{failures} failed host(s) reached max_failures {state.rollout.max_failures} of state {name!r}"
+    halt = Transition(chart.name, name, name, "halt", now, host, reason=why)
+    halted = Snapshot(snap.state, snap.count, snap.entered_at, halted=why, halted_at=now)
+    return Failure(True, failures, (record, halt), halted)
+
+
+def _reportable(chart: Chart, snap: Snapshot, name: str) -> State:
+    """The current increment state `name`. Raises UnknownState, Halted, NotCurrent or NotReportable."""
+    state = lookup(chart, name)
+    current(chart, snap)
+    refuse_halted(chart, snap)
+    if snap.state != name:
+        raise NotCurrent(chart.name, name, snap.state)
+    if state.func is None:
+        raise NotReportable(chart.name, name, "is final")
+    if state.func is Func.TIME:
+        raise NotReportable(chart.name, name, "moves by the clock")
+    return state
 
 
 def report(
@@ -77,16 +162,9 @@ def report(
     """A host finished `name`: count it and move on when the target count is reached.
 
     `already_counted` says this host was counted in this visit already (the report then
-    changes nothing). Raises UnknownState, NotCurrent, or NotReportable (final or time states).
+    changes nothing). Raises UnknownState, Halted, NotCurrent, or NotReportable (final or time states).
     """
-    state = lookup(chart, name)
-    current(chart, snap)
-    if snap.state != name:
-        raise NotCurrent(chart.name, name, snap.state)
-    if state.func is None:
-        raise NotReportable(chart.name, name, "is final")
-    if state.func is Func.TIME:
-        raise NotReportable(chart.name, name, "moves by the clock")
+    state = _reportable(chart, snap, name)
     if already_counted:
         return Report(snap, counted=False, count=snap.count)
     assert state.target is not None and isinstance(state.target.value, int)

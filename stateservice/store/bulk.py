@@ -104,10 +104,10 @@ def write(commands: Sequence[Command]) -> tuple[str, ...]:
 
 
 def create(chart: Chart, snap: Snapshot) -> list[Command]:
-    """A fresh state hash at `snap`: every counter at its start, no host counted anywhere."""
+    """A fresh state hash at `snap`: every counter at its start, no host counted, no slot held, no failure, anywhere."""
     key = keys.chart_state(chart.name)
-    hosts = tuple(keys.chart_hosts(chart.name, s.name) for s in chart.states)
-    return [("DEL", (key, *hosts), ()), ("HSET", (key,), _flat(codec.initial_fields(chart, snap)))]
+    visits = tuple(k for s in chart.states for k in keys.visit_keys(chart.name, s.name))
+    return [("DEL", (key, *visits), ()), ("HSET", (key,), _flat(codec.initial_fields(chart, snap)))]
 
 
 def define(chart: Chart, now: datetime) -> list[Command]:

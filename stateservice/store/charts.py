@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stateservice.core import batch, rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import StateServiceError, StoreBusy
-from stateservice.store import bulk, codec, keys
+from stateservice.store import bulk, codec, holding, keys
 from stateservice.store.clock import Clock, RedisClock
 from stateservice.store.group import GroupCommit
 from stateservice.store.redis.cluster import ClusterRedis
@@ -48,6 +48,7 @@ T = TypeVar("T")
 CONTENDED_FOR = 1.0  # seconds a failed transaction marks its chart as written by other processes too
 BATCH = 500  # charts a pipelined read or a registering transaction covers: 10,000 charts in 20 round trips
 CHUNK_ATTEMPTS = 3  # a registering chunk that meets other writers this often registers one chart at a time
+_GATE_FIELDS = [keys.CURRENT_STATE, keys.ENTERED_AT, keys.HALTED, keys.HALTED_AT]  # what a gate check reads
 MAX_PAUSE = 0.01  # seconds, at most, a contended chart's next batch waits (see ChartStore._pause)
 
 
@@ -113,11 +114,14 @@ class ChartStore:
 
     async def _current_state(self, chart: Chart) -> Snapshot:
         key = keys.chart_state(chart.name)
-        state, entered = await self.redis.hmget(key, [keys.CURRENT_STATE, keys.ENTERED_AT])
+        state, entered, halted, halted_at = await self.redis.hmget(key, _GATE_FIELDS)
         self.heard = asyncio.get_running_loop().time()
         if state is None:
             return await self.advance(chart)
-        snap = codec.decode_snapshot(chart, {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""})
+        fields = {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""}
+        if halted:
+            fields.update({keys.HALTED: halted, keys.HALTED_AT: halted_at or ""})
+        snap = codec.decode_snapshot(chart, fields)
         assert snap is not None
         due = rules.next_due(chart, snap) if chart.state(snap.state) else None
         if due is not None and due <= await self.clock():
@@ -194,23 +198,23 @@ class ChartStore:
             if more is not None:
                 entries.extend(more())  # reports queued since: this attempt reads after they arrived
             now = await self.clock()
-            # which hosts are counted already is read with the snapshot, in the same round trip, for
-            # each state the reports name: the current one is among them whenever it matters
-            named: dict[str, set[str]] = {}
-            for e in entries:
-                if e.host is not None and chart.state(e.state) is not None:
-                    named.setdefault(e.state, set()).add(e.host)
-            hosts = {state: sorted(names) for state, names in named.items()}
-            reads = [("SMISMEMBER", keys.chart_hosts(chart.name, state), *names) for state, names in hosts.items()]
+            hosts, slotted, reads = _report_reads(chart, entries)
             snap, created, replies = await self._read(pipe, chart, now, *reads)
+            held = {
+                state: dict(zip(names, raws, strict=True))
+                for (state, names), raws in zip(slotted.items(), replies[len(hosts) :], strict=True)
+            }
+            replies = replies[: len(hosts)]
             snap, moves = _timed(rules.advance(chart, snap, now))
             if len(moves) >= rules.MAX_CHAIN:
                 raise _CatchUp  # decide only on a caught-up chart: catch up first, then retry
-            counted: set[str] = set()
-            if snap.state in hosts and not moves:  # a state just entered by a time move has nobody counted yet
-                flags = dict(zip(hosts, replies, strict=True))[snap.state]
-                counted = {h for h, flag in zip(hosts[snap.state], flags, strict=True) if flag}
-            decision = batch.decide(chart, snap, entries, now, counted)
+            members = {
+                state: {h for h, flag in zip(hosts[state], flags, strict=True) if flag}
+                for state, flags in zip(hosts, replies, strict=True)
+            }
+            # a state just entered by a time move has nobody counted yet
+            counted = members.pop(snap.state, set()) if not moves else set()
+            decision = batch.decide(chart, snap, entries, now, counted, members)
             if not (decision.changed or created or moves):
                 return decision, moves
             pipe.multi()
@@ -220,6 +224,11 @@ class ChartStore:
                 pipe.hset(key, mapping={keys.counter_field(s): str(n) for s, n in decision.counters.items()})
             if decision.new_hosts:
                 pipe.sadd(keys.chart_hosts(chart.name, decision.snapshot.state), *sorted(decision.new_hosts))
+            for state, finished in decision.finished.items():
+                if finished:
+                    pipe.sadd(keys.chart_hosts(chart.name, state), *sorted(finished))
+            if held:
+                _release_reported(pipe, chart, entries, decision, held, now, self._record)
             await _exec(pipe)
             return decision, moves
 
@@ -481,9 +490,12 @@ class ChartStore:
         if created:
             self._create(pipe, chart, snap)
         for move in moves:
-            pipe.delete(keys.chart_hosts(chart.name, move.from_state), keys.chart_hosts(chart.name, move.to_state))
+            # a visit begins: its state's hosts, slots and failures start empty; the visit that ended keeps
+            # who was counted and who failed (a repeated report is told it counted), but holds no slots
+            pipe.delete(*keys.visit_keys(chart.name, move.to_state), keys.chart_slots(chart.name, move.from_state))
             self._record(pipe, move)
         if moves:
+            pipe.hdel(key, keys.HALTED, keys.HALTED_AT)  # a halt belongs to the visit it stopped
             pipe.hset(key, mapping=codec.encode_snapshot(snap))
             pipe.publish(keys.chart_channel(chart.name), snap.state)  # wakes long-polls in every worker
 
@@ -538,6 +550,53 @@ class ChartStore:
             raise StoreBusy(chart.name, self.max_attempts)
         finally:
             lock.release()
+
+
+def _report_reads(
+    chart: Chart, entries: Sequence[batch.Entry]
+) -> tuple[dict[str, list[str]], dict[str, list[str]], list[tuple[str, ...]]]:
+    """What a batch of reports reads with the snapshot, in the same round trip: for each state the reports name,
+    which of their hosts are counted already (the current state is among them whenever it matters), and, where
+    the state has slots, the slots those hosts hold (a counted report releases its host's)."""
+    named: dict[str, set[str]] = {}
+    for e in entries:
+        if e.host is not None and chart.state(e.state) is not None:
+            named.setdefault(e.state, set()).add(e.host)
+    hosts = {state: sorted(names) for state, names in named.items()}
+    slotted = {state: names for state, names in hosts.items() if _has_slots(chart, state)}
+    reads = [("SMISMEMBER", keys.chart_hosts(chart.name, state), *names) for state, names in hosts.items()]
+    reads += [("HMGET", keys.chart_slots(chart.name, state), *names) for state, names in slotted.items()]
+    return hosts, slotted, reads
+
+
+def _has_slots(chart: Chart, name: str) -> bool:
+    state = chart.state(name)
+    return state is not None and state.rollout.concurrency is not None
+
+
+def _release_reported(
+    pipe: Pipeline,
+    chart: Chart,
+    entries: Sequence[batch.Entry],
+    decision: batch.Decision,
+    held: dict[str, dict[str, str | None]],
+    now: datetime,
+    record: Callable[[Pipeline, Transition], None],
+) -> None:
+    """Queue the release of the slots of hosts whose reports counted (each in the history: who held a slot
+    when), and fold their hold times into the average."""
+    for entry, outcome in zip(entries, decision.outcomes, strict=True):
+        raw = held.get(entry.state, {}).get(entry.host or "")
+        if entry.host is None or raw is None or not isinstance(outcome, rules.Report) or not outcome.counted:
+            continue
+        pipe.hdel(keys.chart_slots(chart.name, entry.state), entry.host)
+        done = Transition(chart.name, entry.state, entry.state, "release", now, entry.host, None, entry.actor)
+        record(pipe, replace(done, remote=entry.remote, reason="reported"))
+        try:
+            (slot,) = codec.decode_slots(chart.name, entry.state, {entry.host: raw}).values()
+        except StateServiceError:
+            continue  # an unreadable slot is freed all the same; it tells nothing of hold times
+        holding.observe(pipe, chart.name, entry.state, now - slot.granted_at)
 
 
 LOST = (RedisConnectionError, RedisTimeoutError, TimeoutError)  # the connection, not the transaction, failed

@@ -6,6 +6,7 @@ cannot be read raises CorruptState naming the key and field, never a bare ValueE
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from stateservice.core import rules
 from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.core.parse import Parsed, parse
+from stateservice.core.slots import Slot
 from stateservice.errors import CorruptState
 from stateservice.store import keys
 
@@ -42,7 +44,16 @@ def decode_snapshot(chart: Chart, fields: Mapping[str, str]) -> Snapshot | None:
         raise CorruptState(f"{key} field {keys.ENTERED_AT} is not a timestamp: {entered!r}", chart=chart.name) from None
     known = chart.state(state)
     start = rules.start_count(known) if known else 0
-    return Snapshot(state, read_counter(chart, fields, state, start), entered_at)
+    halted = fields.get(keys.HALTED) or None
+    halted_at = _optional_timestamp(key, keys.HALTED_AT, fields.get(keys.HALTED_AT), chart.name) if halted else None
+    return Snapshot(state, read_counter(chart, fields, state, start), entered_at, halted, halted_at)
+
+
+def _optional_timestamp(key: str, field: str, raw: str | None, chart: str) -> datetime | None:
+    try:
+        return read_timestamp(raw) if raw else None
+    except ValueError:
+        raise CorruptState(f"{key} field {field} is not a timestamp: {raw!r}", chart=chart) from None
 
 
 def read_counter(chart: Chart, fields: Mapping[str, str], state: str, default: int) -> int:
@@ -84,6 +95,7 @@ def encode_transition(move: Transition) -> dict[str, str]:
         keys.HISTORY_DUE_AT: timestamp(move.due_at) if move.due_at else "",
         keys.HISTORY_ACTOR: move.actor or "",
         keys.HISTORY_REMOTE: move.remote or "",
+        **({keys.HISTORY_REASON: move.reason} if move.reason else {}),
     }
 
 
@@ -99,7 +111,45 @@ def decode_history(entry_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
         "due_at": fields.get(keys.HISTORY_DUE_AT) or None,
         "actor": fields.get(keys.HISTORY_ACTOR) or None,
         "remote": fields.get(keys.HISTORY_REMOTE) or None,
+        "reason": fields.get(keys.HISTORY_REASON) or None,
     }
+
+
+def encode_slot(slot: Slot) -> str:
+    return json.dumps({"granted_at": timestamp(slot.granted_at), "expires_at": timestamp(slot.expires_at)})
+
+
+def decode_slots(chart: str, state: str, fields: Mapping[str, str]) -> dict[str, Slot]:
+    """A `slots:STATE` hash as Slots. Raises CorruptState naming the host whose entry cannot be read."""
+    found: dict[str, Slot] = {}
+    for host, raw in fields.items():
+        try:
+            value = json.loads(raw)
+            found[host] = Slot(host, read_timestamp(value["granted_at"]), read_timestamp(value["expires_at"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CorruptState(
+                f"{keys.chart_slots(chart, state)} field {host!r} is not a slot "
+                '({"granted_at": ..., "expires_at": ...}); HDEL it to free the slot',
+                chart=chart,
+            ) from None
+    return found
+
+
+def encode_failure(at: datetime, reason: str | None) -> str:
+    return json.dumps({"at": timestamp(at), "reason": reason})
+
+
+def decode_failures(fields: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A `failed:STATE` hash as the chart view shows it: [{host, at, reason}], by host (unreadable entries kept)."""
+    listed = []
+    for host in sorted(fields):
+        try:
+            value = json.loads(fields[host])
+            at, reason = value.get("at"), value.get("reason")
+        except (ValueError, AttributeError):
+            at, reason = None, fields[host]  # an operator's hand-written entry: shown as it is
+        listed.append({"host": host, "at": at, "reason": reason})
+    return listed
 
 
 def encode_definition(chart: Chart, now: datetime) -> dict[str, str]:

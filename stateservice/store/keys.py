@@ -10,12 +10,25 @@ stateservice:charts                     set     names of the charts any service 
 stateservice:leader                     string  the time-state leader's lease: JSON {id, pid, token},
                                                 expiring after --lease-ttl unless renewed
 stateservice:{CHART}                    hash    current_state, entered_at (UTC ISO 8601),
-                                                counter:STATE (each state's counter)
-stateservice:{CHART}:hosts:STATE        set     hosts counted in the current visit of STATE
+                                                counter:STATE (each state's counter);
+                                                halted (the reason) and halted_at while
+                                                halted; slot_hold_total:STATE and
+                                                slot_hold_count:STATE (seconds slots of
+                                                STATE were held, and how many: the mean
+                                                estimates Retry-After)
+stateservice:{CHART}:hosts:STATE        set     hosts counted in the most recent visit of STATE
+stateservice:{CHART}:slots:STATE        hash    concurrency slots held in STATE: host -> JSON
+                                                {granted_at, expires_at} (UTC ISO 8601)
+stateservice:{CHART}:failed:STATE       hash    failures in the most recent visit of STATE: host ->
+                                                JSON {at, reason}
+stateservice:{CHART}:expired:STATE      hash    hosts whose slot in STATE expired unrenewed in
+                                                this visit: host -> when it expired
 stateservice:{CHART}:history            stream  transitions and resets, newest last (capped):
-                                                at, from, to, cause (put|time|reset), host,
-                                                due_at (time moves: when it fell due),
-                                                actor (token/CN, - or time), remote (address)
+                                                at, from, to, cause (put|time|reset|operator|
+                                                slot|release|slot_expired|failure|halt|resume|
+                                                forget), host, due_at (time
+                                                moves: when it fell due), actor (token/CN, -
+                                                or time), remote (address), reason
 stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (YAML text),
                                                 registered_at, of the chart file last served
 stateservice:{CHART}:moves              pubsub  channel (not a key): the new state, published
@@ -34,6 +47,10 @@ PREFIX = "stateservice"
 CURRENT_STATE = "current_state"
 ENTERED_AT = "entered_at"
 COUNTER_PREFIX = "counter:"  # + the state's name: see counter_field
+HALTED = "halted"
+HALTED_AT = "halted_at"
+SLOT_HOLD_TOTAL_PREFIX = "slot_hold_total:"  # + the state's name: see slot_hold_total_field
+SLOT_HOLD_COUNT_PREFIX = "slot_hold_count:"
 
 # fields of the definition hash, stateservice:{CHART}:definition
 DEFINITION_PATH = "path"
@@ -50,6 +67,7 @@ HISTORY_HOST = "host"
 HISTORY_DUE_AT = "due_at"
 HISTORY_ACTOR = "actor"
 HISTORY_REMOTE = "remote"
+HISTORY_REASON = "reason"
 
 
 def charts_index() -> str:
@@ -68,6 +86,23 @@ def chart_hosts(chart: str, state: str) -> str:
     return f"{PREFIX}:{{{chart}}}:hosts:{state}"
 
 
+def chart_slots(chart: str, state: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:slots:{state}"
+
+
+def chart_failed(chart: str, state: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:failed:{state}"
+
+
+def chart_expired(chart: str, state: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:expired:{state}"
+
+
+def visit_keys(chart: str, state: str) -> tuple[str, ...]:
+    """The keys that hold one visit of a state: emptied when the state is entered or left."""
+    return chart_hosts(chart, state), chart_slots(chart, state), chart_failed(chart, state), chart_expired(chart, state)
+
+
 def chart_history(chart: str) -> str:
     return f"{PREFIX}:{{{chart}}}:history"
 
@@ -83,3 +118,13 @@ def chart_channel(chart: str) -> str:
 
 def counter_field(state: str) -> str:
     return f"{COUNTER_PREFIX}{state}"
+
+
+def slot_hold_total_field(state: str) -> str:
+    """The state hash's field summing the seconds slots of `state` were held."""
+    return f"{SLOT_HOLD_TOTAL_PREFIX}{state}"
+
+
+def slot_hold_count_field(state: str) -> str:
+    """The state hash's field counting the slots of `state` released (the mean's divisor)."""
+    return f"{SLOT_HOLD_COUNT_PREFIX}{state}"

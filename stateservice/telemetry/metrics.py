@@ -9,6 +9,11 @@
     stateservice_leader                                   gauge: 1 on the worker that leads, else 0 (summed
                                                            over the live workers of a service)
     stateservice_predictions_total{model}                 counter: rows a model predicted a state for
+    stateservice_slots_held{chart}                        gauge: slots held in the chart's current state (as the
+                                                           latest slot operation on any worker saw it)
+    stateservice_slot_waits_total{chart}                  counter: slot requests refused because all were held
+    stateservice_failures_total{chart}                    counter: failure reports recorded (once per host a visit)
+    stateservice_halted{chart}                            gauge: 1 while the chart is halted (latest halt or resume)
 
 With several workers each process writes its own files under PROMETHEUS_MULTIPROC_DIR (prometheus-client's
 multiprocess mode) and `GET /metrics`, whichever worker answers, adds up every worker's. `serve` sets that up
@@ -51,6 +56,10 @@ class Metrics:
     redis_errors: Counter
     leader: Gauge
     predictions: Counter
+    slots_held: Gauge
+    slot_waits: Counter
+    failures: Counter
+    halted: Gauge
 
 
 def _pick_storage() -> None:
@@ -106,6 +115,34 @@ def get() -> Metrics:
         ),
         predictions=Counter(
             "stateservice_predictions_total", "Rows a model predicted a state for", ["model"], registry=registry
+        ),
+        **_rollout_metrics(registry),
+    )
+
+
+def _rollout_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The rollout metrics (slots, waits, failures, halts), by the Metrics field they fill."""
+    from prometheus_client import Counter, Gauge
+
+    return dict(
+        # a gauge of what Redis holds: every worker sets it, and the latest setting is the truth
+        slots_held=Gauge(
+            "stateservice_slots_held",
+            "Slots held in the chart's current state",
+            ["chart"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        ),
+        slot_waits=Counter(
+            "stateservice_slot_waits_total", "Slot requests refused: every slot was held", ["chart"], registry=registry
+        ),
+        failures=Counter("stateservice_failures_total", "Failure reports recorded", ["chart"], registry=registry),
+        halted=Gauge(
+            "stateservice_halted",
+            "1 while the chart is halted",
+            ["chart"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
         ),
     )
 
@@ -166,6 +203,22 @@ def leader(leading: bool) -> None:
 
 def predictions(model: str, rows: int) -> None:
     get().predictions.labels(model).inc(rows)
+
+
+def slots(chart: str, held: int) -> None:
+    get().slots_held.labels(chart).set(held)
+
+
+def slot_wait(chart: str) -> None:
+    get().slot_waits.labels(chart).inc()
+
+
+def failure(chart: str) -> None:
+    get().failures.labels(chart).inc()
+
+
+def halted(chart: str, halted: bool) -> None:
+    get().halted.labels(chart).set(1 if halted else 0)
 
 
 def exposition() -> tuple[bytes, str]:

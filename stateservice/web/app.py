@@ -27,6 +27,7 @@ from stateservice.store.lease import Lease
 from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
 from stateservice.store.registrar import Registrar
+from stateservice.store.rollout import Rollouts
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import auth, middleware
 from stateservice.web.appkeys import (
@@ -37,9 +38,11 @@ from stateservice.web.appkeys import (
     REDIS,
     REDIS_DEADLINE,
     REGISTRAR,
+    ROLLOUTS,
     SCHEDULER,
     STORE,
     WATCHER,
+    ZONE,
 )
 from stateservice.web.routes import setup_routes
 
@@ -80,6 +83,7 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
         app[auth.TOKENS] = ref
     app[CHARTS] = {chart.name: chart for chart in loaded.charts}
     app[MAX_WAIT] = config.max_wait
+    app[ZONE] = config.zone()
     app[MODELS] = loaded.models if loaded.models is not None else ModelCache([])
     app[BODY_LIMIT] = config.max_body
     app[REDIS_DEADLINE] = config.redis_deadline
@@ -101,6 +105,7 @@ def _redis_ctx(url: str, config: Config, registered: frozenset[tuple[str, str]])
         app[REDIS] = redis
         writes = replicated(redis, config.redis_wait_replicas, config.redis_wait_timeout)
         app[STORE] = ChartStore(writes, coalesce=config.coalesce)
+        app[ROLLOUTS] = Rollouts(app[STORE])
         app[REGISTRAR] = Registrar(app[STORE], registered)
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())

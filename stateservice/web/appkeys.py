@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -10,11 +12,14 @@ from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler
 from stateservice.store.charts import ChartStore
 from stateservice.store.registrar import Registrar
+from stateservice.store.rollout import Rollouts
 from stateservice.store.watch import MoveWatcher
 
 CHARTS = web.AppKey("charts", dict[str, Chart])
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", ChartStore)
+ROLLOUTS = web.AppKey("rollouts", Rollouts)
+ZONE = web.AppKey("zone", tzinfo)  # the server's time zone: deployment windows of charts without their own
 REGISTRAR = web.AppKey("registrar", Registrar)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 WATCHER = web.AppKey("watcher", MoveWatcher)

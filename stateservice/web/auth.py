@@ -39,11 +39,14 @@ def identity(request: web.Request) -> str:
 
 
 def scope_of(request: web.Request) -> Scope:
-    """The scope a request needs: admin for resets and reloads, report for PUT/POST /state, else read."""
+    """The scope a request needs: admin for resets, reloads and operator actions; report for PUT/POST /state and for
+    taking or releasing a slot; else read."""
     path = request.path
-    if request.method == "POST" and (path.endswith("/reset") or path.endswith("/reload")):
+    if request.method == "POST" and path.endswith(("/reset", "/reload", "/halt", "/resume", "/advance", "/forget")):
         return Scope.ADMIN
     if request.method in ("PUT", "POST") and (path == "/state" or path.endswith("/state")):
+        return Scope.REPORT
+    if request.method in ("PUT", "DELETE") and "/slots/" in path:
         return Scope.REPORT
     return Scope.READ
 
@@ -54,7 +57,8 @@ def chart_of(request: web.Request) -> str | None:
     if named:
         return named
     charts = request.app[CHARTS]
-    if request.path == "/state" and request.method != "POST" and len(charts) == 1:
+    one = (request.path == "/state" and request.method != "POST") or request.path.startswith("/slots/")
+    if one and len(charts) == 1:
         return next(iter(charts))
     return None
 

@@ -28,9 +28,10 @@ from stateservice.errors import (
 from stateservice.store import codec
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import holder
+from stateservice.store.rollout import Who
 from stateservice.telemetry import logs
 from stateservice.web import auth, longpoll
-from stateservice.web.appkeys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, STORE, WATCHER
+from stateservice.web.appkeys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, ROLLOUTS, STORE, WATCHER, ZONE
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.views import describe
 
@@ -39,6 +40,8 @@ log = structlog.get_logger(__name__)
 HISTORY_DEFAULT, HISTORY_MAX = 100, 1000
 LIST_MAX = 1000  # charts a page of GET /charts holds at most
 COUNTED_HEADER = "Stateservice-Counted"
+HALTED_HEADER = "Stateservice-Halted"  # on a failure report: true when it used up the budget and halted the chart
+MAX_REASON = 200  # characters of a failure's or a halt's reason kept
 STATE_HEADER = "Stateservice-State"
 
 
@@ -112,14 +115,29 @@ async def get_state(request: web.Request) -> web.Response:
             if wait <= 0:
                 raise await longpoll.refused(store, chart, snap, exc) from None
         else:
+            await _check_window(request, chart, state)
             return _text(state)
     # waiting is no Redis work: the long-poll gives each of its reads a deadline of its own
     await longpoll.wait_until_current(request, store, request.app[WATCHER], chart, state, wait)
+    async with redis_deadline(request):
+        await _check_window(request, chart, state)
     return _text(state)
 
 
+async def _check_window(request: web.Request, chart: Chart, state: str) -> None:
+    """Raise OutsideWindow when the current state `state` has deployment windows and now is outside them."""
+    found = chart.state(state)
+    if found is not None and found.rollout.timed:  # the clock is read only for states with windows
+        rules.check_window(chart, state, await _store(request).clock(), request.app[ZONE])
+
+
 async def put_state(request: web.Request) -> web.Response:
-    """PUT /state?state=X[&host=H]: count a report of X; 406 when X is not current, 409 when it cannot move."""
+    """PUT /state?state=X[&host=H][&result=failure&reason=R]: count a report of X, or record H's failure of X.
+
+    406 when X is not current, 409 when it cannot move or the chart is halted.
+    """
+    if _result(request) == "failure":
+        return await _put_failure(request)
     async with redis_deadline(request):
         chart = await _chart(request)
         state = _state_param(request)
@@ -132,6 +150,45 @@ async def put_state(request: web.Request) -> web.Response:
         state,
         {COUNTED_HEADER: "true" if result.counted else "false", STATE_HEADER: result.snapshot.state},
     )
+
+
+def _result(request: web.Request) -> str:
+    result = request.query.get("result", "success")
+    if result not in ("success", "failure"):
+        raise BadRequest(f"result={result[:20]!r} must be success or failure", parameter="result")
+    return result
+
+
+def reason_param(request: web.Request, required: bool = False) -> str | None:
+    """`?reason=`: free text for the history, at most MAX_REASON characters, no control characters."""
+    raw = request.query.get("reason")
+    if not raw:
+        if required:
+            raise MissingParameter("reason")
+        return None
+    if len(raw) > MAX_REASON or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise BadRequest(
+            f"reason must be at most {MAX_REASON} characters without control characters (got {len(raw)})",
+            parameter="reason",
+        )
+    return raw
+
+
+async def _put_failure(request: web.Request) -> web.Response:
+    """H failed X: recorded once a visit, not counted, H's slot freed; the chart halts when X's budget runs out."""
+    async with redis_deadline(request):
+        chart = await _chart(request)
+        state = _state_param(request)
+        host = _param(request, "host", HOST_NAME, "host")
+        if host is None:
+            raise MissingParameter("host")  # a failure is a host's: without one it could not be listed or forgotten
+        reason = reason_param(request)
+        logs.bind(chart=chart.name, state=state, host=host)
+        who = Who(auth.identity(request), request.remote)
+        failure = await request.app[ROLLOUTS].fail(chart, state, host, reason, who)
+    halted = failure.snapshot is not None and failure.snapshot.halted is not None
+    log.info("failure_reported", failures=failure.failures, new=failure.recorded, halted=halted)
+    return _text(state, {COUNTED_HEADER: "false", STATE_HEADER: state, HALTED_HEADER: "true" if halted else "false"})
 
 
 async def list_charts(request: web.Request) -> web.Response:
@@ -187,7 +244,8 @@ async def show_chart(request: web.Request) -> web.Response:
     async with redis_deadline(request):
         chart = await _chart(request)
         view = await _store(request).view(chart)
-    return web.json_response(describe(view))
+        rollout = await request.app[ROLLOUTS].detail(chart, view.snapshot)
+    return web.json_response({**describe(view), **rollout})
 
 
 async def chart_history(request: web.Request) -> web.Response:

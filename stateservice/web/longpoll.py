@@ -67,6 +67,7 @@ async def wait_until_current(
     async with redis_deadline(request):
         snap = await store.current_state(chart)
     while True:
+        rules.refuse_halted(chart, snap)  # a halt while waiting ends the wait: 409, so automation stops
         if snap.state == state:
             return
         now = loop.time()

@@ -136,6 +136,22 @@ Q_HOST = {
     "schema": _pattern(HOST_NAME),
 }
 P_CHART = {"name": "chart", "in": "path", "required": True, "schema": _pattern(CHART_NAME)}
+P_HOST = {"name": "host", "in": "path", "required": True, "schema": _pattern(HOST_NAME)}
+Q_STATE_OPTIONAL = {**Q_STATE, "required": False, "description": "the state (default: the current one)"}
+Q_REASON = {
+    "name": "reason",
+    "in": "query",
+    "required": False,
+    "description": "why, for the history (at most 200 characters)",
+    "schema": {"type": "string", "maxLength": 200},
+}
+Q_RESULT = {
+    "name": "result",
+    "in": "query",
+    "required": False,
+    "description": "success (default: counted) or failure (recorded, not counted; needs host; may halt the chart)",
+    "schema": {"type": "string", "enum": ["success", "failure"]},
+}
 
 
 def q_wait(max_wait: float) -> dict[str, Any]:
@@ -241,7 +257,21 @@ SCHEMAS: dict[str, Any] = {
             "final": {"type": "boolean"},
             "entered_at": {"type": "string"},
             "due_at": {"type": "string", "nullable": True},
+            "halted": {"type": "boolean"},
+            "halted_reason": {"type": "string", "nullable": True},
+            "halted_at": {"type": "string", "nullable": True},
             "hosts_counted": {"type": "array", "items": {"type": "string"}},
+            "failures": {
+                "type": "array",
+                "description": "hosts that reported result=failure in this visit of the current state",
+                "items": {"type": "object", "properties": {"host": {}, "at": {}, "reason": {}}},
+            },
+            "expired": {
+                "type": "array",
+                "description": "hosts whose slot expired unrenewed in this visit",
+                "items": {"type": "object", "properties": {"host": {}, "at": {}}},
+            },
+            "slots_held": {"type": "array", "items": {"type": "string"}},
             "digest": {"type": "string"},
             "states": {
                 "type": "array",
@@ -294,6 +324,63 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+        },
+    },
+    "Slot": {
+        "type": "object",
+        "required": ["chart", "state", "host", "granted_at", "expires_at"],
+        "properties": {
+            "chart": {"type": "string"},
+            "state": {"type": "string"},
+            "host": {"type": "string"},
+            "granted_at": {"type": "string"},
+            "expires_at": {"type": "string", "description": "renew (ask again) before this, or the slot is freed"},
+            "renewed": {"type": "boolean"},
+            "held": {"type": "integer", "description": "slots held after this request"},
+            "limit": {"type": "integer", "description": "the state's concurrency"},
+        },
+    },
+    "Slots": {
+        "type": "object",
+        "required": ["chart", "state", "limit", "held", "slots"],
+        "properties": {
+            "chart": {"type": "string"},
+            "state": {"type": "string"},
+            "limit": {"type": "integer"},
+            "held": {"type": "integer"},
+            "slots": {"type": "array", "items": _ref("Slot")},
+        },
+    },
+    "Released": {
+        "type": "object",
+        "required": ["chart", "state", "host", "released"],
+        "properties": {
+            "chart": {"type": "string"},
+            "state": {"type": "string"},
+            "host": {"type": "string"},
+            "released": {"type": "boolean", "description": "false: the host held no slot"},
+        },
+    },
+    "Forgotten": {
+        "type": "object",
+        "required": ["chart", "state", "host", "report", "failure"],
+        "properties": {
+            "chart": {"type": "string"},
+            "state": {"type": "string"},
+            "host": {"type": "string"},
+            "report": {"type": "boolean", "description": "a counted report was forgotten (the counter went down)"},
+            "failure": {"type": "boolean", "description": "a failure was forgotten"},
+        },
+    },
+    "Halt": {
+        "type": "object",
+        "required": ["chart", "halted"],
+        "properties": {
+            "chart": {"type": "string"},
+            "state": {"type": "string"},
+            "halted": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "resumed": {"type": "boolean", "description": "resume: false when the chart was not halted"},
         },
     },
     "Reset": {

@@ -18,9 +18,13 @@ from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
     CorruptState,
+    Halted,
     ModelUnavailable,
+    NoConcurrency,
+    NoFreeSlot,
     NotCurrent,
     NotReportable,
+    OutsideWindow,
     PredictionFailed,
     ServiceStopping,
     StateRemoved,
@@ -31,13 +35,17 @@ from stateservice.errors import (
     UnknownState,
     ValuesRejected,
 )
-from stateservice.web import auth, handlers, predict, prometheus
+from stateservice.web import auth, handlers, predict, prometheus, rollout
 from stateservice.web.appkeys import MAX_WAIT
 from stateservice.web.openapi import (
     P_CHART,
+    P_HOST,
     Q_CHART,
     Q_HOST,
+    Q_REASON,
+    Q_RESULT,
     Q_STATE,
+    Q_STATE_OPTIONAL,
     Operation,
     Refusal,
     document,
@@ -75,29 +83,63 @@ COUNTED_HEADERS = {
 }
 
 
+HALTED = Refusal((Halted,), "the chart is halted: stop, do not wait (an operator resumes it)")
+
+
 def _gate(chart: dict[str, Any]) -> tuple[Operation, Operation]:
     """GET and PUT of a chart's state; `chart` is how the chart is named (path or query)."""
     get = Operation(
         "Is STATE the chart's current state? 200 yes, 406 not (yet)",
         text_answer("the state is current; the body is its name"),
         [Q_STATE, chart, q_wait],
-        [Refusal((NotCurrent,), "the state is not current", retry_after=True), *CHART_REFUSALS],
+        [
+            Refusal((NotCurrent, OutsideWindow), "the state is not current, or outside its windows", retry_after=True),
+            HALTED,
+            *CHART_REFUSALS,
+        ],
     )
     put = Operation(
-        "Report STATE done: count it, and move the chart on when enough have reported",
-        text_answer("counted (or already counted for this host)", COUNTED_HEADERS),
-        [Q_STATE, chart, Q_HOST],
+        "Report STATE done (count it, and move the chart on when enough have reported), or failed (result=failure)",
+        text_answer("counted (or already counted for this host), or the failure recorded", COUNTED_HEADERS),
+        [Q_STATE, chart, Q_HOST, Q_RESULT, Q_REASON],
         [
             Refusal((NotCurrent,), "the state is not current"),
-            Refusal((NotReportable,), "the state is final or moves by the clock"),
+            Refusal((NotReportable, Halted), "the state is final or moves by the clock, or the chart is halted"),
             *CHART_REFUSALS,
         ],
     )
     return get, put
 
 
+def _slots(chart: dict[str, Any]) -> tuple[Operation, Operation]:
+    """PUT and DELETE of a host's slot; `chart` is how the chart is named (path or query)."""
+    take = Operation(
+        "Take (or renew) HOST's slot in STATE: at most `concurrency` hosts hold one at once",
+        json_answer("Slot", "granted or renewed; ask again before expires_at to keep it"),
+        [P_HOST, Q_STATE, chart],
+        [
+            Refusal(
+                (NoFreeSlot, NotCurrent, OutsideWindow),
+                "every slot is held, the state is not current, or it is outside its windows",
+                retry_after=True,
+            ),
+            Refusal((NoConcurrency, Halted), "the state has no concurrency, or the chart is halted"),
+            *CHART_REFUSALS,
+        ],
+    )
+    release = Operation(
+        "Release HOST's slot in STATE (idempotent); a counted or failed report releases it too",
+        json_answer("Released", "released, or held none"),
+        [P_HOST, Q_STATE, chart],
+        [Refusal((NoConcurrency,), "the state has no concurrency"), *CHART_REFUSALS],
+    )
+    return take, release
+
+
 GET_STATE, PUT_STATE = _gate(Q_CHART)
 GET_CHART_STATE, PUT_CHART_STATE = _gate(P_CHART)
+PUT_SLOT, DELETE_SLOT = _slots(Q_CHART)
+PUT_CHART_SLOT, DELETE_CHART_SLOT = _slots(P_CHART)
 POST_STATE = Operation(
     "Which state is this machine in? A hosted model predicts one state per row",
     {
@@ -191,6 +233,65 @@ ROUTES = (
             "The chart's transitions and resets, newest first",
             json_answer("History", "the records"),
             [P_CHART, Q_LIMIT],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route("PUT", "/slots/{host}", rollout.take_slot, PUT_SLOT),
+    Route("DELETE", "/slots/{host}", rollout.release_slot, DELETE_SLOT),
+    Route("PUT", CHART + "/slots/{host}", rollout.take_slot, PUT_CHART_SLOT),
+    Route("DELETE", CHART + "/slots/{host}", rollout.release_slot, DELETE_CHART_SLOT),
+    Route(
+        "GET",
+        CHART + "/slots",
+        rollout.list_slots,
+        Operation(
+            "Who holds the slots of STATE (default: the current state), oldest first",
+            json_answer("Slots", "the holders"),
+            [P_CHART, Q_STATE_OPTIONAL],
+            [Refusal((NoConcurrency,), "the state has no concurrency"), *CHART_REFUSALS],
+        ),
+    ),
+    Route(
+        "POST",
+        CHART + "/halt",
+        rollout.halt_chart,
+        Operation(
+            "Halt the chart in its current state (admin scope): gates, slots and reports answer 409 until resumed",
+            json_answer("Halt", "halted (halting a halted chart changes nothing)"),
+            [P_CHART, Q_REASON],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route(
+        "POST",
+        CHART + "/resume",
+        rollout.resume_chart,
+        Operation(
+            "Resume a halted chart (admin scope); its failures stay recorded",
+            json_answer("Halt", "resumed (or was not halted)"),
+            [P_CHART],
+            CHART_REFUSALS,
+        ),
+    ),
+    Route(
+        "POST",
+        CHART + "/advance",
+        rollout.advance_chart,
+        Operation(
+            "Move the chart to its current state's target now (admin scope), recorded with cause `operator`",
+            json_answer("Reset", "moved"),
+            [P_CHART, Q_REASON],
+            [Refusal((NotReportable,), "the current state is final"), *CHART_REFUSALS],
+        ),
+    ),
+    Route(
+        "POST",
+        CHART + "/forget",
+        rollout.forget_host,
+        Operation(
+            "Forget HOST's report and failure in the current state's visit (admin scope): it may report again",
+            json_answer("Forgotten", "what was forgotten (both false: nothing)"),
+            [P_CHART, {**Q_HOST, "required": True}],
             CHART_REFUSALS,
         ),
     ),

@@ -19,6 +19,9 @@ def describe(view: ChartView) -> dict[str, Any]:
         "entered_at": codec.timestamp(snap.entered_at),
         "hosts_counted": view.hosts,
         "due_at": codec.timestamp(view.due_at) if view.due_at else None,
+        "halted": snap.halted is not None,
+        "halted_reason": snap.halted,
+        "halted_at": codec.timestamp(snap.halted_at) if snap.halted_at else None,
         "digest": chart.digest,
         "states": [
             {
@@ -31,6 +34,9 @@ def describe(view: ChartView) -> dict[str, Any]:
                 "target": {"name": s.target.name, "when": {"key": s.target.key, "value": s.target.value}}
                 if s.target
                 else None,
+                "concurrency": s.rollout.concurrency,
+                "max_failures": str(s.rollout.max_failures) if s.rollout.max_failures else None,
+                "windows": [str(w) for w in s.rollout.windows],
             }
             for s in chart.states
         ],

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stateservice.cli.main import split_command
 from stateservice.cli.parser import build_parser
 from stateservice.config import SETTINGS, Config
 from stateservice.core.parse import parse
@@ -56,7 +57,11 @@ def parse_command(argv: list[str]) -> Any:
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            return build_parser().parse_args(argv)
+            before, command = split_command(argv)  # `run ... -- COMMAND`, as the command line splits it
+            args = build_parser().parse_args(before)
+            if command is not None:
+                args.command_args = command
+            return args
     except SystemExit:
         pytest.fail(f"stateservice {shlex.join(argv)}: {stderr.getvalue().strip()}")
 
@@ -437,11 +442,13 @@ def test_chef_cookbook_has_its_files() -> None:
 def test_chef_recipe_commands_are_valid_stateservice_commands() -> None:
     commands = chef_commands([CHEF / "recipes" / "default.rb"])
     parsed = [parse_command(argv) for argv in commands]
-    assert sorted(args.command for args in parsed) == ["gate", "report"]
+    assert sorted(args.command for args in parsed) == ["gate", "run"]
     for args in parsed:
         assert args.chart == chef_attributes()["chart"] and args.state == chef_attributes()["state"]
-        if args.command == "report":
-            assert args.host == "web1.example.internal"
+        if args.command == "run":
+            assert args.host == "web1.example.internal" and args.wait == float(chef_attributes()["slot_wait"])
+    recipe = (CHEF / "recipes" / "default.rb").read_text()
+    assert "'STATESERVICE_TOKEN' => ss['token']" in recipe  # the token goes with every request
 
 
 def test_chef_curl_recipe_asks_a_service_route() -> None:

@@ -82,7 +82,7 @@ def test_every_error_is_in_the_document_or_said_not_to_be() -> None:
 
 def test_an_answer_is_documented_under_its_errors_status() -> None:
     answers = document(ROUTES)["paths"]["/charts/{chart}/state"]["put"]["responses"]
-    assert answers["409"]["description"] == "the state is final or moves by the clock"
+    assert answers["409"]["description"] == "the state is final or moves by the clock, or the chart is halted"
     assert errors.NotReportable.status == 409
     assert answers["406"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/NotCurrent"}
     assert "Retry-After" in answers["503"]["headers"]

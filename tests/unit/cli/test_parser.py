@@ -7,7 +7,7 @@ import pytest
 from stateservice.cli.main import main
 from stateservice.cli.parser import USAGE, build_parser
 
-COMMANDS = ("serve", "validate", "status", "reset", "gate", "report")
+COMMANDS = ("serve", "validate", "status", "reset", "gate", "report", "halt", "resume", "advance", "forget", "release")
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -74,7 +74,16 @@ def test_every_commands_help_ends_with_examples(command: str) -> None:
 
 
 def _required(command: str) -> list[str]:
-    return {"reset": ["x.yaml"], "gate": ["s"], "report": ["s"]}.get(command, [])
+    return {
+        "reset": ["x.yaml"],
+        "gate": ["s"],
+        "report": ["s"],
+        "halt": ["c"],
+        "resume": ["c"],
+        "advance": ["c"],
+        "forget": ["c", "h"],
+        "release": ["c", "h", "--state", "s"],
+    }.get(command, [])
 
 
 def test_the_top_level_help_has_examples_and_descriptions_are_still_wrapped() -> None:

@@ -40,24 +40,31 @@ states:
 
 
 def serial(
-    chart: Chart, snap: Snapshot, entries: list[batch.Entry], counted: set[str]
-) -> tuple[Snapshot, list[object], set[str]]:
-    """The reference: one report at a time, host sets kept the way the store keeps them."""
-    visit = set(counted)
+    chart: Chart, snap: Snapshot, entries: list[batch.Entry], counted: set[str], before: dict[str, set[str]]
+) -> tuple[Snapshot, list[object], dict[str, set[str]]]:
+    """The reference: one report at a time, host sets kept the way the store keeps them.
+
+    Each state's set holds its most recent visit: entering a state empties it, leaving keeps it.
+    A host in the set of the state it names has been counted there: told so (200, not counted).
+    """
+    sets = {**{state: set(hosts) for state, hosts in before.items()}, snap.state: set(counted)}
     answers: list[object] = []
     for entry in entries:
+        if entry.host is not None and entry.host in sets.get(entry.state, set()):
+            answers.append((False, snap.count, None))
+            continue
         try:
-            result = rules.report(chart, snap, entry.state, NOW, already_counted=entry.host in visit, host=entry.host)
+            result = rules.report(chart, snap, entry.state, NOW, host=entry.host)
         except StateServiceError as exc:
             answers.append((type(exc).__name__, exc.fields.get("current_state")))
             continue
         answers.append((result.counted, result.count, result.transition))
         if result.counted and entry.host is not None:
-            visit.add(entry.host)
+            sets[entry.state].add(entry.host)
         if result.transition is not None:
-            visit = set()
+            sets[result.transition.to_state] = set()
         snap = result.snapshot
-    return snap, answers, visit
+    return snap, answers, sets
 
 
 def answers_of(decision: batch.Decision) -> list[object]:
@@ -115,24 +122,35 @@ entries_strategy = st.lists(
 )
 
 
+hosts_strategy = st.sets(st.sampled_from(["h1", "h2", "h3", "h4"]))
+
+
 @settings(max_examples=300)
 @given(
     start=st.sampled_from(["a", "b", "c"]),
     count=st.integers(0, 2),
     entries=entries_strategy,
-    counted=st.sets(st.sampled_from(["h1", "h2", "h3", "h4"])),
+    counted=hosts_strategy,
+    before=st.fixed_dictionaries({}, optional={"a": hosts_strategy, "b": hosts_strategy, "c": hosts_strategy}),
 )
 def test_a_batch_decides_exactly_as_serial_reports_would(
-    start: str, count: int, entries: list[batch.Entry], counted: set[str]
+    start: str, count: int, entries: list[batch.Entry], counted: set[str], before: dict[str, set[str]]
 ) -> None:
+    before.pop(start, None)  # the current state's set is `counted`
     snap = Snapshot(start, count, NOW)
-    decision = batch.decide(CYCLE, snap, entries, NOW, counted)
-    final, answers, visit = serial(CYCLE, snap, entries, counted)
+    decision = batch.decide(CYCLE, snap, entries, NOW, counted, before)
+    final, answers, sets = serial(CYCLE, snap, entries, counted, before)
     assert answers_of(decision) == answers
     assert decision.snapshot == final
     # what the store writes reproduces the serial end state: the final visit's hosts ...
     written_hosts = decision.new_hosts if decision.transitions else counted | decision.new_hosts
-    assert written_hosts == visit
+    assert written_hosts == sets[final.state]
+    # ... the visits that ended in the batch (added to what their sets held) ...
+    stored = {**before, start: counted}
+    for state, hosts in decision.finished.items():
+        entered = any(t.to_state == state for t in decision.transitions)  # the store emptied its set then
+        assert (set() if entered else stored.get(state, set())) | hosts == sets[state]
+        assert state != final.state
     # ... and the final state's counter
     if decision.changed:
         assert decision.counters.get(final.state, final.count) == final.count

@@ -734,7 +734,7 @@ def test_an_unknown_top_level_key_with_a_hint() -> None:
 
 def test_an_unknown_top_level_key_without_a_close_match_lists_the_allowed_keys() -> None:
     assert messages(GOOD + "colour: red\n") == [
-        "x.yaml:21: unknown key 'colour' in the chart (allowed: name, current_state, states)"
+        "x.yaml:21: unknown key 'colour' in the chart (allowed: name, timezone, current_state, states)"
     ]
 
 
@@ -804,7 +804,10 @@ def test_an_unknown_state_key_without_a_hint() -> None:
           - name: a
             colour: green
         """
-    assert messages(text) == ["x.yaml:4: unknown key 'colour' in a state (allowed: name, func, current, target)"]
+    assert messages(text) == [
+        "x.yaml:4: unknown key 'colour' in a state (allowed: name, func, current, target, concurrency, slot_ttl,"
+        " max_failures, windows, blackouts)"
+    ]
 
 
 def test_a_duplicate_key_in_a_state() -> None:
@@ -1326,7 +1329,7 @@ def test_many_problems_are_all_reported_sorted_by_line() -> None:
         "x.yaml:15: the state name 'bad name' is not a valid state name "
         "(letters, digits, '.', '_', '-'; starting with a letter or digit; at most 128)",
         "x.yaml:17: state 'd' has `target` but no `func` (a state without func is final)",
-        "x.yaml:18: unknown key 'typo_key' in the chart (allowed: name, current_state, states)",
+        "x.yaml:18: unknown key 'typo_key' in the chart (allowed: name, timezone, current_state, states)",
     ]
     assert result.chart is None
     assert not result.warnings

@@ -12,7 +12,7 @@ from stateservice.store import keys
 KEY_FUNCTIONS = [
     name
     for name, fn in inspect.getmembers(keys, inspect.isfunction)
-    if not name.startswith("_") and fn.__module__ == keys.__name__
+    if not name.startswith("_") and fn.__module__ == keys.__name__ and inspect.signature(fn).return_annotation == "str"
 ]
 
 
@@ -42,6 +42,15 @@ def test_key_names() -> None:
     assert keys.chart_history("release") == "stateservice:{release}:history"
     assert keys.chart_definition("release") == "stateservice:{release}:definition"
     assert keys.counter_field("canary") == "counter:canary"
+    assert keys.chart_slots("release", "canary") == "stateservice:{release}:slots:canary"
+    assert keys.chart_failed("release", "canary") == "stateservice:{release}:failed:canary"
+    assert keys.chart_expired("release", "canary") == "stateservice:{release}:expired:canary"
+    assert keys.visit_keys("release", "canary") == (
+        "stateservice:{release}:hosts:canary",
+        "stateservice:{release}:slots:canary",
+        "stateservice:{release}:failed:canary",
+        "stateservice:{release}:expired:canary",
+    )
     assert keys.CURRENT_STATE == "current_state"
     assert keys.ENTERED_AT == "entered_at"
 
@@ -51,6 +60,7 @@ def test_keys_of_one_chart_share_its_hash_tag(chart: str) -> None:
     chart_keys = [
         keys.chart_state(chart),
         keys.chart_hosts(chart, "canary"),
+        *keys.visit_keys(chart, "canary"),
         keys.chart_history(chart),
         keys.chart_definition(chart),
     ]
@@ -65,7 +75,7 @@ def test_charts_of_different_names_get_different_tags() -> None:
 def test_every_key_starts_with_the_prefix() -> None:
     for name in KEY_FUNCTIONS:
         value = _call_with_placeholders(name)
-        if name != "counter_field":  # a hash field, not a key
+        if not name.endswith("_field"):  # a hash field, not a key
             assert value.startswith(f"{keys.PREFIX}:"), name
 
 
@@ -85,6 +95,9 @@ def test_docstring_documents_every_key_function(name: str) -> None:
         ("stateservice:charts", "set"),
         ("stateservice:{CHART}", "hash"),
         ("stateservice:{CHART}:hosts:STATE", "set"),
+        ("stateservice:{CHART}:slots:STATE", "hash"),
+        ("stateservice:{CHART}:failed:STATE", "hash"),
+        ("stateservice:{CHART}:expired:STATE", "hash"),
         ("stateservice:{CHART}:history", "stream"),
         ("stateservice:{CHART}:definition", "hash"),
     ],
@@ -96,13 +109,21 @@ def test_docstring_gives_each_key_its_type(key: str, kind: str) -> None:
 
 def test_docstring_names_the_fields_of_the_state_hash() -> None:
     doc = keys.__doc__ or ""
-    for field in (keys.CURRENT_STATE, keys.ENTERED_AT, keys.counter_field("STATE")):
+    for field in (
+        keys.CURRENT_STATE,
+        keys.ENTERED_AT,
+        keys.counter_field("STATE"),
+        keys.HALTED,
+        keys.HALTED_AT,
+        keys.slot_hold_total_field("STATE"),
+        keys.slot_hold_count_field("STATE"),
+    ):
         assert field in doc
 
 
 def test_docstring_names_the_fields_of_the_definition_hash_and_the_history_stream() -> None:
     doc = keys.__doc__ or ""
     fields = [value for name, value in vars(keys).items() if name.startswith(("DEFINITION_", "HISTORY_"))]
-    assert len(fields) == 12
+    assert len(fields) == 13
     for field in fields:
         assert re.search(rf"\b{field}\b", doc), field
