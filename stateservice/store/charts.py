@@ -150,16 +150,16 @@ class ChartStore:
         async def attempt(pipe: Pipeline) -> tuple[Snapshot, list[Transition]]:
             now = await self.clock()
             snap, created, _ = await self._read(pipe, chart, now)
-            snap, moves = _timed(rules.advance(chart, snap, now))
+            snap, moves = timed(rules.advance(chart, snap, now))
             if created or moves:
                 pipe.multi()
-                self._write(pipe, chart, snap, moves, created)
-                await _exec(pipe)
+                self.write(pipe, chart, snap, moves, created)
+                await execute(pipe)
             return snap, moves
 
         while True:  # a long catch-up (an elapsed loop after weeks down) takes several transactions
-            snap, moves = await self._transact(chart, "advance", attempt)
-            _log_moves(moves)
+            snap, moves = await self.transact(chart, "advance", attempt)
+            log_moves(moves)
             if len(moves) < rules.MAX_CHAIN:
                 return snap
 
@@ -205,9 +205,9 @@ class ChartStore:
                 for (state, names), raws in zip(slotted.items(), replies[len(hosts) :], strict=True)
             }
             replies = replies[: len(hosts)]
-            snap, moves = _timed(rules.advance(chart, snap, now))
+            snap, moves = timed(rules.advance(chart, snap, now))
             if len(moves) >= rules.MAX_CHAIN:
-                raise _CatchUp  # decide only on a caught-up chart: catch up first, then retry
+                raise CatchUp  # decide only on a caught-up chart: catch up first, then retry
             members = {
                 state: {h for h, flag in zip(hosts[state], flags, strict=True) if flag}
                 for state, flags in zip(hosts, replies, strict=True)
@@ -218,8 +218,8 @@ class ChartStore:
             if not (decision.changed or created or moves):
                 return decision, moves
             pipe.multi()
-            self._write(pipe, chart, snap, moves, created)
-            self._write(pipe, chart, decision.snapshot, decision.transitions)
+            self.write(pipe, chart, snap, moves, created)
+            self.write(pipe, chart, decision.snapshot, decision.transitions)
             if decision.counters:
                 pipe.hset(key, mapping={keys.counter_field(s): str(n) for s, n in decision.counters.items()})
             if decision.new_hosts:
@@ -228,17 +228,17 @@ class ChartStore:
                 if finished:
                     pipe.sadd(keys.chart_hosts(chart.name, state), *sorted(finished))
             if held:
-                _release_reported(pipe, chart, entries, decision, held, now, self._record)
-            await _exec(pipe)
+                _release_reported(pipe, chart, entries, decision, held, now, self.record)
+            await execute(pipe)
             return decision, moves
 
         while True:
             try:
-                decision, moves = await self._transact(chart, "report", attempt)
+                decision, moves = await self.transact(chart, "report", attempt)
                 break
-            except _CatchUp:
+            except CatchUp:
                 await self.advance(chart)
-        _log_moves([*moves, *decision.transitions])
+        log_moves([*moves, *decision.transitions])
         return decision.outcomes
 
     def _pause(self, name: str) -> float:
@@ -261,20 +261,20 @@ class ChartStore:
 
         async def attempt(pipe: Pipeline) -> Transition:
             now = await self.clock()  # before WATCH: the window another write can fail us in stays short
-            [previous] = await _watched(pipe, key, ("HGET", key, keys.CURRENT_STATE))
+            [previous] = await watched(pipe, key, ("HGET", key, keys.CURRENT_STATE))
             prior = Snapshot(previous, 0, now) if previous else None
             snap, move = rules.reset(chart, prior, now, host)
             move = replace(move, actor=actor, remote=remote)
             pipe.multi()
             self._create(pipe, chart, snap)
-            self._record(pipe, move)
+            self.record(pipe, move)
             self._define(pipe, chart, now)
             pipe.publish(keys.chart_channel(chart.name), snap.state)
-            await _exec(pipe)
+            await execute(pipe)
             return move
 
-        move = await self._transact(chart, "reset", attempt)
-        _log_moves([move])
+        move = await self.transact(chart, "reset", attempt)
+        log_moves([move])
         return move
 
     async def register(self, chart: Chart) -> Snapshot:
@@ -289,7 +289,7 @@ class ChartStore:
         async def attempt(pipe: Pipeline) -> Snapshot:
             now = await self.clock()  # before WATCH: the window another write can fail us in stays short
             reads = (("HGETALL", key), ("HGET", definition, keys.DEFINITION_DIGEST))
-            fields, digest = await _watched(pipe, (key, definition), *reads)
+            fields, digest = await watched(pipe, (key, definition), *reads)
             stored = codec.decode_snapshot(chart, fields)
             pipe.multi()
             if stored is None:
@@ -307,10 +307,10 @@ class ChartStore:
                         count=snap.count,
                     )
             self._define(pipe, chart, now)
-            await _exec(pipe)
+            await execute(pipe)
             return snap
 
-        return await self._transact(chart, "register", attempt)
+        return await self.transact(chart, "register", attempt)
 
     async def register_many(self, charts: Sequence[Chart]) -> list[Snapshot | StateServiceError]:
         """`register` for many charts in few round trips: each chart's snapshot, or the error `register` raises.
@@ -339,8 +339,8 @@ class ChartStore:
                 if type(pipe).watch is not Pipeline.watch:
                     return None
                 now = await self.clock()
-                watched = tuple(k for c in chunk for k in (keys.chart_state(c.name), keys.chart_definition(c.name)))
-                [reply] = await _watched(pipe, watched, bulk.registrations_read(chunk))
+                watching = tuple(k for c in chunk for k in (keys.chart_state(c.name), keys.chart_definition(c.name)))
+                [reply] = await watched(pipe, watching, bulk.registrations_read(chunk))
                 results, writes = [], []
                 for chart, (fields, digest) in zip(chunk, bulk.decode_registrations(reply), strict=True):
                     result, commands = self._decide_register(chart, fields, digest, now)
@@ -463,7 +463,7 @@ class ChartStore:
     async def definition(self, name: str) -> dict[str, str]:
         return dict(await self.redis.hgetall(keys.chart_definition(name)))
 
-    # -- plumbing ------------------------------------------------------------------------
+    # -- plumbing (transact, write and record are also store/rollout.py's) ---------------
 
     async def _read(
         self, pipe: Pipeline, chart: Chart, now: datetime, *reads: tuple[str, ...]
@@ -475,14 +475,14 @@ class ChartStore:
         every conflict.
         """
         key = keys.chart_state(chart.name)
-        fields, *replies = await _watched(pipe, key, ("HGETALL", key), *reads)
+        fields, *replies = await watched(pipe, key, ("HGETALL", key), *reads)
         snap = codec.decode_snapshot(chart, fields)
         if snap is None:
             log.warning("chart_state_created", chart=chart.name, key=key)
             return rules.initial(chart, now), True, replies
         return snap, False, replies
 
-    def _write(
+    def write(
         self, pipe: Pipeline, chart: Chart, snap: Snapshot, moves: Sequence[Transition], created: bool = False
     ) -> None:
         """Queue the snapshot after `moves`: the state hash, cleared host sets, one history record a move."""
@@ -493,7 +493,7 @@ class ChartStore:
             # a visit begins: its state's hosts, slots and failures start empty; the visit that ended keeps
             # who was counted and who failed (a repeated report is told it counted), but holds no slots
             pipe.delete(*keys.visit_keys(chart.name, move.to_state), keys.chart_slots(chart.name, move.from_state))
-            self._record(pipe, move)
+            self.record(pipe, move)
         if moves:
             pipe.hdel(key, keys.HALTED, keys.HALTED_AT)  # a halt belongs to the visit it stopped
             pipe.hset(key, mapping=codec.encode_snapshot(snap))
@@ -504,7 +504,7 @@ class ChartStore:
         for name, named, args in bulk.create(chart, snap):
             pipe.execute_command(name, *named, *args)
 
-    def _record(self, pipe: Pipeline, move: Transition) -> None:
+    def record(self, pipe: Pipeline, move: Transition) -> None:
         pipe.xadd(
             keys.chart_history(move.chart),
             codec.encode_transition(move),
@@ -516,7 +516,7 @@ class ChartStore:
         for name, named, args in bulk.define(chart, now):
             pipe.execute_command(name, *named, *args)
 
-    async def _transact(self, chart: Chart, what: str, attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
+    async def transact(self, chart: Chart, what: str, attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
         lock = self._locks.setdefault(chart.name, asyncio.Lock())
         try:
             async with asyncio.timeout(self.lock_timeout):
@@ -602,7 +602,7 @@ def _release_reported(
 LOST = (RedisConnectionError, RedisTimeoutError, TimeoutError)  # the connection, not the transaction, failed
 
 
-async def _exec(pipe: Pipeline) -> Any:
+async def execute(pipe: Pipeline) -> Any:
     """EXEC the queued transaction; a connection lost meanwhile raises its error, never WatchError.
 
     redis-py's pipeline follows a cut-off EXEC with an UNWATCH, and (given an asyncio Retry; the
@@ -627,15 +627,15 @@ async def _drop(pipe: Pipeline) -> None:
     pipe.watching = False
 
 
-async def _watched(pipe: Pipeline, watched: str | tuple[str, ...], *reads: tuple[str, ...]) -> list[Any]:
-    """WATCH the `watched` key(s) and send `reads` in one round trip on the transaction's connection; their replies.
+async def watched(pipe: Pipeline, keys_: str | tuple[str, ...], *reads: tuple[str, ...]) -> list[Any]:
+    """WATCH the key(s) `keys_` and send `reads` in one round trip on the transaction's connection; their replies.
 
     redis-py sends WATCH and every read after it as round trips of their own, and another
     worker's EXEC landing anywhere between our WATCH and our EXEC fails ours (a retry): one
     round trip instead of two or three makes that window about half as long. A pipeline that
     routes its WATCH itself (Redis Cluster's) keeps redis-py's way.
     """
-    watching = (watched,) if isinstance(watched, str) else watched
+    watching = (keys_,) if isinstance(keys_, str) else keys_
     if type(pipe).watch is not Pipeline.watch:
         await pipe.watch(*watching)
         return [await pipe.execute_command(*read) for read in reads]
@@ -690,17 +690,17 @@ async def _caught(step: Awaitable[Snapshot]) -> Snapshot | StateServiceError:
         return exc
 
 
-def _timed(advanced: tuple[Snapshot, list[Transition]]) -> tuple[Snapshot, list[Transition]]:
+def timed(advanced: tuple[Snapshot, list[Transition]]) -> tuple[Snapshot, list[Transition]]:
     """`rules.advance`'s answer with each time move's actor set to `time` (for the audit record)."""
     snap, moves = advanced
     return snap, [replace(move, actor="time") for move in moves]
 
 
-class _CatchUp(Exception):
+class CatchUp(Exception):
     """More time moves are due than one transaction applies."""
 
 
-def _log_moves(moves: Sequence[Transition]) -> None:
+def log_moves(moves: Sequence[Transition]) -> None:
     for move in moves:
         metrics.transition(move.chart, move.cause)
     if len(moves) > 10:

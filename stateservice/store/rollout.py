@@ -22,7 +22,7 @@ from stateservice.core import rules, slots
 from stateservice.core.chart import Chart, Snapshot, State, Transition
 from stateservice.errors import NoConcurrency, NoFreeSlot, NotCurrent, NotReportable
 from stateservice.store import codec, holding, keys
-from stateservice.store.charts import ChartStore, _CatchUp, _exec, _log_moves, _timed, _watched
+from stateservice.store.charts import CatchUp, ChartStore, execute, log_moves, timed, watched
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -81,11 +81,11 @@ class Rollouts:
                     pipe.hset(keys.chart_slots(chart.name, name), host, codec.encode_slot(answer.slot))
                     if not answer.renewed:  # a grant is history (who was at work when); a renewal is not
                         record = Transition(chart.name, name, name, "slot", now, host, None, who.actor, who.remote)
-                        self.store._record(pipe, record)
-                await _exec(pipe)
+                        self.store.record(pipe, record)
+                await execute(pipe)
             return answer
 
-        answer = await self._transact(chart, "slot", attempt)
+        answer = await self.transact(chart, "slot", attempt)
         if isinstance(answer, slots.Full):
             metrics.slots(chart.name, answer.held)
             metrics.slot_wait(chart.name)
@@ -114,11 +114,11 @@ class Rollouts:
                     holding.observe(pipe, chart.name, name, now - released.granted_at)
                     if who is not None:
                         record = Transition(chart.name, name, name, "release", now, host, None, who.actor, who.remote)
-                        self.store._record(pipe, record)
-                await _exec(pipe)
+                        self.store.record(pipe, record)
+                await execute(pipe)
             return released, len(rest)
 
-        released, held = await self._transact(chart, "release", attempt)
+        released, held = await self.transact(chart, "release", attempt)
         metrics.slots(chart.name, held)
         return released
 
@@ -133,10 +133,10 @@ class Rollouts:
             if gone:
                 pipe.multi()
                 self._expire(pipe, chart, state.name, gone)
-                await _exec(pipe)
+                await execute(pipe)
             return Held(state.name, limit, sorted(alive.values(), key=lambda s: (s.granted_at, s.host)))
 
-        held = await self._transact(chart, "slots", attempt)
+        held = await self.transact(chart, "slots", attempt)
         metrics.slots(chart.name, len(held.slots))
         return held
 
@@ -156,13 +156,13 @@ class Rollouts:
             if host in holders:
                 pipe.hdel(keys.chart_slots(chart.name, name), host)
             for record in failure.records:
-                self.store._record(pipe, replace(record, actor=who.actor, remote=who.remote))
+                self.store.record(pipe, replace(record, actor=who.actor, remote=who.remote))
             if failure.snapshot is not None and failure.snapshot.halted is not None:
                 self._halt(pipe, chart, failure.snapshot)
-            await _exec(pipe)
+            await execute(pipe)
             return failure
 
-        failure = await self._transact(chart, "failure", attempt)
+        failure = await self.transact(chart, "failure", attempt)
         _log_events(list(failure.records))
         if failure.recorded:
             metrics.failure(chart.name)
@@ -181,11 +181,11 @@ class Rollouts:
             if snap.halted is None:
                 pipe.multi()
                 self._halt(pipe, chart, replace(snap, halted=reason, halted_at=now))
-                self.store._record(pipe, record)
-                await _exec(pipe)
+                self.store.record(pipe, record)
+                await execute(pipe)
             return record
 
-        record = await self._transact(chart, "halt", attempt)
+        record = await self.transact(chart, "halt", attempt)
         _log_events([record])
         metrics.halted(chart.name, True)
         return record
@@ -202,12 +202,12 @@ class Rollouts:
             record = Transition(
                 chart.name, snap.state, snap.state, "resume", now, None, None, who.actor, who.remote, snap.halted
             )
-            self.store._record(pipe, record)
+            self.store.record(pipe, record)
             pipe.publish(keys.chart_channel(chart.name), snap.state)  # long-polls look again
-            await _exec(pipe)
+            await execute(pipe)
             return record
 
-        record = await self._transact(chart, "resume", attempt)
+        record = await self.transact(chart, "resume", attempt)
         if record is not None:
             _log_events([record])
         metrics.halted(chart.name, False)
@@ -228,12 +228,12 @@ class Rollouts:
                 chart.name, state.name, state.target.name, "operator", now, None, None, who.actor, who.remote, reason
             )
             pipe.multi()
-            self.store._write(pipe, chart, rules.enter(chart, state.target.name, now), [move])
-            await _exec(pipe)
+            self.store.write(pipe, chart, rules.enter(chart, state.target.name, now), [move])
+            await execute(pipe)
             return move
 
-        move = await self._transact(chart, "advance", attempt)
-        _log_moves([move])
+        move = await self.transact(chart, "advance", attempt)
+        log_moves([move])
         return move
 
     async def forget(self, chart: Chart, host: str, who: Who = Who()) -> Forgotten:
@@ -242,12 +242,12 @@ class Rollouts:
         async def attempt(pipe: Pipeline) -> Forgotten:
             now = await self.store.clock()
             key = keys.chart_state(chart.name)
-            [fields] = await _watched(pipe, key, ("HGETALL", key))
+            [fields] = await watched(pipe, key, ("HGETALL", key))
             snap = codec.decode_snapshot(chart, fields)
-            if snap is None or _timed(rules.advance(chart, snap, now))[1]:
-                raise _CatchUp
+            if snap is None or timed(rules.advance(chart, snap, now))[1]:
+                raise CatchUp
             hosts, failed = keys.chart_hosts(chart.name, snap.state), keys.chart_failed(chart.name, snap.state)
-            counted, failure = await _watched(
+            counted, failure = await watched(
                 pipe, (hosts, failed), ("SISMEMBER", hosts, host), ("HEXISTS", failed, host)
             )
             forgotten = Forgotten(snap.state, bool(counted), bool(failure))
@@ -263,11 +263,11 @@ class Rollouts:
             record = Transition(
                 chart.name, snap.state, snap.state, "forget", now, host, None, who.actor, who.remote, what
             )
-            self.store._record(pipe, record)
-            await _exec(pipe)
+            self.store.record(pipe, record)
+            await execute(pipe)
             return forgotten
 
-        forgotten = await self._transact(chart, "forget", attempt)
+        forgotten = await self.transact(chart, "forget", attempt)
         return forgotten
 
     async def detail(self, chart: Chart, snap: Snapshot) -> dict[str, Any]:
@@ -286,21 +286,21 @@ class Rollouts:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _transact(self, chart: Chart, what: str, attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
+    async def transact(self, chart: Chart, what: str, attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
         while True:
             try:
-                return await self.store._transact(chart, what, attempt)
-            except _CatchUp:
+                return await self.store.transact(chart, what, attempt)
+            except CatchUp:
                 await self.store.advance(chart)
 
     async def _snapshot(self, pipe: Pipeline, chart: Chart) -> tuple[datetime, Snapshot]:
-        """WATCH and read the chart's state hash; the time and a caught-up snapshot (raises _CatchUp if behind)."""
+        """WATCH and read the chart's state hash; the time and a caught-up snapshot (raises CatchUp if behind)."""
         now = await self.store.clock()
         key = keys.chart_state(chart.name)
-        [fields] = await _watched(pipe, key, ("HGETALL", key))
+        [fields] = await watched(pipe, key, ("HGETALL", key))
         snap = codec.decode_snapshot(chart, fields)
-        if snap is None or _timed(rules.advance(chart, snap, now))[1]:
-            raise _CatchUp  # a missing hash or a time move due: the store creates or moves it first
+        if snap is None or timed(rules.advance(chart, snap, now))[1]:
+            raise CatchUp  # a missing hash or a time move due: the store creates or moves it first
         return now, snap
 
     async def _read(
@@ -313,12 +313,12 @@ class Rollouts:
         now = await self.store.clock()
         key, slots_key = keys.chart_state(chart.name), keys.chart_slots(chart.name, state.name)
         failed_key = keys.chart_failed(chart.name, state.name)
-        watched = (key, slots_key, failed_key) if failed else (key, slots_key)
+        watching = (key, slots_key, failed_key) if failed else (key, slots_key)
         reads = [("HGETALL", key), ("HGETALL", slots_key)] + ([("HKEYS", failed_key)] if failed else [])
-        fields, raw, *rest = await _watched(pipe, watched, *reads)
+        fields, raw, *rest = await watched(pipe, watching, *reads)
         snap = codec.decode_snapshot(chart, fields)
-        if snap is None or _timed(rules.advance(chart, snap, now))[1]:
-            raise _CatchUp
+        if snap is None or timed(rules.advance(chart, snap, now))[1]:
+            raise CatchUp
         return now, snap, fields, codec.decode_slots(chart.name, state.name, raw), set(rest[0]) if rest else set()
 
     def _expire(self, pipe: Pipeline, chart: Chart, name: str, gone: list[slots.Slot]) -> None:
@@ -327,7 +327,7 @@ class Rollouts:
             pipe.hdel(keys.chart_slots(chart.name, name), slot.host)
             pipe.hset(keys.chart_expired(chart.name, name), slot.host, codec.timestamp(slot.expires_at))
             record = Transition(chart.name, name, name, "slot_expired", slot.expires_at, slot.host, actor="time")
-            self.store._record(pipe, record)
+            self.store.record(pipe, record)
 
     def _halt(self, pipe: Pipeline, chart: Chart, snap: Snapshot) -> None:
         assert snap.halted is not None and snap.halted_at is not None

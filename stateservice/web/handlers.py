@@ -54,7 +54,7 @@ ALPHABETS = {
 }
 
 
-def _param(request: web.Request, name: str, pattern: Any, what: str) -> str | None:
+def name_param(request: web.Request, name: str, pattern: Any, what: str) -> str | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
@@ -63,20 +63,20 @@ def _param(request: web.Request, name: str, pattern: Any, what: str) -> str | No
     return value
 
 
-def _state_param(request: web.Request) -> str:
-    state = _param(request, "state", STATE_NAME, "state")
+def state_param(request: web.Request) -> str:
+    state = name_param(request, "state", STATE_NAME, "state")
     if state is None:
         raise MissingParameter("state")
     return state
 
 
-async def _chart(request: web.Request) -> Chart:
+async def chart_named(request: web.Request) -> Chart:
     """The chart named by the path or `?chart=`, or the only one served; registered in Redis first."""
     charts = request.app[CHARTS]
     name = request.match_info.get("chart")
     if name is not None and not CHART_NAME.fullmatch(name):
         raise InvalidName(f"{name[:80]!r} is not a valid chart name", parameter="chart")
-    name = name or _param(request, "chart", CHART_NAME, "chart")
+    name = name or name_param(request, "chart", CHART_NAME, "chart")
     if name is None:
         if not charts:
             raise UnknownChart("", [])  # a models-only service: no gate to ask
@@ -105,8 +105,8 @@ async def get_state(request: web.Request) -> web.Response:
     """
     store = _store(request)
     async with redis_deadline(request):
-        chart = await _chart(request)
-        state = _state_param(request)
+        chart = await chart_named(request)
+        state = state_param(request)
         wait = longpoll.wait_param(request, request.app[MAX_WAIT])
         snap = await store.current_state(chart)
         try:
@@ -139,9 +139,9 @@ async def put_state(request: web.Request) -> web.Response:
     if _result(request) == "failure":
         return await _put_failure(request)
     async with redis_deadline(request):
-        chart = await _chart(request)
-        state = _state_param(request)
-        host = _param(request, "host", HOST_NAME, "host")
+        chart = await chart_named(request)
+        state = state_param(request)
+        host = name_param(request, "host", HOST_NAME, "host")
         logs.bind(chart=chart.name, state=state, host=host)
         result = await _store(request).report(chart, state, host, actor=auth.identity(request), remote=request.remote)
     if not result.counted:
@@ -177,9 +177,9 @@ def reason_param(request: web.Request, required: bool = False) -> str | None:
 async def _put_failure(request: web.Request) -> web.Response:
     """H failed X: recorded once a visit, not counted, H's slot freed; the chart halts when X's budget runs out."""
     async with redis_deadline(request):
-        chart = await _chart(request)
-        state = _state_param(request)
-        host = _param(request, "host", HOST_NAME, "host")
+        chart = await chart_named(request)
+        state = state_param(request)
+        host = name_param(request, "host", HOST_NAME, "host")
         if host is None:
             raise MissingParameter("host")  # a failure is a host's: without one it could not be listed or forgotten
         reason = reason_param(request)
@@ -242,7 +242,7 @@ def _cursor(request: web.Request) -> str | None:
 
 async def show_chart(request: web.Request) -> web.Response:
     async with redis_deadline(request):
-        chart = await _chart(request)
+        chart = await chart_named(request)
         view = await _store(request).view(chart)
         rollout = await request.app[ROLLOUTS].detail(chart, view.snapshot)
     return web.json_response({**describe(view), **rollout})
@@ -250,7 +250,7 @@ async def show_chart(request: web.Request) -> web.Response:
 
 async def chart_history(request: web.Request) -> web.Response:
     async with redis_deadline(request):
-        chart = await _chart(request)
+        chart = await chart_named(request)
         limit = _limit(request, "limit", HISTORY_MAX, HISTORY_DEFAULT)
         assert limit is not None
         history = await _store(request).history(chart, limit)
@@ -260,8 +260,8 @@ async def chart_history(request: web.Request) -> web.Response:
 async def reset_chart(request: web.Request) -> web.Response:
     """POST /charts/{chart}/reset[?host=H]: back to the initial state (admin scope), recorded in history."""
     async with redis_deadline(request):
-        chart = await _chart(request)
-        host = _param(request, "host", HOST_NAME, "host")
+        chart = await chart_named(request)
+        host = name_param(request, "host", HOST_NAME, "host")
         logs.bind(chart=chart.name, host=host)
         move = await _store(request).reset(chart, host, actor=auth.identity(request), remote=request.remote)
     return web.json_response(

@@ -27,7 +27,7 @@ from stateservice.telemetry import logs
 from stateservice.web import auth
 from stateservice.web.appkeys import ROLLOUTS, STORE, ZONE
 from stateservice.web.deadline import redis_deadline
-from stateservice.web.handlers import ALPHABETS, _chart, _param, _state_param, reason_param
+from stateservice.web.handlers import ALPHABETS, chart_named, name_param, reason_param, state_param
 
 
 def who(request: web.Request) -> Who:
@@ -54,8 +54,8 @@ def _slot(chart: Chart, state: str, slot: Slot) -> dict[str, Any]:
 async def take_slot(request: web.Request) -> web.Response:
     """Grant or renew the host's slot: 200 with the slot; 406 no_free_slot (Retry-After) or not_current."""
     async with redis_deadline(request):
-        chart = await _chart(request)
-        state, host = _state_param(request), _host(request)
+        chart = await chart_named(request)
+        state, host = state_param(request), _host(request)
         logs.bind(chart=chart.name, state=state, host=host)
         rules.check_window(chart, state, await request.app[STORE].clock(), request.app[ZONE])
         granted = await request.app[ROLLOUTS].acquire(chart, state, host, who(request))
@@ -68,8 +68,8 @@ async def take_slot(request: web.Request) -> web.Response:
 async def release_slot(request: web.Request) -> web.Response:
     """Release the host's slot (200 whether or not it held one)."""
     async with redis_deadline(request):
-        chart = await _chart(request)
-        state, host = _state_param(request), _host(request)
+        chart = await chart_named(request)
+        state, host = state_param(request), _host(request)
         logs.bind(chart=chart.name, state=state, host=host)
         released = await request.app[ROLLOUTS].release(chart, state, host, who(request))
     return web.json_response({"chart": chart.name, "state": state, "host": host, "released": released is not None})
@@ -78,8 +78,8 @@ async def release_slot(request: web.Request) -> web.Response:
 async def list_slots(request: web.Request) -> web.Response:
     """The holders of a state's slots, oldest grant first."""
     async with redis_deadline(request):
-        chart = await _chart(request)
-        state = _state_param(request) if "state" in request.query else None
+        chart = await chart_named(request)
+        state = state_param(request) if "state" in request.query else None
         held = await request.app[ROLLOUTS].held(chart, state)
     return web.json_response(
         {
@@ -95,7 +95,7 @@ async def list_slots(request: web.Request) -> web.Response:
 async def halt_chart(request: web.Request) -> web.Response:
     """Halt the chart in its current state: every gate, slot and report answers 409 until it is resumed."""
     async with redis_deadline(request):
-        chart = await _chart(request)
+        chart = await chart_named(request)
         reason = reason_param(request) or f"halted by {auth.identity(request)}"
         record = await request.app[ROLLOUTS].halt(chart, reason, who(request))
     return web.json_response({"chart": chart.name, "state": record.to_state, "halted": True, "reason": record.reason})
@@ -104,7 +104,7 @@ async def halt_chart(request: web.Request) -> web.Response:
 async def resume_chart(request: web.Request) -> web.Response:
     """End a halt (200 whether or not the chart was halted; `resumed` says which)."""
     async with redis_deadline(request):
-        chart = await _chart(request)
+        chart = await chart_named(request)
         record = await request.app[ROLLOUTS].resume(chart, who(request))
     return web.json_response({"chart": chart.name, "halted": False, "resumed": record is not None})
 
@@ -112,7 +112,7 @@ async def resume_chart(request: web.Request) -> web.Response:
 async def advance_chart(request: web.Request) -> web.Response:
     """Move the chart to its current state's target now (cause `operator`); 409 on a final state."""
     async with redis_deadline(request):
-        chart = await _chart(request)
+        chart = await chart_named(request)
         move = await request.app[ROLLOUTS].advance(chart, reason_param(request), who(request))
     return web.json_response(
         {"chart": chart.name, "from": move.from_state, "to": move.to_state, "at": codec.timestamp(move.at)}
@@ -122,8 +122,8 @@ async def advance_chart(request: web.Request) -> web.Response:
 async def forget_host(request: web.Request) -> web.Response:
     """Forget a host's report and failure in the current visit, so that it may report again."""
     async with redis_deadline(request):
-        chart = await _chart(request)
-        host = _param(request, "host", HOST_NAME, "host")
+        chart = await chart_named(request)
+        host = name_param(request, "host", HOST_NAME, "host")
         if host is None:
             raise MissingParameter("host")
         forgotten = await request.app[ROLLOUTS].forget(chart, host, who(request))
