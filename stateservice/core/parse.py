@@ -108,8 +108,14 @@ def _compose(text: str) -> yaml.Node | None:
     """The YAML node tree of `text`. Raises YAMLError, with PyYAML's own messages whichever parser ran."""
     try:
         return yaml.compose(text, Loader=_FastLoader)
-    except yaml.YAMLError:
+    except yaml.YAMLError as error:
+        fast = error
+    except (ValueError, OverflowError) as exc:  # PyYAML's scanner on an escape such as "\U99999999"
+        raise yaml.YAMLError(f"a quoted value has an escape that is no character ({exc})") from None
+    try:
         return yaml.compose(text, Loader=_Loader)  # libyaml words some errors differently: say it as always
+    except (ValueError, OverflowError):  # PyYAML's scanner fails where libyaml refused cleanly: keep libyaml's
+        raise fast from None
 
 
 class _Checker:

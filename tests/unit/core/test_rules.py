@@ -706,5 +706,7 @@ def test_parse_never_crashes_on_extreme_times(text: str) -> None:
 
 @settings(deadline=None)
 @given(yamlish(), st.sampled_from([UTC, ZoneInfo("Europe/Berlin"), timezone(timedelta(hours=-3))]))
+@example('current_state: "\\U99999999"\n', UTC)  # PyYAML's scanner: chr() out of range
+@example('current_state: "\\UFFFFFFFF"\n', UTC)  # PyYAML's scanner: OverflowError
 def test_parse_never_crashes_on_yamlish_documents(text: str, zone: tzinfo) -> None:
     check_parsed(text, zone)
