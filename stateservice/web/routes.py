@@ -26,6 +26,7 @@ from stateservice.errors import (
     NotReportable,
     OutsideWindow,
     PredictionFailed,
+    QueryTooLong,
     ServiceStopping,
     StateRemoved,
     StoreBusy,
@@ -84,6 +85,8 @@ COUNTED_HEADERS = {
 
 
 HALTED = Refusal((Halted,), "the chart is halted: stop, do not wait (an operator resumes it)")
+# a free-text `reason` is what can make a legitimate query string long enough for the service's limit
+TOO_LONG = Refusal((QueryTooLong,), "the query string is over the service's limit (shorten the reason)")
 
 
 def _gate(chart: dict[str, Any]) -> tuple[Operation, Operation]:
@@ -105,6 +108,7 @@ def _gate(chart: dict[str, Any]) -> tuple[Operation, Operation]:
         [
             Refusal((NotCurrent,), "the state is not current"),
             Refusal((NotReportable, Halted), "the state is final or moves by the clock, or the chart is halted"),
+            TOO_LONG,
             *CHART_REFUSALS,
         ],
     )
@@ -259,7 +263,7 @@ ROUTES = (
             "Halt the chart in its current state (admin scope): gates, slots and reports answer 409 until resumed",
             json_answer("Halt", "halted (halting a halted chart changes nothing)"),
             [P_CHART, Q_REASON],
-            CHART_REFUSALS,
+            [TOO_LONG, *CHART_REFUSALS],
         ),
     ),
     Route(
@@ -281,7 +285,7 @@ ROUTES = (
             "Move the chart to its current state's target now (admin scope), recorded with cause `operator`",
             json_answer("Reset", "moved"),
             [P_CHART, Q_REASON],
-            [Refusal((NotReportable,), "the current state is final"), *CHART_REFUSALS],
+            [Refusal((NotReportable,), "the current state is final"), TOO_LONG, *CHART_REFUSALS],
         ),
     ),
     Route(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from stateservice import errors
 from stateservice.config import Config
@@ -102,6 +102,14 @@ def test_the_service_serves_its_document(live: ServiceProcess) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_get_documented_answers_and_no_5xx(case: schemathesis.Case, live: ServiceProcess) -> None:
     # A POST body that fits the schema can still be a documented 400: JSON Schema cannot say
-    # "every row as long as the first". Everything else valid by the schema must be accepted.
-    excluded = [positive_data_acceptance] if case.method == "POST" else []
-    case.call_and_validate(base_url=live.url, excluded_checks=excluded)
+    # "every row as long as the first"; nor can OpenAPI 3.0's query parameters say "host= is
+    # required with result=failure" (PUT /state). Everything else valid by the schema must be accepted.
+    excluded = [positive_data_acceptance] if case.method == "POST" or _failure_report(case) else []
+    response = case.call(base_url=live.url)
+    if response.status_code == 414:  # a documented rejection (too long a reason) that schemathesis does not count
+        excluded.append(negative_data_rejection)
+    case.validate_response(response, excluded_checks=excluded)
+
+
+def _failure_report(case: schemathesis.Case) -> bool:
+    return case.method == "PUT" and case.path.endswith("/state") and (case.query or {}).get("result") == "failure"
