@@ -290,25 +290,14 @@ class ChartStore:
             now = await self.clock()  # before WATCH: the window another write can fail us in stays short
             reads = (("HGETALL", key), ("HGET", definition, keys.DEFINITION_DIGEST))
             fields, digest = await watched(pipe, (key, definition), *reads)
-            stored = codec.decode_snapshot(chart, fields)
+            result, writes = self._decide_register(chart, fields, digest, now)  # as a batch decides each chart
+            if isinstance(result, StateServiceError):
+                raise result
             pipe.multi()
-            if stored is None:
-                snap = rules.initial(chart, now)
-                self._create(pipe, chart, snap)
-            else:
-                snap = rules.carry_over(chart, stored)
-                if digest is not None and digest != chart.digest:
-                    log.warning(
-                        "chart_definition_changed",
-                        chart=chart.name,
-                        old_digest=digest,
-                        new_digest=chart.digest,
-                        current_state=snap.state,
-                        count=snap.count,
-                    )
-            self._define(pipe, chart, now)
+            for name, named, args in writes:
+                pipe.execute_command(name, *named, *args)
             await execute(pipe)
-            return snap
+            return result
 
         return await self.transact(chart, "register", attempt)
 
