@@ -240,12 +240,8 @@ class Rollouts:
         """Forget `host`'s report and failure in the current state's visit: it may report again, counted anew."""
 
         async def attempt(pipe: Pipeline) -> Forgotten:
-            now = await self.store.clock()
+            now, snap = await self._snapshot(pipe, chart)
             key = keys.chart_state(chart.name)
-            [fields] = await watched(pipe, key, ("HGETALL", key))
-            snap = codec.decode_snapshot(chart, fields)
-            if snap is None or timed(rules.advance(chart, snap, now))[1]:
-                raise CatchUp
             hosts, failed = keys.chart_hosts(chart.name, snap.state), keys.chart_failed(chart.name, snap.state)
             counted, failure = await watched(
                 pipe, (hosts, failed), ("SISMEMBER", hosts, host), ("HEXISTS", failed, host)
@@ -298,10 +294,7 @@ class Rollouts:
         now = await self.store.clock()
         key = keys.chart_state(chart.name)
         [fields] = await watched(pipe, key, ("HGETALL", key))
-        snap = codec.decode_snapshot(chart, fields)
-        if snap is None or timed(rules.advance(chart, snap, now))[1]:
-            raise CatchUp  # a missing hash or a time move due: the store creates or moves it first
-        return now, snap
+        return now, _caught_up(chart, fields, now)
 
     async def _read(
         self, pipe: Pipeline, chart: Chart, state: State, *, failed: bool = False
@@ -316,9 +309,7 @@ class Rollouts:
         watching = (key, slots_key, failed_key) if failed else (key, slots_key)
         reads = [("HGETALL", key), ("HGETALL", slots_key)] + ([("HKEYS", failed_key)] if failed else [])
         fields, raw, *rest = await watched(pipe, watching, *reads)
-        snap = codec.decode_snapshot(chart, fields)
-        if snap is None or timed(rules.advance(chart, snap, now))[1]:
-            raise CatchUp
+        snap = _caught_up(chart, fields, now)
         return now, snap, fields, codec.decode_slots(chart.name, state.name, raw), set(rest[0]) if rest else set()
 
     def _expire(self, pipe: Pipeline, chart: Chart, name: str, gone: list[slots.Slot]) -> None:
@@ -334,6 +325,15 @@ class Rollouts:
         fields = {keys.HALTED: snap.halted, keys.HALTED_AT: codec.timestamp(snap.halted_at)}
         pipe.hset(keys.chart_state(chart.name), mapping=fields)
         pipe.publish(keys.chart_channel(chart.name), snap.state)  # long-polls wake, and are told it halted
+
+
+def _caught_up(chart: Chart, fields: dict[str, str], now: datetime) -> Snapshot:
+    """The snapshot in a state hash just read. Raises CatchUp for a missing hash or a time move due: the store
+    creates or moves the chart first (`Rollouts.transact`), then the operation reads again."""
+    snap = codec.decode_snapshot(chart, fields)
+    if snap is None or timed(rules.advance(chart, snap, now))[1]:
+        raise CatchUp
+    return snap
 
 
 def _log_events(records: list[Transition]) -> None:
