@@ -21,36 +21,28 @@ class Refused(Exception):
     """The service answered an error: its explanation (`HTTP 404: no chart named ...`)."""
 
 
-def _get(base: str, path: str, token: str | None) -> dict[str, Any]:
-    answer = client.request("GET", base.rstrip("/") + path, token, timeout=30)
-    if answer.status != 200:
-        raise Refused(answer.explain())
-    return answer.json()
-
-
 def views(base: str, chart: str | None, token: str | None) -> list[dict[str, Any]]:
     """The `GET /charts/{chart}` view of one chart, or of every chart the service serves."""
-    names = [chart] if chart else [c["name"] for c in _get(base, "/charts", token)["charts"]]
-    return [_get(base, f"/charts/{urllib.parse.quote(name)}", token) for name in names]
+    names = [chart] if chart else [c["name"] for c in act(base, "GET", "/charts", token)["charts"]]
+    return [act(base, "GET", f"/charts/{urllib.parse.quote(name)}", token) for name in names]
 
 
 def current(base: str, chart: str, token: str | None) -> str | None:
-    found = _get(base, f"/charts/{urllib.parse.quote(chart)}", token).get("current_state")
+    found = act(base, "GET", f"/charts/{urllib.parse.quote(chart)}", token).get("current_state")
     return str(found) if found is not None else None
 
 
 def reset(base: str, chart: str, host: str, token: str | None) -> tuple[str, str]:
     """Reset `chart` through the service (recorded with this token's name as the actor). Returns (from, to)."""
-    query = urllib.parse.urlencode({"host": host})
-    answer = client.request("POST", f"{base.rstrip('/')}/charts/{urllib.parse.quote(chart)}/reset?{query}", token, 30)
-    if answer.status != 200:
-        raise Refused(answer.explain())
-    body = answer.json()
+    body = act(base, "POST", f"/charts/{urllib.parse.quote(chart)}/reset", token, host=host)
     return body.get("from") or "", str(body["to"])
 
 
 def act(base: str, method: str, path: str, token: str | None, **query: str | None) -> dict[str, Any]:
-    """One operator request (`POST /charts/{chart}/halt`, ...): its JSON answer. Raises Refused, client.Unreachable."""
+    """One request to the service (`GET /charts`, `POST /charts/{chart}/halt`, ...): its JSON answer.
+
+    Raises Refused for any answer but 200, client.Unreachable when the service cannot be reached.
+    """
     given = {k: v for k, v in query.items() if v is not None}
     url = base.rstrip("/") + path + (f"?{urllib.parse.urlencode(given)}" if given else "")
     answer = client.request(method, url, token, timeout=30)
