@@ -159,6 +159,11 @@ def _result(request: web.Request) -> str:
     return result
 
 
+def who(request: web.Request) -> Who:
+    """Who asked, for the history: the token's name (or certificate CN, or `-`) and the caller's address."""
+    return Who(auth.identity(request), request.remote)
+
+
 def reason_param(request: web.Request, required: bool = False) -> str | None:
     """`?reason=`: free text for the history, at most MAX_REASON characters, no control characters."""
     raw = request.query.get("reason")
@@ -184,8 +189,7 @@ async def _put_failure(request: web.Request) -> web.Response:
             raise MissingParameter("host")  # a failure is a host's: without one it could not be listed or forgotten
         reason = reason_param(request)
         logs.bind(chart=chart.name, state=state, host=host)
-        who = Who(auth.identity(request), request.remote)
-        failure = await request.app[ROLLOUTS].fail(chart, state, host, reason, who)
+        failure = await request.app[ROLLOUTS].fail(chart, state, host, reason, who(request))
     halted = failure.snapshot is not None and failure.snapshot.halted is not None
     log.info("failure_reported", failures=failure.failures, new=failure.recorded, halted=halted)
     return _text(state, {COUNTED_HEADER: "false", STATE_HEADER: state, HALTED_HEADER: "true" if halted else "false"})

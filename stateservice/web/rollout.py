@@ -22,16 +22,11 @@ from stateservice.core.chart import HOST_NAME, Chart
 from stateservice.core.slots import Slot
 from stateservice.errors import InvalidName, MissingParameter
 from stateservice.store import codec
-from stateservice.store.rollout import Who
 from stateservice.telemetry import logs
 from stateservice.web import auth
 from stateservice.web.appkeys import ROLLOUTS, STORE, ZONE
 from stateservice.web.deadline import redis_deadline
-from stateservice.web.handlers import ALPHABETS, chart_named, name_param, reason_param, state_param
-
-
-def who(request: web.Request) -> Who:
-    return Who(auth.identity(request), request.remote)
+from stateservice.web.handlers import ALPHABETS, chart_named, name_param, reason_param, state_param, who
 
 
 def _host(request: web.Request) -> str:
