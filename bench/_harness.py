@@ -33,6 +33,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -474,6 +475,24 @@ def wait_idle(pid: int, *, quiet: float = 0.5, threshold: float = 0.02, timeout:
             return True
         before = after
     return False
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as the results files print them."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine_rows() -> list[tuple[str, str]]:
+    """The rows every results file's Machine table starts with (a benchmark adds what else it depends on)."""
+    return [
+        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("CPUs", str(os.cpu_count())),
+        ("CPU model", cpu_model()),
+        ("load average at start (1/5/15 min)", load_average()),
+        ("Python", platform.python_version()),
+        ("aiohttp", package_version("aiohttp") or "?"),
+        ("redis-py", package_version("redis") or "?"),
+    ]
 
 
 def cpu_model() -> str:

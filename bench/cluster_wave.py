@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import _harness as h
@@ -354,16 +352,7 @@ def summary(by: dict[str, list[Wave]]) -> list[str]:
 
 
 def machine_rows() -> list[tuple[str, str]]:
-    return [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("CPUs", str(os.cpu_count())),
-        ("CPU model", h.cpu_model()),
-        ("load average at start (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("Python", platform.python_version()),
-        ("aiohttp", h.package_version("aiohttp") or "?"),
-        ("redis-py", h.package_version("redis") or "?"),
-        ("uvloop (client and service)", h.package_version("uvloop") or "not installed"),
-    ]
+    return [*h.machine_rows(), ("uvloop (client and service)", h.package_version("uvloop") or "not installed")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -396,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 for name, measured, ok in wave.checks:
                     print(f"  {'PASS' if ok else 'FAIL'} {name}: {measured}", flush=True)
-    machine.append(("load average at end (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())))
+    machine.append(("load average at end (1/5/15 min)", h.load_average()))
     text = render(waves, args, machine, time.monotonic() - began)
     args.output.write_text(text)
     print(f"\nwrote {args.output}\n\n{text}")

@@ -28,15 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -800,18 +798,11 @@ async def _long_poll(url: str, pid: int, port: int, waiters: int, wait: float) -
 
 
 def machine(redis_server: h.RedisProcess, tool: str) -> list[tuple[str, str]]:
-    rows = [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("CPUs", str(os.cpu_count())),
-        ("CPU model", h.cpu_model()),
-        ("load average at start (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("Python", platform.python_version()),
-        ("aiohttp", h.package_version("aiohttp") or "?"),
-        ("redis-py", h.package_version("redis") or "?"),
+    return [
+        *h.machine_rows(),
         ("redis-server", h.redis_server_version(redis_server.binary)),
         ("load generator", h.wrk_version() if tool == "wrk" else "aiohttp client (wrk unavailable)"),
     ]
-    return rows
 
 
 def render(report: Report, machine_rows: list[tuple[str, str]], quick: bool, elapsed: float) -> str:
@@ -915,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started = time.monotonic()
                 steps[part]()
                 say(f"  ({part}: {time.monotonic() - started:.0f} s)")
-        machine_rows.append(("load average at end (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())))
+        machine_rows.append(("load average at end (1/5/15 min)", h.load_average()))
         bench.redis.close()
     report = bench.report
     text = render(report, machine_rows, args.quick, time.monotonic() - began)
