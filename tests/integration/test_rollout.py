@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,30 +118,46 @@ async def test_an_unrenewed_slot_expires_is_listed_and_recorded(serve: MakeClien
 async def test_many_hosts_racing_never_hold_more_than_the_limit(serve: MakeClient, plain: Redis) -> None:
     """200 hosts ask at once, over and over, while a sampler watches the slot hash; holders report when done."""
     client = await serve(rollout_chart("concurrency: 5", target=200), unlimited=True)
+
+    async def put(n: int, path: str) -> tuple[int, str]:
+        resp = await client.put(path)
+        return resp.status, await resp.text()
+
+    seen = await race(put, plain, work=0.01, pause=0.005, every=0.002)
+    assert max(seen) <= 5 and max(seen) >= 2
+    assert (await body(await client.get("/charts/roll"), 200))["current_state"] == "done"
+
+
+Put = Callable[[int, str], Awaitable[tuple[int, str]]]  # host n's PUT of a path: status and body
+
+
+async def race(put: Put, plain: Redis, *, work: float, pause: float, every: float, hosts: int = 200) -> list[int]:
+    """`hosts` hosts take a slot of `canary` (asking again after `pause` while all are held), work, and report;
+    meanwhile the slot hash's size is sampled `every` seconds. The samples."""
     seen: list[int] = []
     done = asyncio.Event()
 
     async def sample() -> None:
         while not done.is_set():
             seen.append(await plain.hlen(keys.chart_slots("roll", "canary")))
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(every)
 
     async def host(n: int) -> None:
         while True:
-            resp = await client.put(f"/charts/roll/slots/h{n}?state=canary")
-            if resp.status == 200:
-                await asyncio.sleep(0.01)  # the work
-                assert (await client.put(f"/charts/roll/state?state=canary&host=h{n}")).status == 200
+            status, text = await put(n, f"/charts/roll/slots/h{n}?state=canary")
+            if status == 200:
+                await asyncio.sleep(work)
+                status, text = await put(n, f"/charts/roll/state?state=canary&host=h{n}")
+                assert status == 200, text
                 return
-            assert resp.status == 406, await resp.text()
-            await asyncio.sleep(0.005)
+            assert status == 406, text
+            await asyncio.sleep(pause)
 
     sampler = asyncio.create_task(sample())
-    await asyncio.gather(*(host(n) for n in range(200)))
+    await asyncio.wait_for(asyncio.gather(*(host(n) for n in range(hosts))), 120)
     done.set()
     await sampler
-    assert max(seen) <= 5 and max(seen) >= 2
-    assert (await body(await client.get("/charts/roll"), 200))["current_state"] == "done"
+    return seen
 
 
 # -- failures and halts ----------------------------------------------------------------------------
@@ -279,33 +296,14 @@ def test_two_services_of_two_workers_never_grant_more_than_the_limit(
 
 async def _race(urls: list[str], redis_url: str) -> None:
     plain = Redis.from_url(redis_url, decode_responses=True)
-    seen: list[int] = []
-    done = asyncio.Event()
-
-    async def sample() -> None:
-        while not done.is_set():
-            seen.append(await plain.hlen(keys.chart_slots("roll", "canary")))
-            await asyncio.sleep(0.001)
-
-    async def host(session: aiohttp.ClientSession, n: int) -> None:
-        base = urls[n % len(urls)]
-        while True:
-            async with session.put(f"{base}/charts/roll/slots/h{n}?state=canary") as resp:
-                granted = resp.status == 200
-                assert granted or resp.status == 406, await resp.text()
-            if granted:
-                await asyncio.sleep(0.02)  # the work
-                async with session.put(f"{base}/charts/roll/state?state=canary&host=h{n}") as resp:
-                    assert resp.status == 200, await resp.text()
-                return
-            await asyncio.sleep(0.01)
-
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            sampler = asyncio.create_task(sample())
-            await asyncio.wait_for(asyncio.gather(*(host(session, n) for n in range(200))), 120)
-            done.set()
-            await sampler
+
+            async def put(n: int, path: str) -> tuple[int, str]:
+                async with session.put(urls[n % len(urls)] + path) as resp:
+                    return resp.status, await resp.text()
+
+            seen = await race(put, plain, work=0.02, pause=0.01, every=0.001)
         assert 2 <= max(seen) <= 5, max(seen)
         assert await plain.hget(keys.chart_state("roll"), keys.CURRENT_STATE) == "done"
     finally:
