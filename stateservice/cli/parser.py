@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from stateservice import __version__
 from stateservice.config import SETTINGS
-from stateservice.settings import Kind, Setting
+from stateservice.config.settings import Kind, Setting
 
 USAGE = 64  # EX_USAGE: a mistake in the command line (2 means the service answered an error)
 _CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")

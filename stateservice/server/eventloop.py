@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from stateservice.settings import uvloop_available as available
+from stateservice.config.settings import uvloop_available as available
 from stateservice.telemetry import logs, metrics
 
 T = TypeVar("T")

@@ -68,7 +68,7 @@ def parse(*flags: str, environ: dict[str, str] | None = None) -> Config:
 
 def test_without_uvloop_auto_falls_back_and_an_explicit_uvloop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eventloop, "available", lambda: False)
-    monkeypatch.setattr("stateservice.settings.uvloop_available", lambda: False)
+    monkeypatch.setattr("stateservice.config.settings.uvloop_available", lambda: False)
     assert eventloop.factory("auto") is None and eventloop.name("auto") == "asyncio"
     with pytest.raises(ConfigError, match="--event-loop: uvloop is not installed here"):
         parse("uvloop")

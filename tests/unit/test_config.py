@@ -14,8 +14,8 @@ import pytest
 from stateservice import config as config_module
 from stateservice.cli.parser import build_parser
 from stateservice.config import RULES, SETTINGS, Config, named
+from stateservice.config.settings import markdown
 from stateservice.errors import ConfigError
-from stateservice.settings import markdown
 from stateservice.store.redis.connect import redact
 from stateservice.store.redis.sentinel import parse as parse_sentinel
 
@@ -201,7 +201,7 @@ def test_a_bad_value_names_its_source(flags: list[str], environ: dict[str, str],
 
 
 def test_an_explicit_uvloop_is_refused_where_it_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stateservice.settings.uvloop_available", lambda: False)
+    monkeypatch.setattr("stateservice.config.settings.uvloop_available", lambda: False)
 
     assert load("--event-loop", "auto").event_loop == "auto"
     with pytest.raises(ConfigError, match="--event-loop: uvloop is not installed here"):

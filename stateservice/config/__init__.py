@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import tzlocal
 
-from stateservice import settings
-from stateservice.settings import Kind, Rule, Setting, setting
+from stateservice.config import settings
+from stateservice.config.settings import Kind, Rule, Setting, setting
 from stateservice.store.redis.connect import with_credentials
 from stateservice.telemetry.logs import FORMATS, LEVELS
 
@@ -398,7 +398,7 @@ The Redis credentials are read from the environment only, so that the password s
 command line and `ps`: `{ENV_PREFIX}REDIS_USERNAME` and `{ENV_PREFIX}REDIS_PASSWORD` are added
 to the `--redis` URL unless it has a password of its own.
 
-<!-- generated from stateservice/config.py by `python -m stateservice.config > docs/settings.md`; edit there -->
+<!-- generated from stateservice/config by `python -m stateservice.config > docs/settings.md`; edit there -->
 """
 
 
@@ -411,7 +411,3 @@ def page() -> str:
     rows += [settings.markdown_row(declared) for declared in SETTINGS]
     together = [f"- {settings.markdown(rule.message)}" for rule in RULES]
     return "\n".join([PAGE_INTRO, *rows, "", "## Settings that go together", "", *together, ""])
-
-
-if __name__ == "__main__":
-    print(page(), end="")
