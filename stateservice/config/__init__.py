@@ -101,6 +101,55 @@ class Config:
         SERVE,
         metavar="SECONDS",
     )
+    configurations: tuple[Path, ...] = setting(
+        "--configuration",
+        "STATESERVICE_CONFIGURATION",
+        (),
+        settings.paths,
+        "a configuration file (YAML: name, version, states, transitions, starting_state) to register at start; "
+        "repeat for several",
+        ("serve", "validate"),
+        kind=Kind.PATHS,
+        metavar="FILE",
+    )
+    event_retention: float = setting(
+        "--event-retention",
+        "STATESERVICE_EVENT_RETENTION",
+        86400.0,
+        settings.duration,
+        "how long an event's outcome is kept: the same event_id within it is answered as a duplicate",
+        SERVE,
+        metavar="DURATION",
+        shown="24h",
+    )
+    history_limit: int = setting(
+        "--history-limit",
+        "STATESERVICE_HISTORY_LIMIT",
+        100,
+        settings.count(1, 10000),
+        "how many transitions each instance's history keeps (newest first)",
+        SERVE,
+        metavar="N",
+    )
+    stream: bool = setting(
+        "--stream",
+        "STATESERVICE_STREAM",
+        True,
+        settings.switch,
+        "consume events from the Redis stream stateservice:{machines}:events (consumer group stateservice)",
+        SERVE,
+        kind=Kind.ON_OFF,
+    )
+    stream_claim_after: float = setting(
+        "--stream-claim-after",
+        "STATESERVICE_STREAM_CLAIM_AFTER",
+        30.0,
+        settings.seconds,
+        "how long a stream entry may stay unacknowledged by its consumer (a worker that died) before another "
+        "worker claims it",
+        SERVE,
+        metavar="SECONDS",
+    )
     model_config: Path | None = setting(
         "--config",
         "STATESERVICE_MODEL_CONFIG",

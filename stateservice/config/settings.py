@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from stateservice.core.timing import parse_duration
 from stateservice.errors import ConfigError
 from stateservice.store.redis import sentinel
 from stateservice.store.redis.connect import SCHEMES, redact
@@ -214,6 +215,26 @@ def seconds(value: str, source: str) -> float:
     if not 0.1 <= number <= 3600:
         raise ConfigError(f"{source}: {value!r} is not a number of seconds from 0.1 to 3600")
     return number
+
+
+def duration(value: str, source: str) -> float:
+    """A duration as chart files write it (`90s`, `15m`, `24h`, `7d`), in seconds: from a minute to 30 days."""
+    try:
+        number = parse_duration(value).total_seconds()
+    except ValueError:
+        number = 0.0
+    if not 60 <= number <= 30 * 86400:
+        raise ConfigError(f"{source}: {value!r} is not a duration from 1m to 30d (e.g. 90m, 24h, 7d)")
+    return number
+
+
+def count(low: int, high: int) -> Parse[int]:
+    def check(value: str, source: str) -> int:
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ConfigError(f"{source}: {value!r} is not a whole number from {low} to {high}")
+        return int(value)
+
+    return check
 
 
 def size(value: str, source: str) -> int:
