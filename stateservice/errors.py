@@ -403,3 +403,93 @@ class HeadersTooLarge(StateServiceError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request headers are larger than the limit of {limit} bytes in all", limit=limit)
+
+
+# Configurations, instances and events (issue #15)
+
+
+class InvalidConfiguration(StateServiceError):
+    """A configuration (or instance request) that cannot be used; `problems` names every one."""
+
+    status, code = 422, "invalid_configuration"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems), problems=list(problems))
+
+
+class ConfigurationExists(StateServiceError):
+    status, code = 409, "configuration_exists"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(
+            f"configuration {ref} exists: a configuration never changes; give it a new version", configuration=ref
+        )
+
+
+class UnknownConfiguration(StateServiceError):
+    status, code = 404, "unknown_configuration"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no configuration {ref} is defined (POST /configurations first)", configuration=ref)
+
+
+class InstanceExists(StateServiceError):
+    status, code = 409, "instance_exists"
+
+    def __init__(self, instance: str, configuration: str) -> None:
+        super().__init__(
+            f"instance {instance!r} exists (of {configuration}); an id names one instance",
+            id=instance,
+            configuration=configuration,
+        )
+
+
+class UnknownInstance(StateServiceError):
+    status, code = 404, "unknown_instance"
+
+    def __init__(self, instance: str, **fields: Any) -> None:
+        super().__init__(f"no instance {instance!r}", id=instance, **fields)
+
+
+class UnknownEvent(StateServiceError):
+    status, code = 404, "unknown_event"
+
+    def __init__(self, instance: str, event_id: str) -> None:
+        super().__init__(
+            f"no outcome of event {event_id!r} is kept for instance {instance!r} (never sent, or older than "
+            "--event-retention)",
+            id=instance,
+            event_id=event_id,
+        )
+
+
+class TransitionNotAllowed(StateServiceError):
+    status, code = 409, "transition_not_allowed"
+
+    def __init__(self, outcome: Mapping[str, Any], allowed: Sequence[str]) -> None:
+        super().__init__(
+            f"event {outcome['event']!r} is not allowed in state {outcome['state']!r}"
+            + (f"; allowed: {', '.join(allowed)}" if allowed else "; no event is allowed there"),
+            **outcome,
+            allowed=list(allowed),
+        )
+
+
+class RequirementNotMet(StateServiceError):
+    status, code = 409, "requirement_not_met"
+
+    def __init__(self, outcome: Mapping[str, Any], requires: Mapping[str, Any]) -> None:
+        super().__init__(
+            f"event {outcome['event']!r} from {outcome['state']!r} requires {_requirement(requires)}",
+            **outcome,
+            requires=dict(requires),
+        )
+
+
+def _requirement(requires: Mapping[str, Any]) -> str:
+    if "chart" in requires:
+        return f"chart {requires['chart']!r} in state {requires['state']!r}"
+    return (
+        f"instance of {requires['configuration']} with properties {requires['properties']} in state "
+        f"{requires['state']!r}"
+    )

@@ -128,3 +128,87 @@ def slot_hold_total_field(state: str) -> str:
 def slot_hold_count_field(state: str) -> str:
     """The state hash's field counting the slots of `state` released (the mean's divisor)."""
     return f"{SLOT_HOLD_COUNT_PREFIX}{state}"
+
+
+# Configurations and their instances (issue #15). Every key shares the hash tag {machines}, so a
+# Lua script applies an event to its instance, indexes, counts, outcome and stream in one slot
+# (in a Redis Cluster all instances live on one node; charts still spread by their own tags).
+MACHINES = f"{PREFIX}:{{machines}}"
+MACHINES_GROUP = "stateservice"  # the consumer group of the events stream
+
+# fields of each entry of the events stream (the input) and of the dead-letter stream
+EVENT_DEST = "dest"
+EVENT_CONFIGURATION = "configuration"
+EVENT_PROPERTIES = "properties"
+EVENT_NAME = "event"
+EVENT_ID = "event_id"
+EVENT_ORIGINATOR = "originator"
+EVENT_DETAILS = "details"
+DEAD_ERROR = "error"
+DEAD_MESSAGE = "message"
+DEAD_ENTRY = "entry"
+
+
+def configurations() -> str:
+    """Hash: NAME:VERSION -> the configuration's JSON document (written once, never changed)."""
+    return f"{MACHINES}:configurations"
+
+
+def transitions(ref: str) -> str:
+    """Hash: "FROM EVENT" -> JSON {to, and for a guard: key, field, state, instance}; the rules of `ref`."""
+    return f"{MACHINES}:transitions:{ref}"
+
+
+def instances() -> str:
+    """Hash: instance id -> "NAME:VERSION STATE"; the record of every instance."""
+    return f"{MACHINES}:instances"
+
+
+def instance_properties() -> str:
+    """Hash: instance id -> its properties as JSON, keys sorted (instances named by properties only)."""
+    return f"{MACHINES}:properties"
+
+
+def instance_context() -> str:
+    """Hash: instance id -> its context as a JSON object (absent while empty)."""
+    return f"{MACHINES}:context"
+
+
+def instance_counts(ref: str) -> str:
+    """Hash: state -> how many instances of configuration `ref` are in it."""
+    return f"{MACHINES}:counts:{ref}"
+
+
+def instances_in(ref: str, state: str) -> str:
+    """Set: ids of the instances of `ref` in `state`."""
+    return f"{MACHINES}:in:{ref}:{state}"
+
+
+def instances_with(ref: str, name: str, value: str) -> str:
+    """Set: ids of the instances of `ref` whose property `name` is `value`."""
+    return f"{MACHINES}:with:{ref}:{name}:{value}"
+
+
+def instance_history(instance: str) -> str:
+    """List: the instance's transitions as JSON, newest first, capped at --history-limit."""
+    return f"{MACHINES}:history:{instance}"
+
+
+def event_outcome(instance: str, event_id: str) -> str:
+    """String: an event's outcome as JSON, expiring after --event-retention."""
+    return f"{MACHINES}:outcome:{instance}:{event_id}"
+
+
+def events_stream() -> str:
+    """Stream: events to apply, read by the consumer group `stateservice` (one consumer per worker)."""
+    return f"{MACHINES}:events"
+
+
+def dead_letters() -> str:
+    """Stream: the events of the events stream that could not be applied, with the error."""
+    return f"{MACHINES}:events:dead"
+
+
+def machine_moves() -> str:
+    """Pub/sub channel: "ID FROM TO" for every transition of an instance."""
+    return f"{MACHINES}:moves"

@@ -1,0 +1,282 @@
+"""Configurations and instances in Redis: define, create, apply events exactly once, read, count.
+
+The key layout is in `keys.py` (the {machines} section). An instance costs one field of the
+instances hash ("REF STATE") and one member of its state's index set; properties, context and
+history cost only the instances that have them. Events are applied by `machine_scripts.APPLY`,
+a batch per round trip: HTTP events that arrive while a batch is in flight join the next one
+(`GroupCommit`), as a chart's reports do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from stateservice.core.machines import (
+    Configuration,
+    Invalid,
+    canonical_properties,
+    configuration_from,
+    instance_id,
+)
+from stateservice.errors import (
+    ConfigurationExists,
+    InstanceExists,
+    InvalidConfiguration,
+    UnknownConfiguration,
+)
+from stateservice.store import codec, keys
+from stateservice.store.clock import Clock
+from stateservice.store.group import GroupCommit
+from stateservice.store.machine_scripts import APPLY, CREATE, DEFINE
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event to apply. `instance` names it by id; or `ref` and `properties` do (creating it on first use)."""
+
+    event: str
+    event_id: str
+    instance: str | None = None
+    ref: str | None = None
+    properties: Mapping[str, str] | None = None
+    originator: str | None = None
+    details: Any = None
+    entry: str | None = None  # the stream entry it came from: acknowledged with it
+    dead: Sequence[str] = field(default=())  # the entry's fields, for the dead-letter stream
+
+    def target(self) -> str:
+        if self.instance is not None:
+            return self.instance
+        assert self.ref is not None and self.properties is not None
+        return instance_id(self.ref, self.properties)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an event did: `body` as stored (event_id, outcome, instance, event, and from/to/at or state)."""
+
+    body: dict[str, Any]
+    duplicate: bool
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.body.get("outcome") == "ok")
+
+
+class Machines:
+    """One worker's access to the configurations and instances in one Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        clock: Clock,
+        *,
+        retention: float = 86400.0,
+        history_limit: int = 100,
+        cluster: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.clock = clock
+        self.retention_ms = int(retention * 1000)
+        self.history_limit = history_limit
+        self.cluster = cluster
+        self._known: dict[str, Configuration] = {}  # configurations never change, so a copy stays right
+        self._define = redis.register_script(DEFINE)
+        self._create = redis.register_script(CREATE)
+        self._apply = redis.register_script(APPLY)
+        self._group: GroupCommit[Event, Outcome] = GroupCommit(self._commit)
+
+    # configurations
+
+    async def define(self, configuration: Configuration) -> bool:
+        """Store `configuration` unless its name:version exists: True if stored, False if it existed."""
+        if self.cluster and any(t.requires and t.requires.chart for t in configuration.transitions):
+            raise InvalidConfiguration(["a transition requiring a chart's state needs one Redis, not a Cluster"])
+        document = orjson.dumps(configuration.document()).decode()
+        table = [
+            item
+            for t in configuration.transitions
+            for item in (f"{t.source} {t.event}", orjson.dumps(self._rule(t)).decode())
+        ]
+        stored = await self._define(
+            keys=[keys.configurations(), keys.transitions(configuration.ref)],
+            args=[configuration.ref, document, *table],
+        )
+        if stored:
+            self._known[configuration.ref] = configuration
+        return bool(stored)
+
+    async def define_new(self, configuration: Configuration) -> None:
+        """POST /configurations: store it, or raise ConfigurationExists."""
+        if not await self.define(configuration):
+            raise ConfigurationExists(configuration.ref)
+
+    def _rule(self, transition: Any) -> dict[str, Any]:
+        rule: dict[str, Any] = {"to": transition.target}
+        requires = transition.requires
+        if requires is None:
+            return rule
+        target = requires.instance()
+        if target is None:
+            return {
+                **rule,
+                "key": keys.chart_state(str(requires.chart)),
+                "field": keys.CURRENT_STATE,
+                "state": requires.state,
+            }
+        return {**rule, "key": keys.instances(), "field": target, "state": requires.state, "instance": True}
+
+    async def configuration(self, ref: str) -> Configuration | None:
+        known = self._known.get(ref)
+        if known is None:
+            raw = await self.redis.hget(keys.configurations(), ref)
+            if raw is None:
+                return None
+            known = self._known[ref] = configuration_from(orjson.loads(raw))
+        return known
+
+    async def require(self, ref: str) -> Configuration:
+        found = await self.configuration(ref)
+        if found is None:
+            raise UnknownConfiguration(ref)
+        return found
+
+    async def refs(self, name: str | None = None) -> list[str]:
+        """Every configuration's NAME:VERSION (of `name` only, when given), sorted."""
+        every = [str(r) for r in await self.redis.hkeys(keys.configurations())]
+        return sorted(r for r in every if name is None or r.partition(":")[0] == name)
+
+    # instances
+
+    async def create(
+        self, ref: str, instance: str | None = None, properties: Mapping[str, str] | None = None
+    ) -> tuple[str, bool]:
+        """Create an instance of `ref`: (its id, True) when made; (id, False) when properties named an existing one.
+
+        Raises UnknownConfiguration; InstanceExists when an explicit id is taken.
+        """
+        configuration = await self.require(ref)
+        if properties:
+            instance = instance_id(ref, properties)
+        elif instance is None:
+            instance = str(uuid.uuid4())
+        made, record = await self._create(
+            keys=[keys.instances()],
+            args=[keys.MACHINES, instance, orjson.dumps(self._creation(configuration, properties)).decode()],
+        )
+        if not made and not properties:
+            raise InstanceExists(instance, str(record).partition(" ")[0])
+        return instance, bool(made)
+
+    def _creation(self, configuration: Configuration, properties: Mapping[str, str] | None) -> dict[str, Any]:
+        made: dict[str, Any] = {"ref": configuration.ref, "start": configuration.starting_state}
+        if properties:
+            made["properties"] = canonical_properties(properties)
+            made["with"] = [keys.instances_with(configuration.ref, k, v) for k, v in sorted(properties.items())]
+        return made
+
+    async def instance(self, instance: str) -> dict[str, Any] | None:
+        """`GET /statemachines/{id}`: id, configuration, state, properties, context, history (newest first)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(keys.instances(), instance)
+            pipe.hget(keys.instance_properties(), instance)
+            pipe.hget(keys.instance_context(), instance)
+            pipe.lrange(keys.instance_history(instance), 0, self.history_limit - 1)
+            record, properties, context, history = await pipe.execute()
+        if record is None:
+            return None
+        ref, _, state = record.partition(" ")
+        return {
+            "id": instance,
+            "configuration": ref,
+            "state": state,
+            "properties": orjson.loads(properties) if properties else {},
+            "context": orjson.loads(context) if context else {},
+            "history": [orjson.loads(h) for h in history],
+        }
+
+    async def state(self, instance: str) -> tuple[str, str] | None:
+        """(configuration, state) of an instance, or None."""
+        record = await self.redis.hget(keys.instances(), instance)
+        if record is None:
+            return None
+        ref, _, state = str(record).partition(" ")
+        return ref, state
+
+    # events
+
+    async def apply(self, event: Event) -> Outcome:
+        """Apply one event (joining the next batch of this worker's events)."""
+        return await self._group.submit(event)
+
+    async def apply_all(self, events: Sequence[Event], stream: str = "", group: str = "") -> list[Outcome]:
+        """Apply `events` in order, in one script: those with an `entry` are acknowledged on `stream` with them."""
+        if not events:
+            return []
+        now = codec.timestamp(await self.clock())
+        batch = [await self._encode(e, now) for e in events]
+        reply = await self._apply(
+            keys=[keys.instances()],
+            args=[
+                keys.MACHINES,
+                now,
+                self.retention_ms,
+                self.history_limit,
+                orjson.dumps(batch).decode(),
+                stream or keys.events_stream(),
+                group or keys.MACHINES_GROUP,
+                keys.dead_letters(),
+            ],
+        )
+        return [Outcome(orjson.loads(text), bool(dup)) for text, dup in orjson.loads(reply)]
+
+    async def _commit(self, events: list[Event], more: Any) -> list[Outcome]:
+        return await self.apply_all([*events, *more()])
+
+    async def _encode(self, event: Event, now: str) -> dict[str, Any]:
+        history: dict[str, Any] = {"event_id": event.event_id, "event": event.event, "at": now}
+        history["originator"] = event.originator
+        if event.details is not None:
+            history["details"] = event.details
+        encoded: dict[str, Any] = {
+            "id": event.target(),
+            "event": event.event,
+            "event_id": event.event_id,
+            "history": orjson.dumps(history).decode(),
+            "dead": list(event.dead),
+        }
+        if event.ref is not None and event.properties is not None:
+            configuration = await self.configuration(event.ref)
+            if configuration is not None:
+                encoded["create"] = self._creation(configuration, event.properties)
+        if event.entry is not None:
+            encoded["entry"] = event.entry
+        return encoded
+
+    async def outcome(self, instance: str, event_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(keys.event_outcome(instance, event_id))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    # queries
+
+    async def counts(self, configuration: Configuration) -> dict[str, int]:
+        """Instances per state: one hash read, O(states)."""
+        stored = await self.redis.hgetall(keys.instance_counts(configuration.ref))
+        return {state: int(stored.get(state, 0)) for state in configuration.states}
+
+    async def close(self) -> None:
+        await self._group.close()
+
+
+def check_configuration(data: Any) -> Configuration:
+    """configuration_from, with its findings as an InvalidConfiguration (422)."""
+    try:
+        return configuration_from(data)
+    except Invalid as invalid:
+        raise InvalidConfiguration([str(f) for f in invalid.findings]) from None
