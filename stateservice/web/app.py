@@ -24,6 +24,7 @@ from stateservice.scheduler import Scheduler, identity
 from stateservice.security.tokens import Tokens, TokensRef
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
+from stateservice.store.machines import Machines
 from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
 from stateservice.store.registrar import Registrar
@@ -33,6 +34,7 @@ from stateservice.web import auth, middleware
 from stateservice.web.appkeys import (
     BODY_LIMIT,
     CHARTS,
+    MACHINES,
     MAX_WAIT,
     MODELS,
     REDIS,
@@ -107,11 +109,19 @@ def _redis_ctx(url: str, config: Config, registered: frozenset[tuple[str, str]])
         app[STORE] = ChartStore(writes, coalesce=config.coalesce)
         app[ROLLOUTS] = Rollouts(app[STORE])
         app[REGISTRAR] = Registrar(app[STORE], registered)
+        app[MACHINES] = Machines(
+            writes,
+            app[STORE].clock,
+            retention=config.event_retention,
+            history_limit=config.history_limit,
+            cluster=config.redis_cluster,
+        )
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())
         app[WATCHER].start()
         yield
         await app[WATCHER].close()
+        await app[MACHINES].close()
         await app[STORE].close()
         log.info("store_stats", transactions=app[STORE].commits, retries=app[STORE].retries)
         await redis.aclose()

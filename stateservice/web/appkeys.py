@@ -11,6 +11,7 @@ from stateservice.core.chart import Chart
 from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler
 from stateservice.store.charts import ChartStore
+from stateservice.store.machines import Machines
 from stateservice.store.registrar import Registrar
 from stateservice.store.rollout import Rollouts
 from stateservice.store.watch import MoveWatcher
@@ -19,6 +20,7 @@ CHARTS = web.AppKey("charts", dict[str, Chart])
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", ChartStore)
 ROLLOUTS = web.AppKey("rollouts", Rollouts)
+MACHINES = web.AppKey("machines", Machines)  # configurations, instances and their events
 ZONE = web.AppKey("zone", tzinfo)  # the server's time zone: deployment windows of charts without their own
 REGISTRAR = web.AppKey("registrar", Registrar)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
