@@ -377,16 +377,19 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0] if first else "wrk"
 
 
-def wrk_load(url: str, *, method: str = "GET", connections: int = 64, duration: float = 5.0) -> LoadResult:
+def wrk_load(
+    url: str, *, method: str = "GET", connections: int = 64, duration: float = 5.0, request: str = ""
+) -> LoadResult:
     """`wrk -c connections -d duration` on one URL, counting statuses through a Lua `response` hook.
 
-    wrk takes whole seconds: `duration` is rounded, to 1 at least.
+    `request`, if given, is Lua code defining wrk's `request()` (each request built by the script, e.g.
+    a POST body naming a random instance). wrk takes whole seconds: `duration` is rounded, to 1 at least.
     """
     loopback_only(url)
     duration = max(1, round(duration))
     threads = max(1, min(os.cpu_count() or 1, connections))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(WRK_SCRIPT % {"method": method})
+        handle.write(WRK_SCRIPT % {"method": method} + request)
         script = handle.name
     try:
         argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s"]

@@ -15,6 +15,8 @@ from stateservice.core.chart import Chart
 from stateservice.errors import NotRegistered
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
+from stateservice.store.clock import local_clock
+from stateservice.store.machines import Machines
 from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
 from stateservice.web.views import describe
@@ -33,27 +35,45 @@ async def registered_chart(store: ChartStore, name: str, zone: tzinfo) -> Chart:
 
 
 async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = False) -> list[dict[str, Any]]:
-    """The `GET /charts/{chart}` view of one chart, or of every registered chart, plus its path."""
+    """The `GET /charts/{chart}` view of one chart, or of every registered chart, plus its path; and after the
+    charts, each configuration's counts per state (`GET /configurations/{ref}/counts`). A NAME with a colon
+    names a configuration (NAME:VERSION); without one, a chart or every version of a configuration of that name.
+    """
     redis = connect(url, cluster=cluster)
     try:
-        store = ChartStore(redis)
-        names = [name] if name else await store.registered()
+        store, machines = ChartStore(redis), Machines(redis, local_clock())
+        refs = await machines.refs(None if name is None else name.partition(":")[0])
+        refs = [r for r in refs if name is None or ":" not in name or r == name]
+        if name is not None and ":" in name and not refs:
+            raise NotRegistered(f"no configuration {name} is defined in this Redis")
+        names = [] if name is not None and (refs or ":" in name) else [name] if name else await store.registered()
         views = []
         for chart_name in names:
             chart = await registered_chart(store, chart_name, zone)
             views.append({**describe(await store.view(chart)), "path": chart.path})
+        for ref in refs:
+            views.append(counted(ref, await machines.counts(await machines.require(ref))))
         return views
     finally:
         await redis.aclose()
+
+
+def counted(ref: str, counts: dict[str, int]) -> dict[str, Any]:
+    """A configuration's entry in `status`: `GET /configurations/{ref}/counts` plus the total."""
+    return {"configuration": ref, "instances": sum(counts.values()), "counts": counts}
 
 
 def render(views: list[dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return json.dumps(views if len(views) != 1 else views[0], indent=2)
     if not views:
-        return "no chart is registered in this Redis (start `stateservice serve` once)"
+        return "no chart or configuration is registered in this Redis (start `stateservice serve` once)"
     lines = []
     for view in views:
+        if "configuration" in view:
+            lines.append(f"configuration {view['configuration']}  ({view['instances']} instances)")
+            lines.extend(f"    {state:<24} {n}" for state, n in view["counts"].items())
+            continue
         where = f"{view['path']}, " if view.get("path") else ""  # a service's answer does not say its files' paths
         lines.append(f"chart {view['name']}  ({where}digest {view['digest'][:12]})")
         lines.append(f"  current_state  {view['current_state']}{'  (final)' if view['final'] else ''}")

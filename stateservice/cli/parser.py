@@ -135,7 +135,12 @@ def _store_commands(commands: argparse._SubParsersAction[Parser]) -> None:
             stateservice status --url https://stateservice.internal:5000
         """,
     )
-    status.add_argument("chart", nargs="?", metavar="CHART", help="chart name (default: every registered chart)")
+    status.add_argument(
+        "chart",
+        nargs="?",
+        metavar="NAME",
+        help="a chart, or a configuration (NAME or NAME:VERSION) (default: every chart, then every configuration)",
+    )
     status.add_argument("--json", action="store_true", help="print JSON (the shape of GET /charts/{chart})")
     status.add_argument("--url", help="ask this service over HTTP instead of Redis; token from STATESERVICE_TOKEN")
     add_settings(status, "status")

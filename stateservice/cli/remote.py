@@ -22,9 +22,20 @@ class Refused(Exception):
 
 
 def views(base: str, chart: str | None, token: str | None) -> list[dict[str, Any]]:
-    """The `GET /charts/{chart}` view of one chart, or of every chart the service serves."""
-    names = [chart] if chart else [c["name"] for c in act(base, "GET", "/charts", token)["charts"]]
-    return [act(base, "GET", f"/charts/{urllib.parse.quote(name)}", token) for name in names]
+    """The `GET /charts/{chart}` view of one chart, or of every chart the service serves; then each configuration's
+    counts (of the one NAME:VERSION, or of every version of NAME, when `chart` names a configuration)."""
+    family = None if chart is None else chart.partition(":")[0]
+    refs = [r for r in act(base, "GET", "/configurations", token, name=family)["configurations"]]
+    refs = [r for r in refs if chart is None or ":" not in chart or r == chart]
+    if chart is not None and (refs or ":" in chart):
+        names = []
+    else:
+        names = [chart] if chart else [c["name"] for c in act(base, "GET", "/charts", token)["charts"]]
+    found = [act(base, "GET", f"/charts/{urllib.parse.quote(name)}", token) for name in names]
+    for ref in refs:
+        counts = act(base, "GET", f"/configurations/{urllib.parse.quote(ref)}/counts", token)["counts"]
+        found.append({"configuration": ref, "instances": sum(counts.values()), "counts": counts})
+    return found
 
 
 def current(base: str, chart: str, token: str | None) -> str | None:

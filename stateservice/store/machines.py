@@ -174,6 +174,25 @@ class Machines:
             raise InstanceExists(instance, str(record).partition(" ")[0])
         return instance, bool(made)
 
+    async def create_many(self, ref: str, ids: Sequence[str] = (), properties: Sequence[Mapping[str, str]] = ()) -> int:
+        """Create many instances in one pipelined round trip (each still its own atomic script): how many were new."""
+        configuration = await self.require(ref)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for instance in ids:
+                await self._create(
+                    keys=[keys.instances()], args=[keys.MACHINES, instance, self._made(configuration)], client=pipe
+                )
+            for props in properties:
+                made = orjson.dumps(self._creation(configuration, props)).decode()
+                await self._create(
+                    keys=[keys.instances()], args=[keys.MACHINES, instance_id(ref, props), made], client=pipe
+                )
+            results = await pipe.execute()
+        return sum(1 for made, _ in results if made)
+
+    def _made(self, configuration: Configuration) -> str:
+        return orjson.dumps(self._creation(configuration, None)).decode()
+
     def _creation(self, configuration: Configuration, properties: Mapping[str, str] | None) -> dict[str, Any]:
         made: dict[str, Any] = {"ref": configuration.ref, "start": configuration.starting_state}
         if properties:
