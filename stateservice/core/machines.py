@@ -98,11 +98,14 @@ class Configuration:
     states: tuple[str, ...]
     transitions: tuple[Transition, ...]
     starting_state: str
-    _by_event: dict[str, dict[str, Transition]] = field(default_factory=dict, compare=False, repr=False)
+    # Not an __init__ argument: `dataclasses.replace` would pass the old index on, stale and shared.
+    _by_event: dict[str, dict[str, Transition]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        by_event: dict[str, dict[str, Transition]] = {}
         for t in self.transitions:
-            self._by_event.setdefault(t.event, {})[t.source] = t
+            by_event.setdefault(t.event, {})[t.source] = t
+        object.__setattr__(self, "_by_event", by_event)
 
     @property
     def ref(self) -> str:
@@ -222,15 +225,15 @@ class _Reader:
             return []
         if len(value) > MAX_STATES:
             self.fail(("states",), f"at most {MAX_STATES} states; got {len(value)}")
-        seen: list[str] = []
+        seen: dict[str, None] = {}  # ordered, and a thousand states need no quadratic scan
         for i, state in enumerate(value):
             if not isinstance(state, str) or not STATE_NAME.fullmatch(state):
                 self.fail(("states", i), f"{state!r} is not a state name: letters, digits, '.', '_', '-'")
             elif state in seen:
                 self.fail(("states", i), f"state {state!r} is listed twice")
             else:
-                seen.append(state)
-        return seen
+                seen[state] = None
+        return list(seen)
 
     def start(self, data: Mapping[str, Any], states: list[str]) -> str | None:
         value = data.get("starting_state")
@@ -295,16 +298,18 @@ class _Reader:
         if not isinstance(value, Mapping):
             self.fail(path, "requires is {chart, state} or {configuration, properties, state}")
             return None
+        before = len(self.findings)
         state = value.get("state")
         if not isinstance(state, str) or not STATE_NAME.fullmatch(state):
             self.fail((*path, "state"), f"{state!r} is not a state name")
-            return None
         if "chart" in value:
             self.unknown(value, {"chart", "state"}, path)
             chart = value["chart"]
             if not isinstance(chart, str) or not CHART_NAME.fullmatch(chart):
                 self.fail((*path, "chart"), f"{chart!r} is not a chart name")
+            if len(self.findings) > before:
                 return None
+            assert isinstance(state, str)
             return Requirement(state, chart=chart)
         self.unknown(value, {"configuration", "properties", "state"}, path)
         ref = value.get("configuration")
@@ -312,9 +317,9 @@ class _Reader:
             parse_ref(ref if isinstance(ref, str) else "")
         except Invalid:
             self.fail((*path, "configuration"), f"{ref!r} is not NAME:VERSION (or give chart: NAME)")
-            return None
         properties, findings = check_properties(value.get("properties"), (*path, "properties"))
         self.findings.extend(findings)
-        if findings:
+        if len(self.findings) > before:
             return None
+        assert isinstance(state, str)
         return Requirement(state, configuration=ref, properties=tuple(sorted(properties.items())))
