@@ -403,3 +403,29 @@ class HeadersTooLarge(StateServiceError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request headers are larger than the limit of {limit} bytes in all", limit=limit)
+
+
+# -- configurations and their instances (issue #15) ----------------------------------------------
+
+
+class UnknownConfiguration(StateServiceError):
+    status, code = 404, "unknown_configuration"
+
+    def __init__(self, configuration: str) -> None:
+        super().__init__(f"no configuration {configuration!r}", configuration=configuration)
+
+
+class UnknownInstance(StateServiceError):
+    status, code = 404, "unknown_instance"
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(f"no state machine {instance!r}", id=instance)
+
+
+class InstanceExists(StateServiceError):
+    """An explicit id is taken: ids name one instance for good (a property-named one is found, not refused)."""
+
+    status, code = 409, "instance_exists"
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(f"state machine {instance!r} already exists", id=instance)
