@@ -26,6 +26,7 @@ INSTANCE_ID = STATE_NAME
 MAX_PROPERTIES = 16
 MAX_PROPERTY_VALUE = 256
 MAX_STATES = 1000
+DERIVED = "p-"  # instance_id's prefix: reserved, so an explicit id never takes a property-named one's place
 
 Path = tuple[str | int, ...]
 
@@ -98,11 +99,14 @@ class Configuration:
     states: tuple[str, ...]
     transitions: tuple[Transition, ...]
     starting_state: str
-    _by_event: dict[str, dict[str, Transition]] = field(default_factory=dict, compare=False, repr=False)
+    # Not an __init__ argument: `dataclasses.replace` would pass the old index on, stale and shared.
+    _by_event: dict[str, dict[str, Transition]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        by_event: dict[str, dict[str, Transition]] = {}
         for t in self.transitions:
-            self._by_event.setdefault(t.event, {})[t.source] = t
+            by_event.setdefault(t.event, {})[t.source] = t
+        object.__setattr__(self, "_by_event", by_event)
 
     @property
     def ref(self) -> str:
@@ -143,6 +147,13 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return name, version
 
 
+def check_id(instance: str) -> None:
+    """An explicit instance id. Raises Invalid."""
+    if not INSTANCE_ID.fullmatch(instance) or instance.startswith(DERIVED):
+        message = f"{instance!r} is not an id: letters, digits, '.', '_', '-', not starting with {DERIVED!r}"
+        raise Invalid([Finding(("id",), message)])
+
+
 def canonical_properties(properties: Mapping[str, str]) -> str:
     """The properties as one string, keys sorted: equal sets of properties give equal strings."""
     return json.dumps(dict(sorted(properties.items())), separators=(",", ":"), ensure_ascii=False)
@@ -155,7 +166,7 @@ def instance_id(ref: str, properties: Mapping[str, str]) -> str:
     memory low, long enough that two property sets never meet.
     """
     digest = hashlib.sha256(f"{ref}\n{canonical_properties(properties)}".encode()).digest()
-    return "p-" + base64.b32encode(digest).decode().lower()[:26]
+    return DERIVED + base64.b32encode(digest).decode().lower()[:26]
 
 
 def check_properties(value: Any, where: Path = ("properties",)) -> tuple[dict[str, str], list[Finding]]:
@@ -222,15 +233,15 @@ class _Reader:
             return []
         if len(value) > MAX_STATES:
             self.fail(("states",), f"at most {MAX_STATES} states; got {len(value)}")
-        seen: list[str] = []
+        seen: dict[str, None] = {}  # ordered, and a thousand states need no quadratic scan
         for i, state in enumerate(value):
             if not isinstance(state, str) or not STATE_NAME.fullmatch(state):
                 self.fail(("states", i), f"{state!r} is not a state name: letters, digits, '.', '_', '-'")
             elif state in seen:
                 self.fail(("states", i), f"state {state!r} is listed twice")
             else:
-                seen.append(state)
-        return seen
+                seen[state] = None
+        return list(seen)
 
     def start(self, data: Mapping[str, Any], states: list[str]) -> str | None:
         value = data.get("starting_state")
@@ -295,16 +306,18 @@ class _Reader:
         if not isinstance(value, Mapping):
             self.fail(path, "requires is {chart, state} or {configuration, properties, state}")
             return None
+        before = len(self.findings)
         state = value.get("state")
         if not isinstance(state, str) or not STATE_NAME.fullmatch(state):
             self.fail((*path, "state"), f"{state!r} is not a state name")
-            return None
         if "chart" in value:
             self.unknown(value, {"chart", "state"}, path)
             chart = value["chart"]
             if not isinstance(chart, str) or not CHART_NAME.fullmatch(chart):
                 self.fail((*path, "chart"), f"{chart!r} is not a chart name")
+            if len(self.findings) > before:
                 return None
+            assert isinstance(state, str)
             return Requirement(state, chart=chart)
         self.unknown(value, {"configuration", "properties", "state"}, path)
         ref = value.get("configuration")
@@ -312,9 +325,9 @@ class _Reader:
             parse_ref(ref if isinstance(ref, str) else "")
         except Invalid:
             self.fail((*path, "configuration"), f"{ref!r} is not NAME:VERSION (or give chart: NAME)")
-            return None
         properties, findings = check_properties(value.get("properties"), (*path, "properties"))
         self.findings.extend(findings)
-        if findings:
+        if len(self.findings) > before:
             return None
+        assert isinstance(state, str)
         return Requirement(state, configuration=ref, properties=tuple(sorted(properties.items())))

@@ -104,7 +104,7 @@ def check_names(results: Sequence[Parsed]) -> list[Parsed]:
     return checked
 
 
-def _compose(text: str) -> yaml.Node | None:
+def compose(text: str) -> yaml.Node | None:
     """The YAML node tree of `text`. Raises YAMLError, with PyYAML's own messages whichever parser ran."""
     try:
         return yaml.compose(text, Loader=_FastLoader)
@@ -112,10 +112,16 @@ def _compose(text: str) -> yaml.Node | None:
         fast = error
     except (ValueError, OverflowError) as exc:  # PyYAML's scanner on an escape such as "\U99999999"
         raise yaml.YAMLError(f"a quoted value has an escape that is no character ({exc})") from None
+    except RecursionError:
+        raise yaml.YAMLError(_TOO_DEEP) from None
     try:
         return yaml.compose(text, Loader=_Loader)  # libyaml words some errors differently: say it as always
-    except (ValueError, OverflowError):  # PyYAML's scanner fails where libyaml refused cleanly: keep libyaml's
+    except (ValueError, OverflowError, RecursionError):  # PyYAML fails where libyaml refused cleanly: keep libyaml's
         raise fast from None
+
+
+# PyYAML's composer recurses once per level: "[" * 20000 would end in RecursionError, not a message
+_TOO_DEEP = "the document nests too deeply"
 
 
 class _Checker:
@@ -142,7 +148,7 @@ class _Checker:
     def check(self, text: str, default_name: str | None) -> Parsed:
         result = Parsed(self.path, problems=self.problems)
         try:
-            root = _compose(text)
+            root = compose(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             self.error(mark.line + 1 if mark else 1, f"invalid YAML: {exc.problem or exc.context}")

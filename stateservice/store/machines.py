@@ -21,6 +21,7 @@ from stateservice.core.machines import (
     Configuration,
     Invalid,
     canonical_properties,
+    check_id,
     configuration_from,
     instance_id,
 )
@@ -164,7 +165,12 @@ class Machines:
         configuration = await self.require(ref)
         if properties:
             instance = instance_id(ref, properties)
-        elif instance is None:
+        elif instance is not None:
+            try:
+                check_id(instance)
+            except Invalid as invalid:
+                raise InvalidConfiguration([str(f) for f in invalid.findings]) from None
+        else:
             instance = str(uuid.uuid4())
         made, record = await self._create(
             keys=[keys.instances()],
