@@ -32,10 +32,12 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stateservice.charts.configurations import load_configurations
 from stateservice.charts.files import Parses, load_charts
 from stateservice.charts.reload import Reloader
 from stateservice.config import Config
 from stateservice.core.chart import Chart
+from stateservice.core.machines import Configuration
 from stateservice.errors import StartupError, StateServiceError
 from stateservice.models.cache import ModelCache
 from stateservice.models.conf import ModelSpec, load_specs
@@ -45,6 +47,8 @@ from stateservice.security.tokens import Tokens, check_exposure, is_loopback, lo
 from stateservice.server import eventloop
 from stateservice.server.accept import AcceptSite
 from stateservice.store.charts import ChartStore
+from stateservice.store.clock import local_clock
+from stateservice.store.machines import Machines, define_file
 from stateservice.store.redis.connect import connect, redact
 from stateservice.store.redis.embedded import EmbeddedRedis
 from stateservice.telemetry import metrics
@@ -67,11 +71,12 @@ def serve(config: Config) -> int:
     parses = Parses()  # the workers reuse start-up's parses: a reload parses only the files changed since
     with _collections_paused():
         charts = load_charts(config.charts, zone, config.charts_dir, parses)
+    configurations = load_configurations(config.configurations)
     models = _model_specs(config)
-    if not charts and not models:
+    if not charts and not models and not configurations:
         raise StartupError(
             "nothing to serve: give --chart FILE (or STATESERVICE_CHART) or --charts DIR (STATESERVICE_CHARTS), "
-            "and/or --config DIR --models DIR for models"
+            "--configuration FILE, and/or --config DIR --models DIR for models"
         )
     tokens = load_tokens(config.tokens) if config.tokens is not None else None
     check_exposure(config.host, tokens, config.insecure_no_auth)
@@ -83,6 +88,7 @@ def serve(config: Config) -> int:
         config = dataclasses.replace(config, redis_url=url)  # the workers' Redis: --redis, or the embedded one
         with _collections_paused():
             registered = asyncio.run(_preflight(charts, url, cluster=config.redis_cluster))
+            defined = asyncio.run(_define(configurations, url, cluster=config.redis_cluster))
         if config.redis_wait_replicas > 0:
             registered = frozenset()  # the preflight did not WAIT for replicas: the workers register again, waiting
         sock = bind(config.host, config.port)
@@ -96,15 +102,28 @@ def serve(config: Config) -> int:
             event_loop=eventloop.name(config.event_loop),
             redis=redact(url),
             charts=[c.name for c in charts],
+            configurations=[c.ref for c in configurations],
             models=[m.name for m in models],
         )
+        # defined before forking: the workers need not (a preflight that found no Redis leaves it to them)
+        configurations = () if defined else configurations
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
             eventloop.run(
-                _worker(charts, sock, config, models, tokens, registered=registered, parses=parses), config.event_loop
+                _worker(
+                    charts,
+                    sock,
+                    config,
+                    models,
+                    tokens,
+                    registered=registered,
+                    parses=parses,
+                    configurations=configurations,
+                ),
+                config.event_loop,
             )
         else:
-            _supervise(config, charts, sock, models, tokens, registered, parses)
+            _supervise(config, charts, sock, models, tokens, registered, parses, configurations)
         sock.close()
     log.info("stopped")
     return 0
@@ -216,6 +235,25 @@ async def _preflight(charts: Sequence[Chart], url: str, *, cluster: bool = False
         await redis.aclose()
 
 
+async def _define(configurations: Sequence[Configuration], url: str, *, cluster: bool = False) -> bool:
+    """Define the configuration files' configurations before forking; one that differs from the one of its
+    NAME:VERSION already defined stops start-up. False when Redis was unreachable (the workers define them)."""
+    if not configurations:
+        return True
+    redis = connect(url, cluster=cluster)
+    machines = Machines(redis, local_clock(), cluster=cluster)
+    try:
+        for configuration in configurations:
+            await define_file(machines, configuration)
+        return True
+    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+        log.warning("redis_unavailable_at_start", redis=redact(url), error=str(exc) or type(exc).__name__)
+        return False
+    finally:
+        await machines.close()
+        await redis.aclose()
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (IPv4 or IPv6, whichever the host names). Raises StartupError."""
     try:
@@ -249,6 +287,7 @@ async def _worker(
     reload_at_start: bool = False,
     registered: frozenset[tuple[str, str]] = frozenset(),
     parses: Parses | None = None,
+    configurations: Sequence[Configuration] = (),
 ) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
 
@@ -264,7 +303,7 @@ async def _worker(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     cache = ModelCache(models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes)
-    app = create_app(config, Loaded(charts, tokens, cache, registered))
+    app = create_app(config, Loaded(charts, tokens, cache, registered, tuple(configurations)))
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -311,11 +350,12 @@ def _run_worker(
     reload_at_start: bool = False,
     registered: frozenset[tuple[str, str]] = frozenset(),
     parses: Parses | None = None,
+    configurations: Sequence[Configuration] = (),
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # still held (blocked since the fork) until the loop handles it
-    worker = _worker(charts, sock, config, models, tokens, reload_at_start, registered, parses)
+    worker = _worker(charts, sock, config, models, tokens, reload_at_start, registered, parses, configurations)
     eventloop.run(worker, config.event_loop)
 
 
@@ -327,13 +367,14 @@ def _supervise(
     tokens: Tokens | None,
     registered: frozenset[tuple[str, str]] = frozenset(),
     parses: Parses | None = None,
+    configurations: Sequence[Configuration] = (),
 ) -> None:
     """Fork `config.workers` workers on the shared socket; replace any that dies; stop them all on a signal.
 
     SIGHUP is forwarded to every worker, each of which reloads its charts and tokens; this process re-reads
     the tokens file too, so that a worker respawned later is forked with the last good tokens.
     """
-    supervisor = _Supervisor(config, charts, sock, models, tokens, registered, parses)
+    supervisor = _Supervisor(config, charts, sock, models, tokens, registered, parses, configurations)
     previous = {s: signal.signal(s, supervisor.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, supervisor.on_hup)
     supervisor.workers += [supervisor.spawn() for _ in range(config.workers)]
@@ -356,6 +397,7 @@ class _Supervisor:
     tokens: Tokens | None  # the last good tokens: a worker respawned after a reload is forked with them
     registered: frozenset[tuple[str, str]]  # the charts the preflight registered: no worker repeats it
     parses: Parses | None  # start-up's parses of the chart files: a worker's reload reuses the unchanged
+    configurations: Sequence[Configuration]  # those the preflight could not define: each worker does
     workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     stopping: bool = False
     reloads: int = 0  # SIGHUPs received; the loop logs the new ones
@@ -379,7 +421,17 @@ class _Supervisor:
         """A worker; `replacing` one that died, it registers its charts itself (Redis may have lost them since)."""
         reload_at_start = self.reloads > 0
         registered = frozenset() if replacing else self.registered
-        args = (self.charts, self.sock, self.config, self.models, self.tokens, reload_at_start, registered, self.parses)
+        args = (
+            self.charts,
+            self.sock,
+            self.config,
+            self.models,
+            self.tokens,
+            reload_at_start,
+            registered,
+            self.parses,
+            self.configurations,
+        )
         process = multiprocessing.get_context("fork").Process(target=_run_worker, args=args, daemon=False)
         with _hup_held():  # the child starts with SIGHUP held, not with the parent's handler
             process.start()

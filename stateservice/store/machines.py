@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 from redis.asyncio import Redis
 
 from stateservice.core.machines import (
@@ -29,12 +30,15 @@ from stateservice.errors import (
     ConfigurationExists,
     InstanceExists,
     InvalidConfiguration,
+    StartupError,
     UnknownConfiguration,
 )
 from stateservice.store import codec, keys
 from stateservice.store.clock import Clock
 from stateservice.store.group import GroupCommit
 from stateservice.store.machine_scripts import APPLY, CREATE, DEFINE
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +301,19 @@ class Machines:
 
     async def close(self) -> None:
         await self._group.close()
+
+
+async def define_file(machines: Machines, configuration: Configuration) -> None:
+    """Define a configuration file's configuration: done if new or already defined alike. Raises StartupError
+    when its NAME:VERSION is defined differently (a configuration never changes: the file needs a new version)."""
+    if await machines.define(configuration):
+        log.info("configuration_defined", configuration=configuration.ref)
+        return
+    if await machines.configuration(configuration.ref) != configuration:
+        raise StartupError(
+            f"configuration {configuration.ref} is already defined differently in Redis; a configuration never "
+            "changes: give the file a new version"
+        )
 
 
 def check_configuration(data: Any) -> Configuration:

@@ -19,12 +19,13 @@ from aiohttp import web
 
 from stateservice.config import Config
 from stateservice.core.chart import Chart, Snapshot
+from stateservice.core.machines import Configuration
 from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler, identity
 from stateservice.security.tokens import Tokens, TokensRef
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
-from stateservice.store.machines import Machines
+from stateservice.store.machines import Machines, define_file
 from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
 from stateservice.store.registrar import Registrar
@@ -61,6 +62,7 @@ class Loaded:
     tokens: Tokens | None = None  # None: no authentication
     models: ModelCache | None = None  # None: no models (POST /state answers 404)
     registered: frozenset[tuple[str, str]] = frozenset()  # (name, digest) of charts registered before the fork
+    configurations: tuple[Configuration, ...] = ()  # from files, for each worker to define (the preflight could not)
 
 
 def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web.Application:
@@ -90,7 +92,7 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
     app[BODY_LIMIT] = config.max_body
     app[REDIS_DEADLINE] = config.redis_deadline
     app[auth.AUTH_ON] = loaded.tokens is not None
-    app.cleanup_ctx.append(_redis_ctx(config.redis_url, config, loaded.registered))
+    app.cleanup_ctx.append(_redis_ctx(config.redis_url, config, loaded.registered, loaded.configurations))
     app.cleanup_ctx.append(_models_ctx)
     app.on_shutdown.append(_stop_waiting)
     if scheduler:
@@ -99,7 +101,9 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
     return app
 
 
-def _redis_ctx(url: str, config: Config, registered: frozenset[tuple[str, str]]) -> CleanupContext:
+def _redis_ctx(
+    url: str, config: Config, registered: frozenset[tuple[str, str]], configurations: tuple[Configuration, ...]
+) -> CleanupContext:
     """Redis, the chart store over it, the registrar (trusting `registered`) and the watcher of chart moves."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -118,6 +122,7 @@ def _redis_ctx(url: str, config: Config, registered: frozenset[tuple[str, str]])
         )
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())
+        await _define_all(app[MACHINES], configurations)
         app[WATCHER].start()
         yield
         await app[WATCHER].close()
@@ -127,6 +132,16 @@ def _redis_ctx(url: str, config: Config, registered: frozenset[tuple[str, str]])
         await redis.aclose()
 
     return ctx
+
+
+async def _define_all(machines: Machines, configurations: tuple[Configuration, ...]) -> None:
+    """The configuration files' configurations, when the preflight found no Redis: a failure is logged, not fatal
+    (the worker serves the rest; the preflight of the next start says why)."""
+    for configuration in configurations:
+        try:
+            await define_file(machines, configuration)
+        except Exception as exc:  # Redis still down, or defined differently: the log says which
+            log.error("configuration_not_defined", configuration=configuration.ref, error=str(exc))
 
 
 async def _read_chart(app: web.Application, name: str) -> Snapshot | None:
