@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from stateservice.core.machines import (
     Configuration,
@@ -37,6 +38,7 @@ from stateservice.store import codec, keys
 from stateservice.store.clock import Clock
 from stateservice.store.group import GroupCommit
 from stateservice.store.machine_scripts import APPLY, CREATE, DEFINE
+from stateservice.store.redis.replicated import ReplicatedRedis
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +111,8 @@ class Machines:
             for t in configuration.transitions
             for item in (f"{t.source} {t.event}", orjson.dumps(self._rule(t)).decode())
         ]
-        stored = await self._define(
+        stored = await self._run(
+            self._define,
             keys=[keys.configurations(), keys.transitions(configuration.ref)],
             args=[configuration.ref, document, *table],
         )
@@ -121,6 +124,15 @@ class Machines:
         """POST /configurations: store it, or raise ConfigurationExists."""
         if not await self.define(configuration):
             raise ConfigurationExists(configuration.ref)
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a writing script; with --redis-wait-replicas, as a transaction, which WAITs for the replicas
+        (store/redis/replicated.py) before answering: an event acknowledged survives the master's loss."""
+        if not isinstance(self.redis, ReplicatedRedis):
+            return await script(keys=keys, args=args)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            return (await pipe.execute())[0]
 
     def _rule(self, transition: Any) -> dict[str, Any]:
         rule: dict[str, Any] = {"to": transition.target}
@@ -176,7 +188,8 @@ class Machines:
                 raise InvalidConfiguration([str(f) for f in invalid.findings]) from None
         else:
             instance = str(uuid.uuid4())
-        made, record = await self._create(
+        made, record = await self._run(
+            self._create,
             keys=[keys.instances()],
             args=[keys.MACHINES, instance, orjson.dumps(self._creation(configuration, properties)).decode()],
         )
@@ -250,7 +263,8 @@ class Machines:
             return []
         now = codec.timestamp(await self.clock())
         batch = [await self._encode(e, now) for e in events]
-        reply = await self._apply(
+        reply = await self._run(
+            self._apply,
             keys=[keys.instances()],
             args=[
                 keys.MACHINES,

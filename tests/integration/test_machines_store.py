@@ -10,10 +10,13 @@ import pytest
 from redis.asyncio import Redis
 
 from stateservice.core.machines import configuration_from, instance_id
-from stateservice.errors import ConfigurationExists, InstanceExists, UnknownConfiguration
+from stateservice.errors import ConfigurationExists, InstanceExists, StoreUnavailable, UnknownConfiguration
 from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
+from stateservice.store.redis.connect import connect
+from stateservice.store.redis.replicated import replicated
+from tests.support.redisproc import RedisProcess
 
 UPGRADE: dict[str, Any] = {
     "name": "upgrade",
@@ -163,3 +166,31 @@ async def test_history_is_capped_newest_first(machines: Machines) -> None:
     shown = await machines.instance("m1")
     assert shown is not None
     assert [h["event_id"] for h in shown["history"]] == ["r2", "r1", "r0"]
+
+
+async def test_with_wait_replicas_an_event_is_acknowledged_only_once_replicas_have_it(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    master, replica = redis_factory(), redis_factory()
+    follower = Redis.from_url(replica.url, decode_responses=True)
+    await follower.replicaof("127.0.0.1", master.port)
+    for _ in range(100):
+        if (await follower.info("replication"))["master_link_status"] == "up":
+            break
+        await asyncio.sleep(0.05)
+    client = connect(master.url)
+    enough = Machines(replicated(client, 1, 2.0), local_clock())
+    too_many = Machines(replicated(client, 2, 0.2), local_clock())
+
+    assert await enough.define(configuration_from(UPGRADE))
+    await enough.create("upgrade:v1", "m1")
+    applied = await enough.apply(Event("drained", "e-1", instance="m1"))
+    with pytest.raises(StoreUnavailable, match="only 1 of the 2 replica"):
+        await too_many.apply(Event("rejoin", "e-2", instance="m1"))
+
+    assert applied.ok
+    assert await follower.hget(keys.instances(), "m1") == "upgrade:v1 drained"  # on the replica before the answer
+    for store in (enough, too_many):
+        await store.close()
+    await client.aclose()
+    await follower.aclose()
