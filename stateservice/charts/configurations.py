@@ -3,12 +3,14 @@
 
 Every file is read and parsed before any is used, and one ChartError lists every problem of every
 file (`file:line: message`), as for chart files. Two files may not define the same NAME:VERSION
-differently: a configuration never changes once defined.
+differently: a configuration never changes once defined. `validate` reports file by file
+(`check_configuration_files`); `serve` takes them all or none (`load_configurations`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from stateservice.core.machines import Configuration
@@ -16,32 +18,53 @@ from stateservice.core.parse_configuration import parse_configuration
 from stateservice.errors import ChartError, Problem
 
 
-def load_configurations(paths: Sequence[Path]) -> tuple[Configuration, ...]:
-    """The configurations of `paths`, in order, one per NAME:VERSION. Raises ChartError listing every problem."""
-    problems: list[Problem] = []
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One configuration file: its configuration when it has no problem, else its problems."""
+
+    path: str
+    configuration: Configuration | None = None
+    problems: tuple[Problem, ...] = ()
+
+
+def check_configuration_files(paths: Sequence[Path]) -> list[Checked]:
+    """Read and parse each file, in order; a NAME:VERSION an earlier file defines differently is a problem."""
+    results: list[Checked] = []
     found: dict[str, tuple[Configuration, Path]] = {}
     for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(str(path), 0, f"cannot read the configuration file: {_reason(exc)}"))
-            continue
-        try:
-            configuration = parse_configuration(text, str(path))
-        except ChartError as error:
-            problems.extend(error.problems)
-            continue
-        earlier = found.get(configuration.ref)
-        if earlier is not None and earlier[0] != configuration:
-            problems.append(
-                Problem(
-                    str(path), 1, f"configuration {configuration.ref} is also defined, differently, in {earlier[1]}"
-                )
-            )
-        found.setdefault(configuration.ref, (configuration, path))
+        result = _check(path)
+        configuration = result.configuration
+        if configuration is not None:
+            earlier = found.setdefault(configuration.ref, (configuration, path))
+            if earlier[0] != configuration:
+                message = f"configuration {configuration.ref} is also defined, differently, in {earlier[1]}"
+                result = Checked(str(path), None, (Problem(str(path), 1, message),))
+        results.append(result)
+    return results
+
+
+def load_configurations(paths: Sequence[Path]) -> tuple[Configuration, ...]:
+    """The configurations of `paths`, in order, one per NAME:VERSION. Raises ChartError listing every problem."""
+    results = check_configuration_files(paths)
+    problems = [p for r in results for p in r.problems]
     if problems:
         raise ChartError(problems)
-    return tuple(c for c, _ in found.values())
+    unique: dict[str, Configuration] = {}
+    for result in results:
+        if result.configuration is not None:
+            unique.setdefault(result.configuration.ref, result.configuration)
+    return tuple(unique.values())
+
+
+def _check(path: Path) -> Checked:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Checked(str(path), None, (Problem(str(path), 0, f"cannot read the configuration file: {_reason(exc)}"),))
+    try:
+        return Checked(str(path), parse_configuration(text, str(path)))
+    except ChartError as error:
+        return Checked(str(path), None, error.problems)
 
 
 def _reason(exc: Exception) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import tzinfo
 from pathlib import Path
 
+from stateservice.charts.configurations import check_configuration_files
 from stateservice.charts.files import chart_paths, check_files
 from stateservice.cli import admin, client, remote
 from stateservice.cli.parser import USAGE
@@ -48,15 +49,33 @@ def token_create(name: str, scopes: Sequence[str], charts: Sequence[str]) -> int
 
 
 def validate_all(files: Sequence[Path], config: Config) -> int:
-    """`validate`: the chart FILEs and DIRs (and --charts DIR), and the models of --config/--models; 1 if wrong."""
-    if not files and config.charts_dir is None and config.model_config is None:
+    """`validate`: chart FILEs and DIRs (and --charts DIR), --configuration FILEs, --config/--models; 1 if wrong."""
+    if not files and config.charts_dir is None and config.model_config is None and not config.configurations:
         raise StartupError(
-            "nothing to check: give chart FILEs or DIRs (or --charts DIR), and/or --config DIR --models DIR"
+            "nothing to check: give chart FILEs or DIRs (or --charts DIR), --configuration FILE, "
+            "and/or --config DIR --models DIR"
         )
     codes = [validate(files, config.zone(), config.charts_dir)] if files or config.charts_dir else []
+    if config.configurations:
+        codes.append(validate_configurations(config.configurations))
     if config.model_config is not None and config.models is not None:
         codes.append(validate_models(config.model_config, config.models, config.allow_writable_models))
     return max(codes)
+
+
+def validate_configurations(paths: Sequence[Path]) -> int:
+    """Check configuration files: `file:line: message` on stderr, `FILE: ok: ...` on stdout; 1 if any is wrong."""
+    results = check_configuration_files(paths)
+    for result in results:
+        for problem in result.problems:
+            print(problem, file=sys.stderr)
+        if result.configuration is not None:
+            c = result.configuration
+            print(
+                f"{result.path}: ok: configuration {c.ref!r}, {len(c.states)} states, "
+                f"{len(c.transitions)} transitions, starts at {c.starting_state!r}"
+            )
+    return 1 if any(r.problems for r in results) else 0
 
 
 def validate_models(config_dir: Path, models_dir: Path, allow_writable: bool) -> int:

@@ -101,13 +101,14 @@ def build_parser() -> Parser:
 
     validate = commands.add_parser(
         "validate",
-        help="check chart files and model configs without serving them",
-        description="Check chart files (a DIR, or --charts DIR: every *.yaml in it); print each problem as "
-        "FILE:LINE: message. With --config and --models, "
+        help="check chart files, configuration files and model configs without serving them",
+        description="Check chart files (a DIR, or --charts DIR: every *.yaml in it) and --configuration files; "
+        "print each problem as FILE:LINE: message. With --config and --models, "
         "check every model config and load its model file; print each problem as FILE: message. "
         "Exit 1 on any error, 0 otherwise (warnings included).",
         examples="""
             stateservice validate examples/states.yaml
+            stateservice validate --configuration orders.yaml
             stateservice validate --config examples/models/conf --models /var/lib/stateservice/models
         """,
     )

@@ -182,9 +182,20 @@ def check_properties(value: Any, where: Path = ("properties",)) -> tuple[dict[st
             findings.append(Finding((*where, str(key)), "a property name is letters, digits, '.', '_', '-'"))
         elif not isinstance(item, str) or not item or len(item) > MAX_PROPERTY_VALUE:
             findings.append(Finding((*where, key), f"must be a string of 1-{MAX_PROPERTY_VALUE} characters"))
+        elif not _unicode(item):
+            findings.append(Finding((*where, key), "must be Unicode text: a lone surrogate has no UTF-8"))
         else:
             out[key] = item
     return out, findings
+
+
+def _unicode(text: str) -> bool:
+    # JSON's "\ud800" decodes to a lone surrogate, which instance_id (and Redis) cannot encode
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def configuration_from(data: Any) -> Configuration:

@@ -199,6 +199,20 @@ def test_validate_reports_every_file(tmp_path: Path) -> None:
     assert f"{EXAMPLE}: ok" in result.stdout
 
 
+def test_validate_configuration_files(tmp_path: Path) -> None:
+    good, bad = tmp_path / "orders.yaml", tmp_path / "bad.yaml"
+    good.write_text("name: orders\nversion: v1\nstates: [new, paid]\nstarting_state: new\n")
+    bad.write_text("name: orders\nversion: v2\nstates: [new]\nstarting_state: paid\n")
+
+    result = run_cli("validate", "--configuration", good, "--configuration", bad, EXAMPLE, cwd=tmp_path)
+
+    assert result.returncode == 1, result
+    assert f"{good}: ok: configuration 'orders:v1', 2 states, 0 transitions, starts at 'new'" in result.stdout
+    assert f"{EXAMPLE}: ok" in result.stdout
+    assert result.stderr == f"{bad}:4: starting_state: 'paid' is not one of the states\n"
+    no_traceback(result)
+
+
 # -- arguments and settings ----------------------------------------------------------------------
 
 

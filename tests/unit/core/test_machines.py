@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -409,6 +410,15 @@ def test_check_properties_names_each_bad_one_and_keeps_the_good() -> None:
         Finding(("where", "empty"), f"must be a string of 1-{MAX_PROPERTY_VALUE} characters"),
         Finding(("where", "long"), f"must be a string of 1-{MAX_PROPERTY_VALUE} characters"),
     ]
+
+
+def test_check_properties_refuses_lone_surrogates() -> None:
+    value = json.loads('{"host": "\\ud800", "rack": "r\\u00e9"}')  # JSON may carry one; UTF-8 cannot
+
+    assert check_properties(value) == (
+        {"rack": "ré"},
+        [Finding(("properties", "host"), "must be Unicode text: a lone surrogate has no UTF-8")],
+    )
 
 
 def test_check_properties_counts_them() -> None:
