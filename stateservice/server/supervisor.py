@@ -109,19 +109,8 @@ def serve(config: Config) -> int:
         configurations = () if defined else configurations
         if config.workers == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until the worker's loop handles it
-            eventloop.run(
-                _worker(
-                    charts,
-                    sock,
-                    config,
-                    models,
-                    tokens,
-                    registered=registered,
-                    parses=parses,
-                    configurations=configurations,
-                ),
-                config.event_loop,
-            )
+            worker = _worker(charts, sock, config, models, tokens, False, registered, parses, configurations)
+            eventloop.run(worker, config.event_loop)
         else:
             _supervise(config, charts, sock, models, tokens, registered, parses, configurations)
         sock.close()
@@ -291,8 +280,9 @@ async def _worker(
 ) -> None:
     """One worker: serve `sock` until SIGTERM/SIGINT, then finish in-flight requests and close Redis.
 
-    `config.redis_url` is the Redis to use (`serve` puts the embedded one's there); `registered` are the
-    charts (name, digest) that `serve` registered there before forking, and `parses` its parses of the files.
+    `config.redis_url` is the Redis to use (`serve` puts the embedded one's there); `registered` are the charts
+    (name, digest) `serve` registered there before forking, `parses` its parses of the files, `configurations`
+    those of the configuration files it could not define (Redis unreachable).
 
     SIGHUP reloads the chart files and the tokens file; `reload_at_start` does so before serving (a worker
     respawned after a reload was forked with the charts and tokens of start-up, which it keeps if the files
@@ -304,14 +294,7 @@ async def _worker(
         loop.add_signal_handler(signum, stop.set)
     cache = ModelCache(models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes)
     app = create_app(config, Loaded(charts, tokens, cache, registered, tuple(configurations)))
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_GRACE,
-        handler_cancellation=True,  # a client that hangs up stops its long-poll at once
-        max_line_size=limits.MAX_LINE,  # longer request lines and headers get aiohttp's own plain-text 400
-        max_field_size=limits.MAX_LINE,
-    )
+    runner = _runner(app)
     await runner.setup()
     ref = app.get(TOKENS)
     tokens_reloader = TokensReloader(ref, config.tokens) if ref is not None and config.tokens is not None else None
@@ -339,6 +322,17 @@ async def _worker(
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # stopping: a late SIGHUP stays pending, unacted on
     await reloader.close()
     await runner.cleanup()
+
+
+def _runner(app: web.Application) -> web.AppRunner:
+    return web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+        handler_cancellation=True,  # a client that hangs up stops its long-poll at once
+        max_line_size=limits.MAX_LINE,  # longer request lines and headers get aiohttp's own plain-text 400
+        max_field_size=limits.MAX_LINE,
+    )
 
 
 def _run_worker(
