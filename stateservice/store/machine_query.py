@@ -26,7 +26,7 @@ from stateservice.core.machines import Configuration
 from stateservice.errors import BadRequest
 from stateservice.store import keys
 
-CURSOR = re.compile(r"([0-9]{1,3})\.([0-9]{1,4})\.([0-9]{1,20})\.([0-9]{1,6})")
+CURSOR = re.compile(r"([0-9]{1,3})\.([0-9]{1,4})\.([0-9]{1,19})\.([0-9]{1,6})")
 WALK = -1  # the candidate that is no set: every state's set, in the configuration's order
 MAX_SCANNED = 10_000  # ids one page scans at most: a sparse match answers a short page and a cursor, not a stall
 
@@ -105,14 +105,14 @@ class _Query:
         return found
 
 
-def _position(cursor: str, query: _Query) -> _Position:
+def _position(cursor: str, query: _Query) -> _Position | None:
+    """Where `cursor` resumes; None for one past the end (the empty last page). Raises BadRequest."""
     match = CURSOR.fullmatch(cursor)
-    bad = BadRequest(f"cursor={cursor[:40]!r} is not a cursor this query gave", parameter="cursor")
     if match is None:
-        raise bad
+        raise BadRequest(f"cursor={cursor[:40]!r} is not a cursor this service gave", parameter="cursor")
     at = _Position(*(int(g) for g in match.groups()))
-    if at.choice >= len(query.candidates) or at.state > len(query.configuration.states) or at.scan >= 2**64:
-        raise bad
+    if at.choice >= len(query.candidates) or at.state >= len(query.configuration.states):
+        return None
     return at
 
 
@@ -126,11 +126,14 @@ async def find(
 ) -> Page:
     """A page of at most `limit` instances of `configuration` in `state` (any, when None) having `properties`.
 
-    Raises BadRequest for a cursor this query did not give.
+    Raises BadRequest for a malformed cursor; one past the end of this query answers the empty last page.
     """
     query = _Query(redis, configuration, state, properties)
     if cursor is not None:
-        at = _position(cursor, query)
+        resumed = _position(cursor, query)
+        if resumed is None:
+            return Page([], None)
+        at = resumed
     else:
         chosen = await query.pick()
         if chosen is None:

@@ -50,7 +50,7 @@ from stateservice.telemetry import logs, metrics
 from stateservice.web import auth
 from stateservice.web.appkeys import BODY_LIMIT, MACHINES, REDIS
 from stateservice.web.deadline import redis_deadline
-from stateservice.web.handlers import name_param, who
+from stateservice.web.handlers import who
 
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_DETAILS = 4096  # bytes of `details`, JSON-encoded: kept in the history of every instance it moves
@@ -58,6 +58,8 @@ MAX_ORIGINATOR = 200
 QUERY_DEFAULT, QUERY_MAX = 100, 1000
 QUERY_PARAMETERS = frozenset({"configuration", "state", "limit", "cursor"})  # any other names a property
 EVENT_FIELDS = frozenset({"event", "event_id", "originator", "details"})
+# an outcome's keys in the order answers show them (the script's JSON encoder keeps no order)
+OUTCOME_ORDER = ("event_id", "outcome", "instance", "configuration", "event", "from", "to", "at", "state")
 NAME_RULE = "letters, digits, '.', '_', '-'; starting with a letter or digit; at most 64"
 ID_RULE = "letters, digits, '.', '_', '-'; starting with a letter or digit; at most 128"
 
@@ -179,7 +181,7 @@ async def _check_requirements(machines: Machines, configuration: Configuration) 
 
 async def list_configurations(request: web.Request) -> web.Response:
     """`{"configurations": ["NAME:VERSION", ...]}`, sorted; of `?name=` only when given."""
-    name = request.query.get("name") or None
+    name = request.query.get("name")
     if name is not None and not NAME.fullmatch(name):
         raise InvalidName(f"name={name[:80]!r} is not a configuration name ({NAME_RULE})", parameter="name")
     async with redis_deadline(request):
@@ -247,7 +249,9 @@ async def list_instances(request: web.Request) -> web.Response:
         parse_ref(raw)
     except Invalid as invalid:
         raise InvalidName(str(invalid), parameter="configuration") from None
-    state = name_param(request, "state", STATE_NAME, "state")
+    state = request.query.get("state")
+    if state is not None and not STATE_NAME.fullmatch(state):
+        raise InvalidName(f"state={state[:80]!r} is not a state name ({ID_RULE})", parameter="state")
     limit = _limit(request)
     properties = _query_properties(request)
     _allow(request, raw)
@@ -339,7 +343,7 @@ def _event(request: web.Request, body: Mapping[str, Any], **target: Any) -> Even
 
 async def _answer(request: web.Request, outcome: Outcome) -> web.Response:
     """The outcome as HTTP: 200 when applied, else its error; a duplicate says so and answers as the first did."""
-    body = dict(outcome.body)
+    body = ordered(outcome.body)
     if outcome.duplicate:
         body["duplicate"] = True
     kind = str(body.get("outcome"))
@@ -368,4 +372,10 @@ async def get_event(request: web.Request) -> web.Response:
         outcome = await _machines(request).outcome(instance, event_id)
     if outcome is None:
         raise UnknownEvent(instance, event_id)
-    return web.json_response(outcome)
+    return web.json_response(ordered(outcome))
+
+
+def ordered(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """The outcome with its keys in OUTCOME_ORDER, then any others."""
+    first = {k: outcome[k] for k in OUTCOME_ORDER if k in outcome}
+    return {**first, **{k: v for k, v in outcome.items() if k not in first}}
