@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from stateservice.core.machines import instance_id
 from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.store import keys
+from tests.support import charts
 from tests.support.app import Client, MakeClient
 
 ORDERS: dict[str, Any] = {
@@ -547,3 +548,31 @@ async def test_a_token_with_a_charts_list_touches_only_those_configurations(secu
     await refused(secured, "POST", "/events", 403, "forbidden", json=by_properties, headers=bearer("shop"))
     await ok(secured, "POST", "/statemachines/o1/events", json={"event": "pay"}, headers=bearer("shop"))
     await ok(secured, "GET", "/statemachines/o1", headers=bearer("shop"))
+
+
+async def test_a_guard_on_a_chart_reads_its_stored_state(serve: MakeClient) -> None:
+    rollout = charts.load(
+        charts.chart("rollout", "wave0", charts.increment("wave0", "wave1", 1), charts.final("wave1"))
+    )
+    client = await serve(rollout, scheduler=False)
+    gated = {
+        "name": "host",
+        "version": "v1",
+        "states": ["drained", "upgraded"],
+        "starting_state": "drained",
+        "transitions": [
+            {
+                "from": "drained",
+                "to": "upgraded",
+                "event": "upgrade",
+                "requires": {"chart": "rollout", "state": "wave1"},
+            }
+        ],
+    }
+    await ok(client, "POST", "/configurations", 201, json=gated)
+    web1 = {"configuration": "host:v1", "properties": {"host": "web1"}, "event": "upgrade"}
+    body = await refused(client, "POST", "/events", 409, "requirement_not_met", json={**web1, "event_id": "u1"})
+    assert body["requires"] == {"chart": "rollout", "state": "wave1"}
+    assert (await client.put("/charts/rollout/state?state=wave0&host=h")).status == 200  # the chart moves on
+    moved = await ok(client, "POST", "/events", json={**web1, "event_id": "u2"})
+    assert moved["to"] == "upgraded"
