@@ -123,9 +123,11 @@ async def find(
     properties: Mapping[str, str],
     limit: int,
     cursor: str | None = None,
+    budget: int = MAX_SCANNED,
 ) -> Page:
     """A page of at most `limit` instances of `configuration` in `state` (any, when None) having `properties`.
 
+    At most about `budget` ids are scanned: a sparse match answers a short page with a cursor.
     Raises BadRequest for a malformed cursor; one past the end of this query answers the empty last page.
     """
     query = _Query(redis, configuration, state, properties)
@@ -141,7 +143,7 @@ async def find(
         at = _Position(chosen, 0, 0, 0)
     items: list[dict[str, Any]] = []
     scanned = 0
-    while len(items) < limit and scanned < MAX_SCANNED:
+    while len(items) < limit and scanned < budget:
         key = query.scanned_key(at)
         if key is None:
             return Page(items, None)  # a walk past the last state
