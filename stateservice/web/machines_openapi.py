@@ -27,7 +27,8 @@ from stateservice.errors import (
     UnknownInstance,
 )
 from stateservice.store.machine_query import CURSOR
-from stateservice.web.machines import EVENT_ID, MAX_ORIGINATOR, QUERY_MAX
+from stateservice.web.machine_events import EVENT_ID, MAX_ORIGINATOR
+from stateservice.web.machines import QUERY_MAX
 from stateservice.web.openapi import Operation, Refusal, json_answer
 
 

@@ -36,7 +36,7 @@ from stateservice.errors import (
     UnknownState,
     ValuesRejected,
 )
-from stateservice.web import auth, handlers, machines, machines_openapi, predict, prometheus, rollout
+from stateservice.web import auth, handlers, machine_events, machines, machines_openapi, predict, prometheus, rollout
 from stateservice.web.appkeys import MAX_WAIT
 from stateservice.web.openapi import (
     P_CHART,
@@ -319,9 +319,9 @@ ROUTES = (
     Route("POST", "/statemachines", machines.post_instance, machines_openapi.POST_INSTANCE),
     Route("GET", "/statemachines", machines.list_instances, machines_openapi.LIST_INSTANCES),
     Route("GET", INSTANCE, machines.get_instance, machines_openapi.GET_INSTANCE),
-    Route("POST", INSTANCE + "/events", machines.post_instance_event, machines_openapi.POST_INSTANCE_EVENT),
-    Route("GET", INSTANCE + "/events/{event_id:[^/]+}", machines.get_event, machines_openapi.GET_EVENT),
-    Route("POST", "/events", machines.post_event, machines_openapi.POST_EVENT),
+    Route("POST", INSTANCE + "/events", machine_events.post_instance_event, machines_openapi.POST_INSTANCE_EVENT),
+    Route("GET", INSTANCE + "/events/{event_id:[^/]+}", machine_events.get_event, machines_openapi.GET_EVENT),
+    Route("POST", "/events", machine_events.post_event, machines_openapi.POST_EVENT),
     Route("GET", "/healthz", handlers.healthz, Operation("The process is up", json_answer("Status", "up"))),
     Route(
         "GET",
