@@ -493,3 +493,29 @@ def _requirement(requires: Mapping[str, Any]) -> str:
         f"instance of {requires['configuration']} with properties {requires['properties']} in state "
         f"{requires['state']!r}"
     )
+
+
+class UnknownConfigurationState(StateServiceError):
+    status, code = 404, "unknown_state"
+
+    def __init__(self, ref: str, state: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"configuration {ref} has no state {state!r}; its states: {', '.join(known)}",
+            configuration=ref,
+            state=state,
+            states=list(known),
+        )
+
+
+class ForbiddenConfiguration(Forbidden):
+    """A token with a `charts` list touching a configuration whose name the list does not hold."""
+
+    def __init__(self, identity: str, scope: str, name: str) -> None:
+        StateServiceError.__init__(
+            self,
+            f"{identity!r} may not {scope} on configuration {name!r} (its charts list names the configurations "
+            "it may touch)",
+            identity=identity,
+            scope=scope,
+            configuration=name,
+        )

@@ -14,6 +14,9 @@
     stateservice_slot_waits_total{chart}                  counter: slot requests refused because all were held
     stateservice_failures_total{chart}                    counter: failure reports recorded (once per host a visit)
     stateservice_halted{chart}                            gauge: 1 while the chart is halted (latest halt or resume)
+    stateservice_events_total{outcome,source}             counter: events to instances, by outcome (ok,
+                                                           transition_not_allowed, requirement_not_met,
+                                                           unknown_instance, duplicate) and source (http, stream)
 
 With several workers each process writes its own files under PROMETHEUS_MULTIPROC_DIR (prometheus-client's
 multiprocess mode) and `GET /metrics`, whichever worker answers, adds up every worker's. `serve` sets that up
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "stateservice-metrics-"  # then the serving process's pid, "-" and mkdtemp's random part
 UNMATCHED = "unmatched"
+# events to instances: declared once, counted by the HTTP handlers (source "http") and the stream consumer ("stream")
+EVENTS = ("stateservice_events_total", "Events to instances, by outcome and source", ("outcome", "source"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,7 @@ class Metrics:
     slot_waits: Counter
     failures: Counter
     halted: Gauge
+    events: Counter
 
 
 def _pick_storage() -> None:
@@ -116,6 +122,7 @@ def get() -> Metrics:
         predictions=Counter(
             "stateservice_predictions_total", "Rows a model predicted a state for", ["model"], registry=registry
         ),
+        events=Counter(EVENTS[0], EVENTS[1], EVENTS[2], registry=registry),
         **_rollout_metrics(registry),
     )
 
@@ -219,6 +226,11 @@ def failure(chart: str) -> None:
 
 def halted(chart: str, halted: bool) -> None:
     get().halted.labels(chart).set(1 if halted else 0)
+
+
+def events(outcome: str, source: str, count: int = 1) -> None:
+    """Count events by outcome ("duplicate" for a repeated event id) and source ("http" or "stream")."""
+    get().events.labels(outcome, source).inc(count)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -25,6 +25,9 @@ IDENTITY = web.RequestKey("identity", str)
 CHARTS_ALLOWED = web.RequestKey("charts_allowed", frozenset)  # absent: every chart
 AUTH_ON = web.AppKey("auth_on", bool)  # tokens are required (the OpenAPI document then says so)
 ANONYMOUS = "-"
+# a token's `charts` list names the configurations it may touch too; their handlers check it (`web/machines.py`),
+# since an instance's configuration is known only once it is read
+MACHINE_PATHS = frozenset({"/configurations", "/statemachines", "/events"})
 
 
 def visible(request: web.Request, chart: str) -> bool:
@@ -38,10 +41,19 @@ def identity(request: web.Request) -> str:
     return str(request.get(IDENTITY, ANONYMOUS))
 
 
+def machine_path(path: str) -> bool:
+    """Whether `path` is one of the configurations' and instances' routes (`web/machines.py`)."""
+    return path in MACHINE_PATHS or path.startswith(("/configurations/", "/statemachines/"))
+
+
 def scope_of(request: web.Request) -> Scope:
-    """The scope a request needs: admin for resets, reloads and operator actions; report for PUT/POST /state and for
-    taking or releasing a slot; else read."""
+    """The scope a request needs: admin for resets, reloads, operator actions and new configurations; report for
+    PUT/POST /state, taking or releasing a slot, creating instances and sending events; else read."""
     path = request.path
+    if machine_path(path):
+        if request.method != "POST":
+            return Scope.READ
+        return Scope.ADMIN if path == "/configurations" else Scope.REPORT
     if request.method == "POST" and path.endswith(("/reset", "/reload", "/halt", "/resume", "/advance", "/forget")):
         return Scope.ADMIN
     if request.method in ("PUT", "POST") and (path == "/state" or path.endswith("/state")):
@@ -52,7 +64,9 @@ def scope_of(request: web.Request) -> Scope:
 
 
 def chart_of(request: web.Request) -> str | None:
-    """The chart a request names (path, then `?chart=`), or the only one served."""
+    """The chart a request names (path, then `?chart=`), or the only one served; None on the machines' routes."""
+    if machine_path(request.path):
+        return None
     named = request.match_info.get("chart") or request.query.get("chart")
     if named:
         return named
@@ -134,7 +148,8 @@ def middleware(ref: TokensRef | None) -> Middleware:
             scope, chart = scope_of(request), chart_of(request)
             if not token.allows(scope, chart if token.charts is not None else None):
                 raise Forbidden(token.name, scope.value, chart if token.charts is not None else None)
-            if token.charts is not None and chart is None and (request.method == "PUT" or scope is Scope.ADMIN):
+            bound = token.charts is not None and not machine_path(request.path)
+            if bound and chart is None and (request.method == "PUT" or scope is Scope.ADMIN):
                 raise Forbidden(token.name, scope.value, chart)  # a chart-bound token must name its chart
         logs.bind(identity=request[IDENTITY])
         return await handler(request)

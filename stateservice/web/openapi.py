@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stateservice import __version__
@@ -95,6 +95,8 @@ class Operation:
     parameters: Sequence[Parameter] = ()
     refusals: Sequence[Refusal] = ()
     body: dict[str, Any] | None = None  # the request body's JSON schema
+    status: int = 200  # the status of `ok` (201 for a creation)
+    also: Mapping[int, dict[str, Any]] = field(default_factory=dict)  # other successful answers, by status
 
     def document(self, max_wait: float, protected: bool, auth: bool) -> dict[str, Any]:
         operation: dict[str, Any] = {"summary": self.summary}
@@ -103,7 +105,8 @@ class Operation:
         if self.body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": self.body}}}
         refusals = [*self.refusals, *(PROTECTED if protected else ())]
-        operation["responses"] = {"200": self.ok, **{str(r.status): r.response() for r in refusals}}
+        successes = {str(self.status): self.ok, **{str(status): answer for status, answer in self.also.items()}}
+        operation["responses"] = {**successes, **{str(r.status): r.response() for r in refusals}}
         if protected and auth:
             operation["security"] = [{"bearer": []}]
         return operation

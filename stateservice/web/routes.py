@@ -36,7 +36,7 @@ from stateservice.errors import (
     UnknownState,
     ValuesRejected,
 )
-from stateservice.web import auth, handlers, predict, prometheus, rollout
+from stateservice.web import auth, handlers, machine_events, machines, machines_openapi, predict, prometheus, rollout
 from stateservice.web.appkeys import MAX_WAIT
 from stateservice.web.openapi import (
     P_CHART,
@@ -57,6 +57,8 @@ from stateservice.web.openapi import (
 
 # any segment, braces included: a malformed chart name gets a 400 that says why, not a bare 404
 CHART = "/charts/{chart:[^/]+}"
+CONFIGURATION = "/configurations/{name:[^/:]+}:{version:[^/]+}"
+INSTANCE = "/statemachines/{id:[^/]+}"
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,16 @@ ROUTES = (
             CHART_REFUSALS,
         ),
     ),
+    Route("POST", "/configurations", machines.post_configuration, machines_openapi.POST_CONFIGURATION),
+    Route("GET", "/configurations", machines.list_configurations, machines_openapi.LIST_CONFIGURATIONS),
+    Route("GET", CONFIGURATION, machines.get_configuration, machines_openapi.GET_CONFIGURATION),
+    Route("GET", CONFIGURATION + "/counts", machines.configuration_counts, machines_openapi.COUNTS),
+    Route("POST", "/statemachines", machines.post_instance, machines_openapi.POST_INSTANCE),
+    Route("GET", "/statemachines", machines.list_instances, machines_openapi.LIST_INSTANCES),
+    Route("GET", INSTANCE, machines.get_instance, machines_openapi.GET_INSTANCE),
+    Route("POST", INSTANCE + "/events", machine_events.post_instance_event, machines_openapi.POST_INSTANCE_EVENT),
+    Route("GET", INSTANCE + "/events/{event_id:[^/]+}", machine_events.get_event, machines_openapi.GET_EVENT),
+    Route("POST", "/events", machine_events.post_event, machines_openapi.POST_EVENT),
     Route("GET", "/healthz", handlers.healthz, Operation("The process is up", json_answer("Status", "up"))),
     Route(
         "GET",

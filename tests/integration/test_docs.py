@@ -77,6 +77,25 @@ def test_keys_table_names_every_key() -> None:
         assert key in (keys.__doc__ or ""), f"{key} missing from the keys module docstring"
 
 
+def test_machine_keys_table_names_every_machine_key() -> None:
+    documented = {row[0]: row[1] for row in table_after(page("redis.md"), "machine-keys")}
+    assert documented == {
+        keys.configurations(): "hash",
+        keys.transitions("REF"): "hash",
+        keys.instances(): "hash",
+        keys.instance_properties(): "hash",
+        keys.instance_context(): "hash",
+        keys.instance_counts("REF"): "hash",
+        keys.instances_in("REF", "STATE"): "set",
+        keys.instances_with("REF", "PROP", "VALUE"): "set",
+        keys.instance_history("ID"): "list",
+        keys.event_outcome("ID", "EVENT_ID"): "string",
+        keys.events_stream(): "stream",
+        keys.dead_letters(): "stream",
+        keys.machine_moves(): "pubsub",
+    }
+
+
 @pytest.mark.parametrize("path", sorted(ROOT.glob("examples/**/*.yaml")), ids=lambda p: p.name)
 def test_every_example_chart_parses(path: Path) -> None:
     result = parse(path.read_text(), str(path))
@@ -151,6 +170,7 @@ def test_runnable_blocks_are_found() -> None:
     """The walkthrough and the blocks of the reference pages are marked: a marker lost to an edit fails here."""
     marked = {block.path.name for block in BLOCKS}
     assert {"README.md", "index.md", "cli.md", "http-api.md", "redis.md", "operating.md", "security.md"} <= marked
+    assert "instances.md" in marked
     readme = [block for block in BLOCKS if block.path.name == "README.md"]
     assert any("/charts/states/history" in block.text for block in readme)
 

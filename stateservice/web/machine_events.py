@@ -1,0 +1,146 @@
+"""Events to instances over HTTP (issue #15): applied once per event_id, and their stored outcomes.
+
+    POST /statemachines/{id}/events                apply an event (report scope)
+    POST /events                                   the same, addressed by `dest` or configuration + properties
+    GET  /statemachines/{id}/events/{event_id}     the stored outcome of an event
+
+A refusal is an outcome too: kept under its event_id and answered again, with the same status
+and `"duplicate": true`, when the event is sent again. Checks of the body and of a token's
+`charts` list are those of `web/machines.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from stateservice.core.machines import EVENT
+from stateservice.errors import (
+    BadRequest,
+    InvalidField,
+    InvalidName,
+    MissingField,
+    RequirementNotMet,
+    TransitionNotAllowed,
+    UnknownEvent,
+    UnknownInstance,
+)
+from stateservice.store.machines import Event, Outcome
+from stateservice.telemetry import logs, metrics
+from stateservice.web.deadline import redis_deadline
+from stateservice.web.handlers import who
+from stateservice.web.machines import (
+    ID_RULE,
+    allow,
+    allow_instance,
+    id_field,
+    json_object,
+    machines_of,
+    only_fields,
+    path_id,
+    properties_field,
+    ref_field,
+)
+
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_DETAILS = 4096  # bytes of `details`, JSON-encoded: kept in the history of every instance it moves
+MAX_ORIGINATOR = 200
+EVENT_FIELDS = frozenset({"event", "event_id", "originator", "details"})
+# an outcome's keys in the order answers show them (the script's JSON encoder keeps no order)
+OUTCOME_ORDER = ("event_id", "outcome", "instance", "configuration", "event", "from", "to", "at", "state")
+
+
+async def post_instance_event(request: web.Request) -> web.Response:
+    """Apply an event to the instance of the path, once per event_id: 200, or its refusal (409/404)."""
+    instance = path_id(request)
+    body = await json_object(request)
+    only_fields(body, EVENT_FIELDS)
+    event = _event(request, body, instance=instance)
+    async with redis_deadline(request):
+        await allow_instance(request, instance)
+        return await _answer(request, await machines_of(request).apply(event))
+
+
+async def post_event(request: web.Request) -> web.Response:
+    """An event addressed in its body: `dest` (an id), or configuration + properties (made on first use)."""
+    body = await json_object(request)
+    only_fields(body, EVENT_FIELDS | {"dest", "configuration", "properties"})
+    if "dest" in body:
+        if "configuration" in body or "properties" in body:
+            raise BadRequest("give dest, or configuration and properties, not both", field="dest")
+        event = _event(request, body, instance=id_field(body["dest"], "dest"))
+    else:
+        ref = ref_field(body, '{"dest": ID} or {"configuration": "NAME:VERSION", "properties": {...}}')
+        properties = properties_field(body.get("properties"))
+        allow(request, ref)
+        event = _event(request, body, ref=ref, properties=properties)
+    async with redis_deadline(request):
+        if event.ref is None:
+            await allow_instance(request, event.target())
+        else:
+            await machines_of(request).require(event.ref)  # else the event would answer unknown_instance
+        return await _answer(request, await machines_of(request).apply(event))
+
+
+def _event(request: web.Request, body: Mapping[str, Any], **target: Any) -> Event:
+    if "event" not in body:
+        raise MissingField("event", '{"event": NAME}')
+    name = body["event"]
+    if not isinstance(name, str) or not EVENT.fullmatch(name):
+        raise InvalidField("event", f"event {str(name)[:80]!r} is not an event name ({ID_RULE})")
+    event_id = body.get("event_id", str(uuid.uuid4()))
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise InvalidField("event_id", "event_id must be 1-128 letters, digits, '.', '_', ':', '-'")
+    originator = body.get("originator", who(request).actor)
+    if not isinstance(originator, str) or not 0 < len(originator) <= MAX_ORIGINATOR or not originator.isprintable():
+        raise InvalidField("originator", f"originator must be 1-{MAX_ORIGINATOR} printable characters")
+    details = body.get("details")
+    if details is not None and len(orjson.dumps(details)) > MAX_DETAILS:
+        raise InvalidField("details", f"details must be at most {MAX_DETAILS} bytes as JSON")
+    logs.bind(event=name, event_id=event_id)
+    return Event(name, event_id, originator=originator, details=details, **target)
+
+
+async def _answer(request: web.Request, outcome: Outcome) -> web.Response:
+    """The outcome as HTTP: 200 when applied, else its error; a duplicate says so and answers as the first did."""
+    body = ordered(outcome.body)
+    if outcome.duplicate:
+        body["duplicate"] = True
+    kind = str(body.get("outcome"))
+    metrics.events("duplicate" if outcome.duplicate else kind, "http")
+    if kind == "ok":
+        return web.json_response(body)
+    if kind == "unknown_instance":
+        raise UnknownInstance(str(body.pop("instance")), **body)
+    configuration = await machines_of(request).require(str(body["configuration"]))
+    state, event = str(body["state"]), str(body["event"])
+    if kind == "requirement_not_met":
+        transition = configuration.moves(event).get(state)
+        requires = transition.requires if transition is not None else None
+        raise RequirementNotMet(body, requires.document() if requires is not None else {})
+    raise TransitionNotAllowed(body, configuration.allowed(state))
+
+
+async def get_event(request: web.Request) -> web.Response:
+    """The stored outcome of an event (kept --event-retention), whatever it was: 200; 404 unknown_event."""
+    instance = path_id(request)
+    event_id = request.match_info["event_id"]
+    if not EVENT_ID.fullmatch(event_id):
+        raise InvalidName(f"{event_id[:80]!r} is not an event id", parameter="event_id")
+    async with redis_deadline(request):
+        await allow_instance(request, instance)
+        outcome = await machines_of(request).outcome(instance, event_id)
+    if outcome is None:
+        raise UnknownEvent(instance, event_id)
+    return web.json_response(ordered(outcome))
+
+
+def ordered(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """The outcome with its keys in OUTCOME_ORDER, then any others."""
+    first = {k: outcome[k] for k in OUTCOME_ORDER if k in outcome}
+    return {**first, **{k: v for k, v in outcome.items() if k not in first}}
