@@ -37,6 +37,31 @@ stateservice:{CHART}:moves              pubsub  channel (not a key): the new sta
 
 Workers keep no copy of any of these, so a repair made with redis-cli is seen by the next
 request: `HSET 'stateservice:{CHART}' current_state STATE counter:STATE 0`.
+
+Configurations and their instances (REF is NAME:VERSION) share the hash tag `{machines}`:
+
+==================================================  ======  ===========================================
+key                                                 type    holds
+==================================================  ======  ===========================================
+stateservice:{machines}:configurations              hash    REF -> the configuration's JSON document
+stateservice:{machines}:transitions:REF             hash    "FROM EVENT" -> JSON {to} (+ key, field,
+                                                            state, instance of a guard)
+stateservice:{machines}:instances                   hash    instance id -> "REF STATE"
+stateservice:{machines}:properties                  hash    instance id -> its properties (JSON)
+stateservice:{machines}:context                     hash    instance id -> its context (JSON object)
+stateservice:{machines}:counts:REF                  hash    STATE -> instances of REF in it
+stateservice:{machines}:in:REF:STATE                set     ids of REF's instances in STATE
+stateservice:{machines}:with:REF:NAME:VALUE         set     ids of REF's instances whose property NAME
+                                                            is VALUE
+stateservice:{machines}:history:INSTANCE            list    the instance's transitions, newest first
+                                                            (JSON; --history-limit)
+stateservice:{machines}:outcome:INSTANCE:EVENT_ID   string  an event's outcome (JSON), expiring after
+                                                            --event-retention
+stateservice:{machines}:events                      stream  events to apply (group `stateservice`)
+stateservice:{machines}:events:dead                 stream  events that could not be applied, with the
+                                                            error and the entry's fields
+stateservice:{machines}:moves                       pubsub  channel: "ID FROM TO" per transition
+==================================================  ======  ===========================================
 """
 
 from __future__ import annotations
