@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from stateservice.store import keys
 from tests.support.service import (
     REPO,
     ServiceProcess,
@@ -665,3 +666,49 @@ def test_status_and_reset_refuse_a_url_without_a_scheme(tmp_path: Path) -> None:
     for command in (["status"], ["reset", "gate", "--yes"]):
         result = run_cli(*command, "--url", "localhost:5000", cwd=tmp_path)
         assert result.returncode == 64 and "write it as http://localhost:5000" in result.stderr
+
+
+# -- status of configurations ------------------------------------------------------------------------
+
+CONFIGURATION = """\
+name: upgrade
+version: v1
+states: [drain, drained]
+starting_state: drain
+transitions:
+  - {from: drain, to: drained, event: drained}
+"""
+
+
+def _instances(redis_url: str, *ids: str) -> None:
+    with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
+        for n, instance in enumerate(ids):
+            plain.hset(keys.instances(), instance, "upgrade:v1 " + ("drained" if n == 0 else "drain"))
+        plain.hset(keys.instance_counts("upgrade:v1"), mapping={"drained": 1, "drain": len(ids) - 1})
+
+
+def test_status_lists_configurations_with_their_counts_from_redis_and_through_a_service(
+    services: Services, redis_url: str, gate: Path, tmp_path: Path
+) -> None:
+    conf = tmp_path / "upgrade.yaml"
+    conf.write_text(CONFIGURATION)
+    service = services.start(gate, redis_url=redis_url, args=["--configuration", str(conf)])
+    _instances(redis_url, "a", "b", "c")  # counts as the service keeps them (its scripts are tested elsewhere)
+
+    text = run_cli("status", "--redis", redis_url, cwd=tmp_path)
+    one = run_cli("status", "upgrade:v1", "--json", "--redis", redis_url, cwd=tmp_path)
+    remote = run_cli("status", "upgrade", "--url", service.url, cwd=tmp_path)
+    missing = run_cli("status", "upgrade:v9", "--redis", redis_url, cwd=tmp_path)
+
+    assert text.returncode == 0, text
+    assert "chart gate" in text.stdout
+    assert re.search(r"configuration upgrade:v1  \(3 instances\)\n\s+drain\s+2\n\s+drained\s+1", text.stdout), text
+    assert json.loads(one.stdout) == {
+        "configuration": "upgrade:v1",
+        "instances": 3,
+        "counts": {"drain": 2, "drained": 1},
+    }
+    assert remote.returncode == 0, remote
+    assert "configuration upgrade:v1  (3 instances)" in remote.stdout and "chart gate" not in remote.stdout
+    assert missing.returncode != 0 and "no configuration upgrade:v9" in missing.stderr
+    no_traceback(missing)
