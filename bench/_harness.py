@@ -134,7 +134,7 @@ class Server:
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the spawned workers, or the server itself with one worker."""
         spawned = [e["worker_pid"] for e in self.events("worker_spawned")]
-        return spawned or [self.pid]
+        return spawned or children(self.pid) or [self.pid]  # above info no worker_spawned is logged
 
     def stderr(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -439,6 +439,17 @@ def raise_fd_limit(wanted: int) -> int:
     """Raise this process's (and so its children's) open-file limit to `wanted` if the hard limit allows."""
     _raise_fd_limit(wanted)
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid`, from /proc (a redis-server it started included, if any)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return sorted(found)
 
 
 def rss_mb(pid: int) -> float:

@@ -60,7 +60,7 @@ stateservice:{machines}:outcome:INSTANCE:EVENT_ID   string  an event's outcome (
 stateservice:{machines}:events                      stream  events to apply (group `stateservice`)
 stateservice:{machines}:events:dead                 stream  events that could not be applied, with the
                                                             error and the entry's fields
-stateservice:{machines}:moves                       pubsub  channel: "ID FROM TO" per transition
+stateservice:{machines}:changes                     pubsub  channel: "ID FROM TO" per transition
 ==================================================  ======  ===========================================
 """
 
@@ -235,5 +235,8 @@ def dead_letters() -> str:
 
 
 def machine_moves() -> str:
-    """Pub/sub channel: "ID FROM TO" for every transition of an instance."""
-    return f"{MACHINES}:moves"
+    """Pub/sub channel: "ID FROM TO" for every transition of an instance.
+
+    Not `...:moves`: the chart watcher's pattern `stateservice:{*}:moves` would match it, and every
+    worker would read every instance's transition."""
+    return f"{MACHINES}:changes"

@@ -88,7 +88,7 @@ local function apply(e)
   redis.call('LPUSH', history,
     '{"from":' .. cjson.encode(state) .. ',"to":' .. cjson.encode(spec.to) .. ',' .. string.sub(e.history, 2))
   redis.call('LTRIM', history, 0, tonumber(ARGV[4]) - 1)
-  redis.call('PUBLISH', P .. ':moves', e.id .. ' ' .. state .. ' ' .. spec.to)
+  redis.call('PUBLISH', P .. ':changes', e.id .. ' ' .. state .. ' ' .. spec.to)
   return {event_id = e.event_id, outcome = 'ok', instance = e.id, event = e.event,
           from = state, to = spec.to, at = ARGV[2], configuration = ref}
 end

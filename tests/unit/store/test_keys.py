@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import re
 
@@ -127,3 +128,9 @@ def test_docstring_names_the_fields_of_the_definition_hash_and_the_history_strea
     assert len(fields) == 13
     for field in fields:
         assert re.search(rf"\b{field}\b", doc), field
+
+
+def test_the_instances_channel_is_not_matched_by_the_chart_watchers_pattern() -> None:
+    # the watcher of chart moves subscribes to this pattern: a match would hand it every instance's transition
+    assert not fnmatch.fnmatchcase(keys.machine_moves(), keys.chart_channel("*"))
+    assert fnmatch.fnmatchcase(keys.chart_channel("machines"), keys.chart_channel("*"))
