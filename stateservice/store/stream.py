@@ -5,6 +5,7 @@ entries at a time on a connection of its own (a read blocks for a second: it mus
 the shared pool's connections), turns each into an `Event` and applies the batch with
 `Machines.apply_all`, whose script acknowledges every entry in the same step as it applies it:
 an entry is acknowledged exactly when its event is applied (or refused, and then dead-lettered).
+After an error a consumer first applies its own pending entries (read from id 0), then new ones.
 A worker that dies leaves its read entries pending; every `claim_after / 2` seconds each
 consumer takes over (XAUTOCLAIM) the entries idle for longer than `claim_after` and applies
 them the same way. The event id (given, or "stream-" + the entry id) makes an entry applied
@@ -185,6 +186,7 @@ class StreamConsumer:
         self.block_ms = block_ms
         self.closing = False
         self._grouped = False
+        self._recovering = False
         self._claim_due = 0.0
         self._measured = float("-inf")
         self._task: asyncio.Task[None] | None = None
@@ -213,6 +215,7 @@ class StreamConsumer:
                 if self.closing:
                     return
                 self._grouped = False  # the group may be gone (the stream deleted): create it again
+                self._recovering = True  # what this consumer read before the error may be unapplied
                 if isinstance(self.reader, ClusterRedis):
                     self.reader.forget()  # a failover may have moved the slot
                 error = str(exc) or type(exc).__name__
@@ -233,12 +236,19 @@ class StreamConsumer:
         if time.monotonic() >= self._claim_due:
             handled += await self.claim(node)
             self._claim_due = time.monotonic() + self.claim_after / 2
-        reply: Any = await node.xreadgroup(self.group, self.name, {self.stream: ">"}, count=BATCH, block=self.block_ms)
-        for _, entries in reply or []:
-            handled += await self.handle(entries)
+        if self._recovering:
+            recovered = await self._read(node, "0")  # its own pending entries, without waiting for a claim
+            self._recovering = recovered > 0  # until none is left
+            handled += recovered
+        if not self._recovering:
+            handled += await self._read(node, ">", self.block_ms)
         if time.monotonic() - self._measured >= MEASURE_EVERY:
             await self.measure(node)
         return handled
+
+    async def _read(self, node: Redis, after: str, block: int | None = None) -> int:
+        reply: Any = await node.xreadgroup(self.group, self.name, {self.stream: after}, count=BATCH, block=block)
+        return sum([await self.handle(entries) for _, entries in reply or []])
 
     async def _node(self) -> Redis:
         """Where the stream lives: XREADGROUP and XGROUP do not name the key first, so a Cluster cannot route them."""

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from stateservice.core.machines import configuration_from, instance_id
 from stateservice.store import keys
@@ -23,6 +24,7 @@ from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
 from stateservice.store.stream import Rejected, StreamConsumer, parse, reader_for
 from tests.support import charts
+from tests.support.redisproc import RedisProcess
 from tests.support.service import Services, wait_until
 
 CHAIN: dict[str, Any] = {
@@ -211,6 +213,38 @@ async def test_the_consumer_outlives_a_lost_group_and_backs_off_without_dying(
     assert consumer._task is not None and not consumer._task.done()
 
 
+async def test_the_consumer_backs_off_while_redis_is_down_and_resumes_by_itself(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory(appendonly=True)
+    client = Redis.from_url(server.url, decode_responses=True)
+    store = Machines(client, local_clock(), retention=3600)
+    await store.define(configuration_from(CHAIN))
+    await store.create("chain:v1", "a")
+    consumer = StreamConsumer(store, reader_for(server.url), claim_after=30, block_ms=10)
+    try:
+        with capture_logs() as logs:
+            consumer.start()
+            assert await wait_async(lambda: client.exists(STREAM))
+            server.kill()
+            await asyncio.sleep(1.2)  # a few failed turns: 0.5 s, then 1 s of backing off
+            server.start()
+            async with Redis.from_url(server.url, decode_responses=True) as fresh:  # the old one's connection died
+                await fresh.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "after"})
+
+                async def applied() -> bool:
+                    return await fresh.hget(keys.instances(), "a") == "chain:v1 s1"
+
+                assert await wait_async(applied, timeout=10), [(e["event"], e.get("error")) for e in logs]
+        failures = [entry for entry in logs if entry["event"] == "stream_failed"]
+        assert failures and [f["retry_in"] for f in failures[:2]] == [0.5, 1.0][: len(failures[:2])]
+        assert consumer._task is not None and not consumer._task.done()
+    finally:
+        await consumer.close()
+        await store.close()
+        await client.aclose()
+
+
 async def test_lag_and_pending_measure_the_oldest_entry_not_applied(
     machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
 ) -> None:
@@ -287,6 +321,8 @@ def test_two_workers_one_sigkilled_apply_every_stream_event_exactly_once(
     assert len(outcomes) == sent
     histories = [plain_sync.llen(keys.instance_history(f"c{i}")) for i in range(INSTANCES)]
     assert set(histories) == {STEPS}  # each step recorded once: none applied twice
+    assert service.stop() == 0  # SIGTERM: each worker's consumer stops and closes its connection
+    assert not [e for e in service.events("stream_failed") if e.get("pid") != victim], service.stderr
     assert killed_holding > 0  # it died holding entries: the other worker claimed and applied them
     assert service.events("stream_claimed"), service.stderr
 
