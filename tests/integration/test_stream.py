@@ -23,9 +23,10 @@ from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
 from stateservice.store.stream import Rejected, StreamConsumer, parse, reader_for
+from tests.integration.test_metrics import total
 from tests.support import charts
 from tests.support.redisproc import RedisProcess
-from tests.support.service import Services, wait_until
+from tests.support.service import ServiceProcess, Services, http, wait_until
 
 CHAIN: dict[str, Any] = {
     "name": "chain",
@@ -321,10 +322,27 @@ def test_two_workers_one_sigkilled_apply_every_stream_event_exactly_once(
     assert len(outcomes) == sent
     histories = [plain_sync.llen(keys.instance_history(f"c{i}")) for i in range(INSTANCES)]
     assert set(histories) == {STEPS}  # each step recorded once: none applied twice
+    assert wait_until(lambda: stream_gauges(service) == (0.0, 0.0), timeout=10), scrape(service)
+    applied_ok = total(scrape(service), "stateservice_events_total", outcome="ok", source="stream")
+    assert 0 < applied_ok <= sent  # counted after each batch: a batch applied as its worker died is not
     assert service.stop() == 0  # SIGTERM: each worker's consumer stops and closes its connection
     assert not [e for e in service.events("stream_failed") if e.get("pid") != victim], service.stderr
     assert killed_holding > 0  # it died holding entries: the other worker claimed and applied them
     assert service.events("stream_claimed"), service.stderr
+
+
+def scrape(service: ServiceProcess) -> str:
+    status, _, body = http("GET", f"{service.url}/metrics")
+    assert status == 200, body
+    return body
+
+
+def stream_gauges(service: ServiceProcess) -> tuple[float, float] | None:
+    """(lag, pending) as the workers last measured them; None before any measured."""
+    body = scrape(service)
+    if "\nstateservice_stream_lag_seconds " not in body:
+        return None
+    return total(body, "stateservice_stream_lag_seconds"), total(body, "stateservice_stream_pending")
 
 
 def kill_while_holding(redis_url: str, victim: int, name: str, timeout: float = 10.0) -> int:
