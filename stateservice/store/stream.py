@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,11 @@ SOURCE = "stream"
 MALFORMED = "malformed"
 UNKNOWN_CONFIGURATION = "unknown_configuration"
 DUPLICATE = "duplicate"
+# the limits HTTP puts on an event (web/machine_events.py, which the store may not import): one event,
+# one set of rules, whichever way it arrives
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_ORIGINATOR = 200
+MAX_DETAILS = 4096
 
 
 def consumer_name() -> str:
@@ -107,16 +113,14 @@ def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
     elif not EVENT.fullmatch(event):
         problems.append(f"event {event!r} is not an event name: letters, digits, '.', '_', '-'")
     event_id: str | None = fields.get(keys.EVENT_ID, f"stream-{entry}")
-    if not INSTANCE_ID.fullmatch(event_id or ""):
-        problems.append(f"event_id {event_id!r} is not an id: letters, digits, '.', '_', '-', up to 128")
+    if not EVENT_ID.fullmatch(event_id or ""):
+        problems.append(f"event_id {event_id!r} is not an id: 1-128 letters, digits, '.', '_', ':', '-'")
         event_id = None
     target = _target(fields, problems)
-    details = None
-    if keys.EVENT_DETAILS in fields:
-        try:
-            details = orjson.loads(fields[keys.EVENT_DETAILS])
-        except orjson.JSONDecodeError:
-            problems.append("details is not JSON text")
+    originator = fields.get(keys.EVENT_ORIGINATOR)
+    if originator is not None and not (0 < len(originator) <= MAX_ORIGINATOR and originator.isprintable()):
+        problems.append(f"originator must be 1-{MAX_ORIGINATOR} printable characters")
+    details = _details(fields, problems)
     if problems or event is None or event_id is None:
         good_event = event if event is not None and EVENT.fullmatch(event) else None
         return Rejected(entry, MALFORMED, "; ".join(problems), fields, target.instance, event_id, good_event)
@@ -126,11 +130,24 @@ def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
         instance=target.instance if target.ref is None else None,
         ref=target.ref,
         properties=target.properties,
-        originator=fields.get(keys.EVENT_ORIGINATOR),
+        originator=originator,
         details=details,
         entry=entry,
         dead=[item for pair in fields.items() for item in pair],
     )
+
+
+def _details(fields: Mapping[str, str], problems: list[str]) -> Any:
+    if keys.EVENT_DETAILS not in fields:
+        return None
+    try:
+        details = orjson.loads(fields[keys.EVENT_DETAILS])
+    except orjson.JSONDecodeError:
+        problems.append("details is not JSON text")
+        return None
+    if len(orjson.dumps(details)) > MAX_DETAILS:
+        problems.append(f"details must be at most {MAX_DETAILS} bytes as JSON")
+    return details
 
 
 def _target(fields: Mapping[str, str], problems: list[str]) -> _Target:

@@ -76,7 +76,7 @@ async def test_entries_by_dest_and_by_properties_are_applied_and_acknowledged(
 ) -> None:
     await machines.create("chain:v1", "a")
     await plain.xadd(
-        STREAM, {"dest": "a", "event": "step", "event_id": "e-1", "originator": "cron", "details": '{"n":1}'}
+        STREAM, {"dest": "a", "event": "step", "event_id": "e:1", "originator": "cron", "details": '{"n":1}'}
     )
     by_properties = await plain.xadd(
         STREAM, {"configuration": "chain:v1", "properties": '{"rack":"r3","host":"web1"}', "event": "step"}
@@ -89,7 +89,7 @@ async def test_entries_by_dest_and_by_properties_are_applied_and_acknowledged(
     assert a is not None and made is not None
     assert (a["state"], made["state"], made["properties"]) == ("s1", "s1", {"host": "web1", "rack": "r3"})
     assert a["history"][0]["originator"] == "cron" and a["history"][0]["details"] == {"n": 1}
-    assert (await machines.outcome("a", "e-1") or {})["outcome"] == "ok"
+    assert (await machines.outcome("a", "e:1") or {})["outcome"] == "ok"  # an id with a colon, as over HTTP
     assert (await machines.outcome(derived, f"stream-{by_properties}") or {})["to"] == "s1"
     assert await pending(plain) == 0
     assert await plain.xlen(keys.dead_letters()) == 0
@@ -106,6 +106,7 @@ async def test_malformed_and_refused_entries_are_dead_lettered_with_their_fields
         {"configuration": "chain:v1", "properties": '{"host": 7}', "event": "step"},
         {"configuration": "chain", "properties": '{"host":"x"}', "event": "step"},
         {"dest": "a", "configuration": "chain:v1", "event": "step"},
+        {"dest": "a", "event": "step", "originator": "x" * 201},
         {"configuration": "gone:v1", "properties": '{"host":"web1"}', "event": "step", "event_id": "u-1"},
         {"dest": "ghost", "event": "step", "event_id": "g-1"},
         {"dest": "a", "event": "jump", "event_id": "j-1"},
@@ -119,7 +120,7 @@ async def test_malformed_and_refused_entries_are_dead_lettered_with_their_fields
     for (_, fields), original in zip(letters, sent, strict=True):
         assert {k: fields[k] for k in original} == original
     errors = [fields["error"] for _, fields in letters]
-    assert errors == ["malformed"] * 6 + ["unknown_configuration", "unknown_instance", "transition_not_allowed"]
+    assert errors == ["malformed"] * 7 + ["unknown_configuration", "unknown_instance", "transition_not_allowed"]
     assert "event is required" in letters[0][1]["message"]
     assert "details is not JSON" in letters[1][1]["message"]
     assert await pending(plain) == 0
