@@ -22,7 +22,8 @@ from stateservice.core.machines import configuration_from, instance_id
 from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
-from stateservice.store.stream import Rejected, StreamConsumer, parse, reader_for
+from stateservice.store.stream import StreamConsumer, reader_for
+from stateservice.store.stream_entry import Rejected, parse
 from tests.integration.test_metrics import total
 from tests.support import charts
 from tests.support.redisproc import RedisProcess
