@@ -16,7 +16,11 @@
     stateservice_halted{chart}                            gauge: 1 while the chart is halted (latest halt or resume)
     stateservice_events_total{outcome,source}             counter: events to instances, by outcome (ok,
                                                            transition_not_allowed, requirement_not_met,
-                                                           unknown_instance, duplicate) and source (http, stream)
+                                                           unknown_instance, duplicate; from the stream also
+                                                           malformed, unknown_configuration) and source (http, stream)
+    stateservice_stream_lag_seconds                       gauge: age of the events stream's oldest entry not yet
+                                                           applied (undelivered or pending); 0 when none
+    stateservice_stream_pending                           gauge: entries delivered to a consumer, not yet acked
 
 With several workers each process writes its own files under PROMETHEUS_MULTIPROC_DIR (prometheus-client's
 multiprocess mode) and `GET /metrics`, whichever worker answers, adds up every worker's. `serve` sets that up
@@ -66,6 +70,8 @@ class Metrics:
     failures: Counter
     halted: Gauge
     events: Counter
+    stream_lag: Gauge
+    stream_pending: Gauge
 
 
 def _pick_storage() -> None:
@@ -124,6 +130,7 @@ def get() -> Metrics:
         ),
         events=Counter(EVENTS[0], EVENTS[1], EVENTS[2], registry=registry),
         **_rollout_metrics(registry),
+        **_stream_metrics(registry),
     )
 
 
@@ -148,6 +155,27 @@ def _rollout_metrics(registry: CollectorRegistry) -> dict[str, Any]:
             "stateservice_halted",
             "1 while the chart is halted",
             ["chart"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        ),
+    )
+
+
+def _stream_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The events stream's gauges, by the Metrics field they fill."""
+    from prometheus_client import Gauge
+
+    return dict(
+        # what Redis holds, measured by every consuming worker: the latest measure is the truth
+        stream_lag=Gauge(
+            "stateservice_stream_lag_seconds",
+            "Age of the events stream's oldest entry not yet applied (undelivered or pending); 0 when none",
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        ),
+        stream_pending=Gauge(
+            "stateservice_stream_pending",
+            "Entries of the events stream delivered to a consumer and not yet acknowledged",
             multiprocess_mode="mostrecent",
             registry=registry,
         ),
@@ -231,6 +259,12 @@ def halted(chart: str, halted: bool) -> None:
 def events(outcome: str, source: str, count: int = 1) -> None:
     """Count events by outcome ("duplicate" for a repeated event id) and source ("http" or "stream")."""
     get().events.labels(outcome, source).inc(count)
+
+
+def stream(lag: float, pending: int) -> None:
+    m = get()
+    m.stream_lag.set(lag)
+    m.stream_pending.set(pending)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -30,6 +30,7 @@ from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
 from stateservice.store.registrar import Registrar
 from stateservice.store.rollout import Rollouts
+from stateservice.store.stream import StreamConsumer, reader_for
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import auth, middleware
 from stateservice.web.appkeys import (
@@ -93,6 +94,8 @@ def create_app(config: Config, loaded: Loaded, *, scheduler: bool = True) -> web
     app[REDIS_DEADLINE] = config.redis_deadline
     app[auth.AUTH_ON] = loaded.tokens is not None
     app.cleanup_ctx.append(_redis_ctx(config.redis_url, config, loaded.registered, loaded.configurations))
+    if config.stream:
+        app.cleanup_ctx.append(_stream_ctx(config.redis_url, config))
     app.cleanup_ctx.append(_models_ctx)
     app.on_shutdown.append(_stop_waiting)
     if scheduler:
@@ -142,6 +145,20 @@ async def _define_all(machines: Machines, configurations: tuple[Configuration, .
             await define_file(machines, configuration)
         except Exception as exc:  # Redis still down, or defined differently: the log says which
             log.error("configuration_not_defined", configuration=configuration.ref, error=str(exc))
+
+
+def _stream_ctx(url: str, config: Config) -> CleanupContext:
+    """This worker's consumer of the events stream (after app[MACHINES] exists, stopped before it closes)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        consumer = StreamConsumer(
+            app[MACHINES], reader_for(url, cluster=config.redis_cluster), claim_after=config.stream_claim_after
+        )
+        consumer.start()
+        yield
+        await consumer.close()
+
+    return ctx
 
 
 async def _read_chart(app: web.Application, name: str) -> Snapshot | None:

@@ -13,6 +13,7 @@ from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
 from stateservice.store.redis.connect import connect
+from stateservice.store.stream import StreamConsumer, reader_for
 from tests.support.cluster import Cluster
 
 FLIP = {
@@ -67,3 +68,21 @@ async def test_a_guard_on_a_chart_is_refused_on_a_cluster(machines: Machines) ->
 
     with pytest.raises(InvalidConfiguration, match="needs one Redis, not a Cluster"):
         await machines.define(configuration_from(guarded))
+
+
+async def test_the_stream_consumer_reads_and_applies_on_a_cluster(machines: Machines, cluster: Cluster) -> None:
+    assert await machines.define(configuration_from(FLIP))
+    await machines.create("flip:v1", "i1")
+    consumer = StreamConsumer(machines, reader_for(cluster.url, cluster=True), claim_after=30, block_ms=10)
+    try:
+        await consumer.step()  # XGROUP and XREADGROUP name the key second: sent to the stream's master
+        await machines.redis.xadd(keys.events_stream(), {"dest": "i1", "event": "go", "event_id": "s1"})
+        await machines.redis.xadd(keys.events_stream(), {"dest": "nobody", "event": "go"})
+        while await consumer.step():
+            pass
+    finally:
+        await consumer.close()
+
+    assert await machines.state("i1") == ("flip:v1", "b")
+    assert await machines.redis.xlen(keys.dead_letters()) == 1
+    assert (await machines.redis.xpending(keys.events_stream(), keys.MACHINES_GROUP))["pending"] == 0

@@ -1,0 +1,249 @@
+"""The events stream's consumer: every worker reads `stateservice:{machines}:events` in one group.
+
+Each worker is a consumer (HOSTNAME:PID) of the group `stateservice`. It reads up to 200 new
+entries at a time on a connection of its own (a read blocks for a second: it must hold none of
+the shared pool's connections), turns each into an `Event` and applies the batch with
+`Machines.apply_all`, whose script acknowledges every entry in the same step as it applies it:
+an entry is acknowledged exactly when its event is applied (or refused, and then dead-lettered).
+After an error a consumer first applies its own pending entries (read from id 0), then new ones.
+A worker that dies leaves its read entries pending; every `claim_after / 2` seconds each
+consumer takes over (XAUTOCLAIM) the entries idle for longer than `claim_after` and applies
+them the same way. The event id (given, or "stream-" + the entry id) makes an entry applied
+twice, by a slow consumer and the one that claimed it, a duplicate: applied once.
+
+An entry that cannot become an event (no event, bad JSON, bad names, an unknown configuration)
+never reaches the script: it goes to the dead-letter stream with `error`, `message`, `entry`
+and its own fields, is acknowledged in the same MULTI/EXEC and, when it names an instance and
+an event id, leaves its outcome where HTTP leaves one. Redis errors are logged, the consumer
+backs off (0.5 s doubling to 5 s) and resumes by itself; it never ends the worker.
+What is not here: what an entry means (stream_entry.py), the rules (core/machines.py), the
+script (machine_scripts.py), HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from stateservice.store import keys
+from stateservice.store.machines import Event, Machines, Outcome
+from stateservice.store.redis.cluster import ClusterRedis
+from stateservice.store.redis.connect import connect
+from stateservice.store.stream_entry import UNKNOWN_CONFIGURATION, Rejected, parse
+from stateservice.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+BATCH = 200  # entries per read: one script applies them all
+BLOCK_MS = 1000
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
+MEASURE_EVERY = 1.0  # seconds between two updates of the lag and pending gauges
+CLAIM_PAGES = 10  # XAUTOCLAIM pages per pass: a large backlog of a dead consumer does not stall new reads
+DEAD_LETTERS_MAX = 100_000  # approximate cap of the dead-letter stream, as the script's XADD
+SOURCE = "stream"
+DUPLICATE = "duplicate"
+
+
+def consumer_name() -> str:
+    """This worker's name in the group: HOSTNAME:PID, like the leader lease's holder."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reader_for(url: str, *, cluster: bool = False) -> Redis:
+    """The consumer's own client: one connection, whose timeout outlasts a blocking read."""
+    return connect(url, max_connections=1, socket_timeout=BLOCK_MS / 1000 + 5.0, cluster=cluster)
+
+
+class StreamConsumer:
+    """One worker's consumer of the events stream; `start()` runs it in a task, `close()` stops it."""
+
+    def __init__(
+        self,
+        machines: Machines,
+        reader: Redis,
+        *,
+        claim_after: float,
+        name: str | None = None,
+        stream: str | None = None,
+        group: str = keys.MACHINES_GROUP,
+        block_ms: int = BLOCK_MS,
+    ) -> None:
+        self.machines = machines
+        self.reader = reader
+        self.claim_after = claim_after
+        self.name = name or consumer_name()
+        self.stream = stream or keys.events_stream()
+        self.group = group
+        self.block_ms = block_ms
+        self.closing = False
+        self._grouped = False
+        self._recovering = False
+        self._claim_due = 0.0
+        self._measured = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="stream-consumer")
+
+    async def close(self) -> None:
+        """Stop reading (a read or batch in flight is abandoned: its entries stay pending) and close the reader."""
+        self.closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=5)
+        with contextlib.suppress(Exception):  # Redis may be gone at shutdown
+            await self.reader.aclose()
+
+    async def run(self) -> None:
+        """Consume until closed; on any error log, back off and try again (a worker never dies of its stream)."""
+        log.info("stream_consuming", consumer=self.name, stream=self.stream, group=self.group)
+        delay = BACKOFF_FIRST
+        # `closing` as well as cancellation: a cancel inside a Redis read can surface as TimeoutError
+        while not self.closing:
+            try:
+                await self.step()
+            except Exception as exc:
+                if self.closing:
+                    return
+                self._grouped = False  # the group may be gone (the stream deleted): create it again
+                self._recovering = True  # what this consumer read before the error may be unapplied
+                if isinstance(self.reader, ClusterRedis):
+                    self.reader.forget()  # a failover may have moved the slot
+                error = str(exc) or type(exc).__name__
+                log.warning("stream_failed", consumer=self.name, error=error, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            else:
+                delay = BACKOFF_FIRST
+
+    async def step(self) -> int:
+        """One turn: create the group if needed, claim when due, read and apply, measure; the entries handled."""
+        node = await self._node()
+        if not self._grouped:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                await node.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            self._grouped = True
+        handled = 0
+        if time.monotonic() >= self._claim_due:
+            handled += await self.claim(node)
+            self._claim_due = time.monotonic() + self.claim_after / 2
+        if self._recovering:
+            recovered = await self._read(node, "0")  # its own pending entries, without waiting for a claim
+            self._recovering = recovered > 0  # until none is left
+            handled += recovered
+        if not self._recovering:
+            handled += await self._read(node, ">", self.block_ms)
+        if time.monotonic() - self._measured >= MEASURE_EVERY:
+            await self.measure(node)
+        return handled
+
+    async def _read(self, node: Redis, after: str, block: int | None = None) -> int:
+        reply: Any = await node.xreadgroup(self.group, self.name, {self.stream: after}, count=BATCH, block=block)
+        return sum([await self.handle(entries) for _, entries in reply or []])
+
+    async def _node(self) -> Redis:
+        """Where the stream lives: XREADGROUP and XGROUP do not name the key first, so a Cluster cannot route them."""
+        if isinstance(self.reader, ClusterRedis):
+            return self.reader.client_for(await self.reader.master_for(self.stream))
+        return self.reader
+
+    async def claim(self, node: Redis) -> int:
+        """Take over and apply the entries idle past `claim_after` (a dead consumer's); the entries handled."""
+        start, handled = "0-0", 0
+        for _ in range(CLAIM_PAGES):
+            reply = await node.xautoclaim(
+                self.stream, self.group, self.name, int(self.claim_after * 1000), start_id=start, count=BATCH
+            )
+            start, claimed = reply[0], [(entry, fields) for entry, fields in reply[1] if entry is not None]
+            if claimed:
+                log.info("stream_claimed", consumer=self.name, entries=len(claimed), first=claimed[0][0])
+                handled += await self.handle(claimed)
+            if start == "0-0":
+                break
+        await self._forget_consumers(node)
+        return handled
+
+    async def _forget_consumers(self, node: Redis) -> None:
+        """Drop consumers with nothing pending, unseen for long: each restarted worker is a new one."""
+        idle_ms = max(self.claim_after, 60.0) * 1000
+        for consumer in await node.xinfo_consumers(self.stream, self.group):
+            if consumer["name"] != self.name and not consumer["pending"] and consumer["idle"] > idle_ms:
+                await node.xgroup_delconsumer(self.stream, self.group, consumer["name"])
+
+    async def handle(self, entries: Sequence[tuple[str, Mapping[str, str]]]) -> int:
+        """Apply the entries that are events (one script) and dead-letter the others (one MULTI/EXEC)."""
+        events: list[Event] = []
+        rejected: list[Rejected] = []
+        for entry, fields in entries:
+            parsed = await self._resolve(parse(entry, fields))
+            if isinstance(parsed, Event):
+                events.append(parsed)
+            else:
+                rejected.append(parsed)
+        if rejected:
+            await self._bury(rejected)
+        if events:
+            self._count(await self.machines.apply_all(events, self.stream, self.group))
+        return len(entries)
+
+    async def _resolve(self, parsed: Event | Rejected) -> Event | Rejected:
+        """An event naming an unknown configuration is rejected here: the script would not know how to create it."""
+        if isinstance(parsed, Rejected) or parsed.ref is None or await self.machines.configuration(parsed.ref):
+            return parsed
+        assert parsed.entry is not None
+        return Rejected(
+            parsed.entry,
+            UNKNOWN_CONFIGURATION,
+            f"no configuration {parsed.ref}",
+            dict(zip(parsed.dead[::2], parsed.dead[1::2], strict=True)),
+            parsed.target(),
+            parsed.event_id,
+            parsed.event,
+        )
+
+    async def _bury(self, rejected: Sequence[Rejected]) -> None:
+        async with self.machines.redis.pipeline(transaction=True) as pipe:
+            for r in rejected:
+                letter: dict[Any, Any] = r.dead_letter()
+                pipe.xadd(keys.dead_letters(), letter, maxlen=DEAD_LETTERS_MAX, approximate=True)
+                if r.instance is not None and r.event_id is not None:
+                    body = orjson.dumps(r.outcome()).decode()
+                    key = keys.event_outcome(r.instance, r.event_id)
+                    pipe.set(key, body, px=self.machines.retention_ms, nx=True)  # a first outcome stands
+                pipe.xack(self.stream, self.group, r.entry)
+            await pipe.execute()
+        for r in rejected:
+            log.info("stream_dead_letter", entry=r.entry, error=r.error, message=r.message, instance=r.instance)
+            metrics.events(r.error, SOURCE)
+
+    def _count(self, outcomes: Sequence[Outcome]) -> None:
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            label = DUPLICATE if outcome.duplicate else str(outcome.body.get("outcome"))
+            counts[label] = counts.get(label, 0) + 1
+        for label, count in counts.items():
+            metrics.events(label, SOURCE, count)
+
+    async def measure(self, node: Redis) -> tuple[float, int]:
+        """Set the lag (age of the oldest entry not applied yet) and pending gauges; returns them."""
+        self._measured = time.monotonic()
+        summary = await node.xpending(self.stream, self.group)
+        groups = await node.xinfo_groups(self.stream)
+        last = next((g["last-delivered-id"] for g in groups if g["name"] == self.group), "0-0")
+        undelivered: Any = await node.xrange(self.stream, min=f"({last}", count=1)
+        oldest = [int(entry.partition("-")[0]) for entry in (summary.get("min"), *(u[0] for u in undelivered)) if entry]
+        now_ms = (await self.machines.clock()).timestamp() * 1000
+        lag = max(0.0, (now_ms - min(oldest)) / 1000) if oldest else 0.0
+        pending = int(summary.get("pending", 0))
+        metrics.stream(lag, pending)
+        return lag, pending

@@ -1,0 +1,136 @@
+"""What an entry of the events stream means: an `Event` to apply, or why it is none (`Rejected`).
+
+Pure but for the store's types: no Redis here. The fields are those of keys.py (`dest`, or
+`configuration` and `properties`; `event`, `event_id`, `originator`, `details`), checked by the
+rules an event over HTTP follows; every problem of an entry is named, not only the first.
+`stream.py` reads the entries, applies the events and dead-letters the rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stateservice.core.machines import EVENT, INSTANCE_ID, Invalid, check_properties, instance_id, parse_ref
+from stateservice.store import keys
+from stateservice.store.machines import Event
+
+MALFORMED = "malformed"
+UNKNOWN_CONFIGURATION = "unknown_configuration"
+# the limits HTTP puts on an event (web/machine_events.py, which the store may not import): one event,
+# one set of rules, whichever way it arrives
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_ORIGINATOR = 200
+MAX_DETAILS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An entry that is no event: dead-lettered with `error` and `message`; its outcome kept when it names both ids."""
+
+    entry: str
+    error: str
+    message: str
+    fields: Mapping[str, str]
+    instance: str | None = None
+    event_id: str | None = None
+    event: str | None = None
+
+    def dead_letter(self) -> dict[str, str]:
+        letter = {keys.DEAD_ERROR: self.error, keys.DEAD_MESSAGE: self.message, keys.DEAD_ENTRY: self.entry}
+        if self.instance is not None:
+            letter["instance"] = self.instance
+        return {**letter, **{k: v for k, v in self.fields.items() if k not in letter}}
+
+    def outcome(self) -> dict[str, Any]:
+        body = {"event_id": self.event_id, "outcome": self.error, "instance": self.instance, "message": self.message}
+        if self.event is not None:
+            body["event"] = self.event
+        return body
+
+
+@dataclass(slots=True)
+class _Target:
+    instance: str | None = None
+    ref: str | None = None
+    properties: dict[str, str] | None = None
+
+
+def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
+    """The Event an entry's fields describe, or why they describe none (Rejected, error `malformed`)."""
+    problems: list[str] = []
+    event = fields.get(keys.EVENT_NAME)
+    if event is None:
+        problems.append("event is required")
+    elif not EVENT.fullmatch(event):
+        problems.append(f"event {event!r} is not an event name: letters, digits, '.', '_', '-'")
+    event_id: str | None = fields.get(keys.EVENT_ID, f"stream-{entry}")
+    if not EVENT_ID.fullmatch(event_id or ""):
+        problems.append(f"event_id {event_id!r} is not an id: 1-128 letters, digits, '.', '_', ':', '-'")
+        event_id = None
+    target = _target(fields, problems)
+    originator = fields.get(keys.EVENT_ORIGINATOR)
+    if originator is not None and not (0 < len(originator) <= MAX_ORIGINATOR and originator.isprintable()):
+        problems.append(f"originator must be 1-{MAX_ORIGINATOR} printable characters")
+    details = _details(fields, problems)
+    if problems or event is None or event_id is None:
+        good_event = event if event is not None and EVENT.fullmatch(event) else None
+        return Rejected(entry, MALFORMED, "; ".join(problems), fields, target.instance, event_id, good_event)
+    return Event(
+        event=event,
+        event_id=event_id,
+        instance=target.instance if target.ref is None else None,
+        ref=target.ref,
+        properties=target.properties,
+        originator=originator,
+        details=details,
+        entry=entry,
+        dead=[item for pair in fields.items() for item in pair],
+    )
+
+
+def _details(fields: Mapping[str, str], problems: list[str]) -> Any:
+    if keys.EVENT_DETAILS not in fields:
+        return None
+    try:
+        details = orjson.loads(fields[keys.EVENT_DETAILS])
+    except orjson.JSONDecodeError:
+        problems.append("details is not JSON text")
+        return None
+    if len(orjson.dumps(details)) > MAX_DETAILS:
+        problems.append(f"details must be at most {MAX_DETAILS} bytes as JSON")
+    return details
+
+
+def _target(fields: Mapping[str, str], problems: list[str]) -> _Target:
+    """The instance the fields name: by `dest`, or by `configuration` and `properties` (its derived id)."""
+    dest, ref = fields.get(keys.EVENT_DEST), fields.get(keys.EVENT_CONFIGURATION)
+    if dest is not None:
+        if ref is not None or keys.EVENT_PROPERTIES in fields:
+            problems.append("give dest, or configuration and properties, not both")
+        elif not INSTANCE_ID.fullmatch(dest):
+            problems.append(f"dest {dest!r} is not an instance id")
+        else:
+            return _Target(instance=dest)
+        return _Target()
+    if ref is None:
+        problems.append("dest, or configuration and properties, is required")
+        return _Target()
+    try:
+        parse_ref(ref)
+        value = orjson.loads(fields.get(keys.EVENT_PROPERTIES, ""))
+    except Invalid as invalid:
+        problems.append(f"configuration: {invalid}")
+        return _Target()
+    except orjson.JSONDecodeError:
+        problems.append("properties is required with configuration: a JSON object of names to strings")
+        return _Target()
+    properties, findings = check_properties(value)
+    if findings:
+        problems.extend(str(f) for f in findings)
+        return _Target()
+    return _Target(instance_id(ref, properties), ref, properties)

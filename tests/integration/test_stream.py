@@ -1,0 +1,381 @@
+"""store/stream.py against a real redis-server: entries applied, dead letters, duplicates, claims, recovery;
+and exactly once through two real workers, one of them SIGKILLed while the stream is applied."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from stateservice.core.machines import configuration_from, instance_id
+from stateservice.store import keys
+from stateservice.store.clock import local_clock
+from stateservice.store.machines import Event, Machines
+from stateservice.store.stream import StreamConsumer, reader_for
+from stateservice.store.stream_entry import Rejected, parse
+from tests.integration.test_metrics import total
+from tests.support import charts
+from tests.support.redisproc import RedisProcess
+from tests.support.service import ServiceProcess, Services, http, wait_until
+
+CHAIN: dict[str, Any] = {
+    "name": "chain",
+    "version": "v1",
+    "states": [f"s{i}" for i in range(6)],
+    "starting_state": "s0",
+    "transitions": [{"from": f"s{i}", "to": f"s{i + 1}", "event": "step"} for i in range(5)],
+}
+STREAM = keys.events_stream()
+GROUP = keys.MACHINES_GROUP
+
+
+@pytest.fixture
+async def machines(clients: Callable[[], Redis]) -> AsyncIterator[Machines]:
+    store = Machines(clients(), local_clock(), retention=3600)
+    assert await store.define(configuration_from(CHAIN))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def consumers(machines: Machines, redis_url: str) -> AsyncIterator[Callable[..., StreamConsumer]]:
+    made: list[StreamConsumer] = []
+
+    def make(name: str = "test:1", claim_after: float = 30.0) -> StreamConsumer:
+        consumer = StreamConsumer(machines, reader_for(redis_url), claim_after=claim_after, name=name, block_ms=10)
+        made.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in made:
+        await consumer.close()
+
+
+async def drain(consumer: StreamConsumer) -> None:
+    """Step until a turn finds nothing to do."""
+    while await consumer.step():
+        pass
+
+
+async def pending(plain: Redis) -> int:
+    return int((await plain.xpending(STREAM, GROUP))["pending"])
+
+
+async def test_entries_by_dest_and_by_properties_are_applied_and_acknowledged(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.xadd(
+        STREAM, {"dest": "a", "event": "step", "event_id": "e:1", "originator": "cron", "details": '{"n":1}'}
+    )
+    by_properties = await plain.xadd(
+        STREAM, {"configuration": "chain:v1", "properties": '{"rack":"r3","host":"web1"}', "event": "step"}
+    )
+
+    await drain(consumers())
+
+    derived = instance_id("chain:v1", {"host": "web1", "rack": "r3"})
+    a, made = await machines.instance("a"), await machines.instance(derived)
+    assert a is not None and made is not None
+    assert (a["state"], made["state"], made["properties"]) == ("s1", "s1", {"host": "web1", "rack": "r3"})
+    assert a["history"][0]["originator"] == "cron" and a["history"][0]["details"] == {"n": 1}
+    assert (await machines.outcome("a", "e:1") or {})["outcome"] == "ok"  # an id with a colon, as over HTTP
+    assert (await machines.outcome(derived, f"stream-{by_properties}") or {})["to"] == "s1"
+    assert await pending(plain) == 0
+    assert await plain.xlen(keys.dead_letters()) == 0
+
+
+async def test_malformed_and_refused_entries_are_dead_lettered_with_their_fields_and_acknowledged(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    sent = [
+        {"dest": "a"},
+        {"dest": "a", "event": "step", "event_id": "d-1", "details": "{not json"},
+        {"dest": "a", "event": "no spaces"},
+        {"configuration": "chain:v1", "properties": '{"host": 7}', "event": "step"},
+        {"configuration": "chain", "properties": '{"host":"x"}', "event": "step"},
+        {"dest": "a", "configuration": "chain:v1", "event": "step"},
+        {"dest": "a", "event": "step", "originator": "x" * 201},
+        {"configuration": "gone:v1", "properties": '{"host":"web1"}', "event": "step", "event_id": "u-1"},
+        {"dest": "ghost", "event": "step", "event_id": "g-1"},
+        {"dest": "a", "event": "jump", "event_id": "j-1"},
+    ]
+    entries = [await plain.xadd(STREAM, fields) for fields in sent]
+
+    await drain(consumers())
+
+    letters = await plain.xrange(keys.dead_letters())
+    assert [fields["entry"] for _, fields in letters] == entries
+    for (_, fields), original in zip(letters, sent, strict=True):
+        assert {k: fields[k] for k in original} == original
+    errors = [fields["error"] for _, fields in letters]
+    assert errors == ["malformed"] * 7 + ["unknown_configuration", "unknown_instance", "transition_not_allowed"]
+    assert "event is required" in letters[0][1]["message"]
+    assert "details is not JSON" in letters[1][1]["message"]
+    assert await pending(plain) == 0
+    gone = instance_id("gone:v1", {"host": "web1"})
+    assert (await machines.outcome(gone, "u-1") or {})["outcome"] == "unknown_configuration"
+    assert (await machines.outcome("a", "d-1") or {})["outcome"] == "malformed"
+    assert (await machines.outcome("ghost", "g-1") or {})["outcome"] == "unknown_instance"
+    assert await machines.state("a") == ("chain:v1", "s0")
+    assert await plain.hget(keys.instances(), gone) is None
+
+
+def test_parse_names_every_problem_of_an_entry() -> None:
+    rejected = parse("1-0", {"event_id": "bad id", "dest": "a b", "details": "{"})
+
+    assert isinstance(rejected, Rejected) and rejected.error == "malformed"
+    assert (rejected.event_id, rejected.instance, rejected.event) == (None, None, None)
+    for part in ("event is required", "event_id 'bad id'", "dest 'a b'", "details is not JSON"):
+        assert part in rejected.message
+    assert isinstance(parse("1-0", {"dest": "a", "event": "step"}), Event)
+
+
+async def test_a_duplicate_event_id_is_applied_once(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    for _ in range(3):
+        await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "same"})
+
+    await drain(consumers())
+
+    assert await machines.state("a") == ("chain:v1", "s1")
+    assert await machines.counts(configuration_from(CHAIN)) == {"s0": 0, "s1": 1, "s2": 0, "s3": 0, "s4": 0, "s5": 0}
+    assert await pending(plain) == 0
+    assert await plain.xlen(keys.dead_letters()) == 0
+
+
+async def test_a_dead_consumers_pending_entries_are_claimed_and_applied_once(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    for i in range(5):
+        await machines.create("chain:v1", f"m{i}")
+        await plain.xadd(STREAM, {"dest": f"m{i}", "event": "step", "event_id": f"e-{i}"})
+    await plain.xreadgroup(GROUP, "dead:1", {STREAM: ">"}, count=100)  # read, never acknowledged: it died
+    await plain.xadd(STREAM, {"dest": "m0", "event": "step", "event_id": "late"})
+    assert await pending(plain) == 5
+
+    await asyncio.sleep(0.3)
+    await drain(consumers(name="alive:2", claim_after=0.2))
+
+    assert await pending(plain) == 0
+    states = [await machines.state(f"m{i}") for i in range(5)]
+    assert states == [("chain:v1", "s2")] + [("chain:v1", "s1")] * 4
+    assert await plain.xlen(keys.dead_letters()) == 0
+    assert [c["name"] for c in await plain.xinfo_consumers(STREAM, GROUP) if c["pending"]] == []
+
+
+async def test_claimed_entries_that_were_applied_meanwhile_change_nothing(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "e-1"})
+    [[_, [(entry, fields)]]] = await plain.xreadgroup(GROUP, "slow:1", {STREAM: ">"}, count=1)
+    slow = consumers(name="slow:1")
+    claimer = consumers(name="claimer:2", claim_after=0.1)
+    await asyncio.sleep(0.2)
+
+    assert await claimer.claim(claimer.reader) == 1  # "slow:1" looked dead
+    await slow.handle([(entry, fields)])  # ... but was only slow: its batch arrives after the claim's
+
+    assert await machines.state("a") == ("chain:v1", "s1")
+    assert await pending(plain) == 0
+
+
+async def test_the_consumer_outlives_a_lost_group_and_backs_off_without_dying(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    consumer = consumers()
+    consumer.start()
+    assert await wait_async(lambda: plain.exists(STREAM))
+
+    await plain.delete(STREAM)  # the group goes with it: the next read fails NOGROUP
+    await asyncio.sleep(0.1)
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "after"})
+
+    async def applied() -> bool:
+        return await machines.state("a") == ("chain:v1", "s1")
+
+    assert await wait_async(applied, timeout=5)
+    assert consumer._task is not None and not consumer._task.done()
+
+
+async def test_the_consumer_backs_off_while_redis_is_down_and_resumes_by_itself(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory(appendonly=True)
+    client = Redis.from_url(server.url, decode_responses=True)
+    store = Machines(client, local_clock(), retention=3600)
+    await store.define(configuration_from(CHAIN))
+    await store.create("chain:v1", "a")
+    consumer = StreamConsumer(store, reader_for(server.url), claim_after=30, block_ms=10)
+    try:
+        with capture_logs() as logs:
+            consumer.start()
+            assert await wait_async(lambda: client.exists(STREAM))
+            server.kill()
+            await asyncio.sleep(1.2)  # a few failed turns: 0.5 s, then 1 s of backing off
+            server.start()
+            async with Redis.from_url(server.url, decode_responses=True) as fresh:  # the old one's connection died
+                await fresh.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "after"})
+
+                async def applied() -> bool:
+                    return await fresh.hget(keys.instances(), "a") == "chain:v1 s1"
+
+                assert await wait_async(applied, timeout=10), [(e["event"], e.get("error")) for e in logs]
+        failures = [entry for entry in logs if entry["event"] == "stream_failed"]
+        assert failures and [f["retry_in"] for f in failures[:2]] == [0.5, 1.0][: len(failures[:2])]
+        assert consumer._task is not None and not consumer._task.done()
+    finally:
+        await consumer.close()
+        await store.close()
+        await client.aclose()
+
+
+async def test_lag_and_pending_measure_the_oldest_entry_not_applied(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    consumer = consumers()
+    await drain(consumer)
+    node = consumer.reader
+    assert await consumer.measure(node) == (0.0, 0)
+
+    old_ms = int(time.time() * 1000) - 5000
+    await plain.xadd(STREAM, {"dest": "a", "event": "step"}, id=f"{old_ms}-0")
+    await plain.xreadgroup(GROUP, "other:9", {STREAM: ">"}, count=1)
+    await plain.xadd(STREAM, {"dest": "a", "event": "step"})
+
+    lag, waiting = await consumer.measure(node)
+    assert 4.5 < lag < 30 and waiting == 1
+
+
+async def wait_async(condition: Callable[[], Any], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+# -- exactly once through real workers ------------------------------------------------------------
+
+INSTANCES = 300
+STEPS = 5
+
+
+def worker_pids(service: Any) -> list[int]:
+    return [event["worker_pid"] for event in service.events("worker_spawned")]
+
+
+@pytest.mark.slow
+def test_two_workers_one_sigkilled_apply_every_stream_event_exactly_once(
+    services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
+) -> None:
+    asyncio.run(_define_and_create(redis_url))
+    chart = tmp_path / "chart.yaml"
+    chart.write_text(charts.chart("wave", "a", charts.final("a")))
+    service = services.start(chart, redis_url=redis_url, workers=2, args=["--stream-claim-after", "1"])
+    victim = worker_pids(service)[0]
+
+    with ThreadPoolExecutor(1) as pool:
+        killing = pool.submit(kill_while_holding, redis_url, victim, f"{socket.gethostname()}:{victim}")
+        sent = 0
+        for step in range(STEPS):
+            for start in range(0, INSTANCES, 50):
+                with plain_sync.pipeline(transaction=False) as pipe:
+                    for i in range(start, start + 50):
+                        pipe.xadd(STREAM, {"dest": f"c{i}", "event": "step", "event_id": f"c{i}-{step}"})
+                    pipe.execute()
+                sent += 50
+        killed_holding = killing.result()
+
+    def consumed() -> bool:
+        groups = {g["name"]: g for g in plain_sync.xinfo_groups(STREAM)}
+        last = groups[GROUP]["last-delivered-id"]
+        undelivered = plain_sync.xrange(STREAM, min=f"({last}", count=1)
+        return not undelivered and int(plain_sync.xpending(STREAM, GROUP)["pending"]) == 0
+
+    assert wait_until(consumed, timeout=60), plain_sync.xpending(STREAM, GROUP)
+    records = plain_sync.hgetall(keys.instances())
+    assert {records[f"c{i}"] for i in range(INSTANCES)} == {"chain:v1 s5"}
+    assert plain_sync.hgetall(keys.instance_counts("chain:v1")) == {f"s{i}": "0" for i in range(5)} | {
+        "s5": str(INSTANCES)
+    }
+    assert plain_sync.xlen(keys.dead_letters()) == 0
+    outcomes = list(plain_sync.scan_iter(match=keys.event_outcome("*", "*"), count=1000))
+    assert len(outcomes) == sent
+    histories = [plain_sync.llen(keys.instance_history(f"c{i}")) for i in range(INSTANCES)]
+    assert set(histories) == {STEPS}  # each step recorded once: none applied twice
+    assert wait_until(lambda: stream_gauges(service) == (0.0, 0.0), timeout=10), scrape(service)
+    applied_ok = total(scrape(service), "stateservice_events_total", outcome="ok", source="stream")
+    assert 0 < applied_ok <= sent  # counted after each batch: a batch applied as its worker died is not
+    assert service.stop() == 0  # SIGTERM: each worker's consumer stops and closes its connection
+    assert not [e for e in service.events("stream_failed") if e.get("pid") != victim], service.stderr
+    assert killed_holding > 0  # it died holding entries: the other worker claimed and applied them
+    assert service.events("stream_claimed"), service.stderr
+
+
+def scrape(service: ServiceProcess) -> str:
+    status, _, body = http("GET", f"{service.url}/metrics")
+    assert status == 200, body
+    return body
+
+
+def stream_gauges(service: ServiceProcess) -> tuple[float, float] | None:
+    """(lag, pending) as the workers last measured them; None before any measured."""
+    body = scrape(service)
+    if "\nstateservice_stream_lag_seconds " not in body:
+        return None
+    return total(body, "stateservice_stream_lag_seconds"), total(body, "stateservice_stream_pending")
+
+
+def kill_while_holding(redis_url: str, victim: int, name: str, timeout: float = 10.0) -> int:
+    """SIGKILL `victim` once it holds entries read and not acknowledged (stopped first, so it holds still);
+    how many it held (0: it never was seen holding any within `timeout`, and was killed anyway)."""
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if holding(client, name):
+                os.kill(victim, signal.SIGSTOP)
+                if held := holding(client, name):
+                    os.kill(victim, signal.SIGKILL)
+                    return held
+                os.kill(victim, signal.SIGCONT)
+        os.kill(victim, signal.SIGKILL)
+        return 0
+
+
+def holding(client: redis.Redis, consumer: str) -> int:
+    """How many entries `consumer` has read and not acknowledged."""
+    summary = client.xpending(STREAM, GROUP)
+    return sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == consumer)
+
+
+async def _define_and_create(redis_url: str) -> None:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    store = Machines(client, local_clock(), retention=3600)
+    try:
+        await store.define(configuration_from(CHAIN))
+        for i in range(INSTANCES):
+            await store.create("chain:v1", f"c{i}")
+    finally:
+        await store.close()
+        await client.aclose()
