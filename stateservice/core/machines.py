@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,10 @@ INSTANCE_ID = STATE_NAME
 MAX_PROPERTIES = 16
 MAX_PROPERTY_VALUE = 256
 MAX_STATES = 1000
+# an event's fields, over HTTP and from the stream alike
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_ORIGINATOR = 200
+MAX_DETAILS = 4096  # bytes of `details`, JSON-encoded: kept in the history of every instance it moves
 DERIVED = "p-"  # instance_id's prefix: reserved, so an explicit id never takes a property-named one's place
 
 Path = tuple[str | int, ...]
@@ -152,6 +157,23 @@ def check_id(instance: str) -> None:
     if not INSTANCE_ID.fullmatch(instance) or instance.startswith(DERIVED):
         message = f"{instance!r} is not an id: letters, digits, '.', '_', '-', not starting with {DERIVED!r}"
         raise Invalid([Finding(("id",), message)])
+
+
+def event_id_problem(event_id: object) -> str | None:
+    if isinstance(event_id, str) and EVENT_ID.fullmatch(event_id):
+        return None
+    return f"event_id {str(event_id)[:80]!r} is not an id: 1-128 letters, digits, '.', '_', ':', '-'"
+
+
+def originator_problem(originator: object) -> str | None:
+    if isinstance(originator, str) and 0 < len(originator) <= MAX_ORIGINATOR and originator.isprintable():
+        return None
+    return f"originator must be 1-{MAX_ORIGINATOR} printable characters"
+
+
+def details_problem(encoded: bytes) -> str | None:
+    """`encoded`: the details as JSON."""
+    return None if len(encoded) <= MAX_DETAILS else f"details must be at most {MAX_DETAILS} bytes as JSON"
 
 
 def canonical_properties(properties: Mapping[str, str]) -> str:

@@ -8,24 +8,28 @@ rules an event over HTTP follows; every problem of an entry is named, not only t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from stateservice.core.machines import EVENT, INSTANCE_ID, Invalid, check_properties, instance_id, parse_ref
+from stateservice.core.machines import (
+    EVENT,
+    INSTANCE_ID,
+    Invalid,
+    check_properties,
+    details_problem,
+    event_id_problem,
+    instance_id,
+    originator_problem,
+    parse_ref,
+)
 from stateservice.store import keys
 from stateservice.store.machines import Event
 
 MALFORMED = "malformed"
 UNKNOWN_CONFIGURATION = "unknown_configuration"
-# the limits HTTP puts on an event (web/machine_events.py, which the store may not import): one event,
-# one set of rules, whichever way it arrives
-EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-MAX_ORIGINATOR = 200
-MAX_DETAILS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +73,13 @@ def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
     elif not EVENT.fullmatch(event):
         problems.append(f"event {event!r} is not an event name: letters, digits, '.', '_', '-'")
     event_id: str | None = fields.get(keys.EVENT_ID, f"stream-{entry}")
-    if not EVENT_ID.fullmatch(event_id or ""):
-        problems.append(f"event_id {event_id!r} is not an id: 1-128 letters, digits, '.', '_', ':', '-'")
+    if (problem := event_id_problem(event_id)) is not None:
+        problems.append(problem)
         event_id = None
     target = _target(fields, problems)
     originator = fields.get(keys.EVENT_ORIGINATOR)
-    if originator is not None and not (0 < len(originator) <= MAX_ORIGINATOR and originator.isprintable()):
-        problems.append(f"originator must be 1-{MAX_ORIGINATOR} printable characters")
+    if originator is not None and (problem := originator_problem(originator)) is not None:
+        problems.append(problem)
     details = _details(fields, problems)
     if problems or event is None or event_id is None:
         good_event = event if event is not None and EVENT.fullmatch(event) else None
@@ -101,8 +105,8 @@ def _details(fields: Mapping[str, str], problems: list[str]) -> Any:
     except orjson.JSONDecodeError:
         problems.append("details is not JSON text")
         return None
-    if len(orjson.dumps(details)) > MAX_DETAILS:
-        problems.append(f"details must be at most {MAX_DETAILS} bytes as JSON")
+    if (problem := details_problem(orjson.dumps(details))) is not None:
+        problems.append(problem)
     return details
 
 

@@ -11,7 +11,6 @@ and `"duplicate": true`, when the event is sent again. Checks of the body and of
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from stateservice.core.machines import EVENT
+from stateservice.core.machines import EVENT, EVENT_ID, details_problem, event_id_problem, originator_problem
 from stateservice.errors import (
     BadRequest,
     InvalidField,
@@ -47,9 +46,6 @@ from stateservice.web.machines import (
     ref_field,
 )
 
-EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-MAX_DETAILS = 4096  # bytes of `details`, JSON-encoded: kept in the history of every instance it moves
-MAX_ORIGINATOR = 200
 EVENT_FIELDS = frozenset({"event", "event_id", "originator", "details"})
 # an outcome's keys in the order answers show them (the script's JSON encoder keeps no order)
 OUTCOME_ORDER = ("event_id", "outcome", "instance", "configuration", "event", "from", "to", "at", "state")
@@ -94,14 +90,14 @@ def _event(request: web.Request, body: Mapping[str, Any], **target: Any) -> Even
     if not isinstance(name, str) or not EVENT.fullmatch(name):
         raise InvalidField("event", f"event {str(name)[:80]!r} is not an event name ({ID_RULE})")
     event_id = body.get("event_id", str(uuid.uuid4()))
-    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
-        raise InvalidField("event_id", "event_id must be 1-128 letters, digits, '.', '_', ':', '-'")
+    if (problem := event_id_problem(event_id)) is not None:
+        raise InvalidField("event_id", problem)
     originator = body.get("originator", who(request).actor)
-    if not isinstance(originator, str) or not 0 < len(originator) <= MAX_ORIGINATOR or not originator.isprintable():
-        raise InvalidField("originator", f"originator must be 1-{MAX_ORIGINATOR} printable characters")
+    if (problem := originator_problem(originator)) is not None:
+        raise InvalidField("originator", problem)
     details = body.get("details")
-    if details is not None and len(orjson.dumps(details)) > MAX_DETAILS:
-        raise InvalidField("details", f"details must be at most {MAX_DETAILS} bytes as JSON")
+    if details is not None and (problem := details_problem(orjson.dumps(details))) is not None:
+        raise InvalidField("details", problem)
     logs.bind(event=name, event_id=event_id)
     return Event(name, event_id, originator=originator, details=details, **target)
 

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from stateservice.core.chart import STATE_NAME
-from stateservice.core.machines import EVENT, INSTANCE_ID, MAX_PROPERTIES, MAX_PROPERTY_VALUE, MAX_STATES, NAME
+from stateservice.core.machines import (
+    EVENT,
+    EVENT_ID,
+    INSTANCE_ID,
+    MAX_ORIGINATOR,
+    MAX_PROPERTIES,
+    MAX_PROPERTY_VALUE,
+    MAX_STATES,
+    NAME,
+)
 from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
@@ -27,7 +36,6 @@ from stateservice.errors import (
     UnknownInstance,
 )
 from stateservice.store.machine_query import CURSOR
-from stateservice.web.machine_events import EVENT_ID, MAX_ORIGINATOR
 from stateservice.web.machines import QUERY_MAX
 from stateservice.web.openapi import Operation, Refusal, json_answer
 
