@@ -15,7 +15,9 @@
 4. counts: after each run the counts hash equals a full recount (SCARD of every state set, and a
    scan of the instances hash).
 
-    .venv/bin/python bench/machines.py [--instances 1000000] [--only memory,http,stream]
+    .venv/bin/python bench/machines.py [--instances 1000000] [--only memory,http,stream] [--output FILE]
+
+Writes bench/RESULTS-machines.md (or --output) as well as printing it.
 """
 
 from __future__ import annotations
@@ -338,9 +340,12 @@ def main() -> int:
     parser.add_argument("--only", default="memory,http,stream")
     parser.add_argument("--seconds", type=float, default=10.0, help="each wrk run")
     parser.add_argument("--stream-instances", type=int, default=40_000, help="x 5 events each")
+    parser.add_argument("--output", type=Path, default=h.REPO / "bench" / "RESULTS-machines.md")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    lines = ["# Instances and events (bench/machines.py)", "", *(f"- {k}: {v}" for k, v in h.machine_rows()), ""]
+    command = "bench/machines.py " + " ".join(sys.argv[1:])
+    lines = ["# Instances and events", "", f"`{command.strip()}`", ""]
+    lines += [*(f"- {k}: {v}" for k, v in h.machine_rows()), ""]
     with tempfile.TemporaryDirectory() as work:
         server = h.RedisProcess(Path(work) / "redis")
         server.start()
@@ -356,7 +361,10 @@ def main() -> int:
                 lines += ["## Events from the stream", "", *report_stream(result), ""]
         finally:
             server.stop()
-    print("\n".join(lines))
+    lines += [f"Load average at the end: {h.load_average()}", ""]
+    text = "\n".join(lines)
+    print(text)
+    args.output.write_text(text)
     return 0
 
 
