@@ -27,6 +27,7 @@ INSTANCE_ID = STATE_NAME
 MAX_PROPERTIES = 16
 MAX_PROPERTY_VALUE = 256
 MAX_STATES = 1000
+MAX_TRANSITIONS = 10_000
 # an event's fields, over HTTP and from the stream alike
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_ORIGINATOR = 200
@@ -290,6 +291,9 @@ class _Reader:
         value = data.get("transitions", [])
         if not isinstance(value, list):
             self.fail(("transitions",), "must be a list of {from, to, event}")
+            return []
+        if len(value) > MAX_TRANSITIONS:
+            self.fail(("transitions",), f"at most {MAX_TRANSITIONS} transitions; got {len(value)}")
             return []
         out: list[Transition] = []
         seen: dict[tuple[str, str], int] = {}

@@ -30,6 +30,7 @@ from types import FrameType
 import structlog
 from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.charts.configurations import load_configurations
@@ -232,12 +233,15 @@ async def _define(configurations: Sequence[Configuration], url: str, *, cluster:
     redis = connect(url, cluster=cluster)
     machines = Machines(redis, local_clock(), cluster=cluster)
     try:
+        files = {c.ref: c for c in configurations}
         for configuration in configurations:
-            await define_file(machines, configuration)
+            await define_file(machines, configuration, files)
         return True
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         log.warning("redis_unavailable_at_start", redis=redact(url), error=str(exc) or type(exc).__name__)
         return False
+    except ResponseError as exc:
+        raise StartupError(f"Redis refused to define the configurations: {exc}") from None
     finally:
         await machines.close()
         await redis.aclose()

@@ -121,7 +121,8 @@ DEFINE = """
 -- returns 1 when stored, 0 when NAME:VERSION existed (nothing is written then)
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2])
-if #ARGV > 2 then redis.call('HSET', KEYS[2], unpack(ARGV, 3)) end
+-- a field at a time: unpack() of thousands of values would overflow Lua's C stack
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """

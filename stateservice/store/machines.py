@@ -317,10 +317,41 @@ class Machines:
         await self._group.close()
 
 
-async def define_file(machines: Machines, configuration: Configuration) -> None:
+async def requirement_problems(
+    machines: Machines, configuration: Configuration, also: Mapping[str, Configuration] | None = None
+) -> list[str]:
+    """What is wrong with the guards of `configuration` on other instances: each must name a configuration that
+    is defined (or in `also`, defined beside it) and one of its states."""
+    problems = []
+    for i, transition in enumerate(configuration.transitions):
+        requires = transition.requires
+        if requires is None or requires.configuration is None:
+            continue
+        where, ref = f"transitions.{i}.requires", requires.configuration
+        other = (
+            configuration if ref == configuration.ref else (also or {}).get(ref) or await machines.configuration(ref)
+        )
+        if other is None:
+            problems.append(f"{where}.configuration: no configuration {ref} is defined")
+        elif requires.state not in other.states:
+            problems.append(f"{where}.state: configuration {ref} has no state {requires.state!r}")
+    return problems
+
+
+async def define_file(
+    machines: Machines, configuration: Configuration, also: Mapping[str, Configuration] | None = None
+) -> None:
     """Define a configuration file's configuration: done if new or already defined alike. Raises StartupError
-    when its NAME:VERSION is defined differently (a configuration never changes: the file needs a new version)."""
-    if await machines.define(configuration):
+    when its NAME:VERSION is defined differently (a configuration never changes: the file needs a new version),
+    when a guard names a configuration (or state) neither defined nor in `also`, or when Redis refuses it."""
+    problems = await requirement_problems(machines, configuration, also)
+    if problems:
+        raise StartupError(f"configuration {configuration.ref}: " + "; ".join(problems))
+    try:
+        stored = await machines.define(configuration)
+    except InvalidConfiguration as refused:
+        raise StartupError(f"configuration {configuration.ref}: {refused.message}") from None
+    if stored:
         log.info("configuration_defined", configuration=configuration.ref)
         return
     if await machines.configuration(configuration.ref) != configuration:

@@ -140,9 +140,10 @@ def _redis_ctx(
 async def _define_all(machines: Machines, configurations: tuple[Configuration, ...]) -> None:
     """The configuration files' configurations, when the preflight found no Redis: a failure is logged, not fatal
     (the worker serves the rest; the preflight of the next start says why)."""
+    files = {c.ref: c for c in configurations}
     for configuration in configurations:
         try:
-            await define_file(machines, configuration)
+            await define_file(machines, configuration, files)
         except Exception as exc:  # Redis still down, or defined differently: the log says which
             log.error("configuration_not_defined", configuration=configuration.ref, error=str(exc))
 

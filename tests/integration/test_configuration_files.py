@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import redis
 
+from stateservice.core.machines import configuration_from
 from stateservice.store import keys
+from stateservice.store.clock import local_clock
+from stateservice.store.machines import Machines
 from tests.support.service import Services, run_cli
 
 UPGRADE = """\
@@ -63,3 +67,47 @@ def test_a_bad_configuration_file_fails_start_up_with_file_and_line(redis_url: s
     assert served.returncode != 0
     assert f"{conf}:7: " in served.stderr and "nowhere" in served.stderr, served.stderr
     assert "Traceback" not in served.stderr
+
+
+def test_a_guard_on_an_undefined_configuration_stops_start_up_unless_a_file_defines_it(
+    services: Services, redis_url: str, tmp_path: Path
+) -> None:
+    guarded = write(
+        tmp_path,
+        "guarded.yaml",
+        UPGRADE.replace("name: upgrade", "name: guarded").replace(
+            "{from: drain, to: drained, event: drained}",
+            "{from: drain, to: drained, event: drained, requires: {configuration: 'upgrade:v1', properties: {host: a}, "
+            "state: drained}}",
+        ),
+    )
+
+    alone = run_cli("serve", "--port", "0", "--redis", redis_url, "--configuration", guarded, cwd=tmp_path, timeout=60)
+    assert alone.returncode != 0
+    assert "configuration guarded:v1: transitions.0.requires.configuration: no configuration upgrade:v1" in alone.stderr
+    assert "Traceback" not in alone.stderr
+    with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
+        assert not plain.hexists(keys.configurations(), "guarded:v1")  # nothing defined on the way out
+
+    conf = write(tmp_path, "upgrade.yaml", UPGRADE)
+    services.start(redis_url=redis_url, args=["--configuration", str(guarded), "--configuration", str(conf)])
+    with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
+        assert plain.hexists(keys.configurations(), "guarded:v1") and plain.hexists(keys.configurations(), "upgrade:v1")
+
+
+async def test_a_configuration_of_thousands_of_transitions_is_defined(clients: Any) -> None:
+    states = [f"s{i}" for i in range(1000)]
+    moves = [
+        {"from": a, "to": b, "event": f"e{k}"}
+        for k in range(5)
+        for a, b in zip(states, states[1:] + states[:1], strict=True)
+    ]
+    configuration = configuration_from(
+        {"name": "big", "version": "v1", "states": states, "transitions": moves, "starting_state": "s0"}
+    )
+    store = Machines(clients(), local_clock())
+
+    assert await store.define(configuration)  # 5,000 transitions: 10,000 values, past Lua's unpack limit
+
+    assert await store.redis.hlen(keys.transitions("big:v1")) == 5000
+    await store.close()

@@ -14,6 +14,7 @@ from stateservice.core.machines import (
     MAX_PROPERTIES,
     MAX_PROPERTY_VALUE,
     MAX_STATES,
+    MAX_TRANSITIONS,
     Configuration,
     Finding,
     Invalid,
@@ -489,3 +490,15 @@ def test_every_valid_document_round_trips(doc: dict[str, Any]) -> None:
     assert c.document() == doc
     assert configuration_from(c.document()) == c
     assert isinstance(c, Configuration)
+
+
+def test_a_configuration_has_at_most_max_transitions() -> None:
+    states = ["a", "b"]
+    moves = [{"from": "a", "to": "b", "event": f"e{n}"} for n in range(MAX_TRANSITIONS + 1)]
+
+    with pytest.raises(Invalid) as caught:
+        configuration_from({"name": "n", "version": "v", "states": states, "transitions": moves, "starting_state": "a"})
+
+    assert caught.value.findings == (
+        Finding(("transitions",), f"at most {MAX_TRANSITIONS} transitions; got {MAX_TRANSITIONS + 1}"),
+    )
