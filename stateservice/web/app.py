@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from stateservice.config import Config
 from stateservice.core.chart import Chart, Snapshot
 from stateservice.core.machines import Configuration
+from stateservice.errors import StartupError, StoreUnavailable
 from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler, identity
 from stateservice.security.tokens import Tokens, TokensRef
@@ -125,9 +127,10 @@ def _redis_ctx(
         )
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())
-        await _define_all(app[MACHINES], configurations)
+        defining = asyncio.create_task(define_all(app[MACHINES], configurations), name="define_configurations")
         app[WATCHER].start()
         yield
+        defining.cancel()
         await app[WATCHER].close()
         await app[MACHINES].close()
         await app[STORE].close()
@@ -137,15 +140,25 @@ def _redis_ctx(
     return ctx
 
 
-async def _define_all(machines: Machines, configurations: tuple[Configuration, ...]) -> None:
-    """The configuration files' configurations, when the preflight found no Redis: a failure is logged, not fatal
-    (the worker serves the rest; the preflight of the next start says why)."""
+async def define_all(machines: Machines, configurations: tuple[Configuration, ...], retry: float = 0.5) -> None:
+    """The configuration files' configurations, when the preflight found no Redis: retried until Redis answers
+    (meanwhile this worker serves the rest); one that can never be defined (defined differently, a guard that
+    names nothing) is logged and left."""
     files = {c.ref: c for c in configurations}
-    for configuration in configurations:
+    pending, delay = list(configurations), retry
+    while pending:
         try:
-            await define_file(machines, configuration, files)
-        except Exception as exc:  # Redis still down, or defined differently: the log says which
-            log.error("configuration_not_defined", configuration=configuration.ref, error=str(exc))
+            await define_file(machines, pending[0], files)
+        except StartupError as refused:
+            log.error("configuration_not_defined", configuration=pending[0].ref, error=refused.message)
+        except (RedisError, OSError, StoreUnavailable) as exc:
+            log.warning(
+                "configuration_define_retry", configuration=pending[0].ref, error=str(exc) or type(exc).__name__
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        pending.pop(0)
 
 
 def _stream_ctx(url: str, config: Config) -> CleanupContext:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from stateservice.core.machines import configuration_from
+from stateservice.core.parse_configuration import parse_configuration
 from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Machines
+from stateservice.store.redis.connect import connect
+from stateservice.web.app import define_all
+from tests.support.redisproc import RedisProcess
 from tests.support.service import Services, run_cli
 
 UPGRADE = """\
@@ -111,3 +117,22 @@ async def test_a_configuration_of_thousands_of_transitions_is_defined(clients: A
 
     assert await store.redis.hlen(keys.transitions("big:v1")) == 5000
     await store.close()
+
+
+async def test_a_worker_defines_the_files_configurations_once_redis_comes_back(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory()
+    server.stop()  # down when the worker starts
+    client = connect(server.url)
+    store = Machines(client, local_clock())
+    defining = asyncio.create_task(define_all(store, (parse_configuration(UPGRADE, "upgrade.yaml"),), retry=0.05))
+    await asyncio.sleep(0.3)
+    assert not defining.done()
+
+    server.start()
+    await asyncio.wait_for(defining, timeout=10)
+
+    assert await store.configuration("upgrade:v1") is not None
+    await store.close()
+    await client.aclose()
