@@ -126,3 +126,28 @@ for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+FORGET = """
+-- KEYS[1] = the instances hash / ARGV[1] = the prefix, ARGV[2] = the instance id
+-- removes the instance with its index entries, count, properties, context and history (kept outcomes
+-- expire by themselves); returns its record "REF STATE", or false when there was none
+local P, id = ARGV[1], ARGV[2]
+local record = redis.call('HGET', KEYS[1], id)
+if not record then return false end
+local space = string.find(record, ' ', 1, true)
+local ref, state = string.sub(record, 1, space - 1), string.sub(record, space + 1)
+redis.call('HDEL', KEYS[1], id)
+redis.call('SREM', P .. ':in:' .. ref .. ':' .. state, id)
+redis.call('HINCRBY', P .. ':counts:' .. ref, state, -1)
+local properties = redis.call('HGET', P .. ':properties', id)
+if properties then
+  for name, value in pairs(cjson.decode(properties)) do
+    redis.call('SREM', P .. ':with:' .. ref .. ':' .. name .. ':' .. value, id)
+  end
+  redis.call('HDEL', P .. ':properties', id)
+end
+redis.call('HDEL', P .. ':context', id)
+redis.call('DEL', P .. ':history:' .. id)
+redis.call('PUBLISH', P .. ':changes', id .. ' ' .. state .. ' -')
+return record
+"""

@@ -37,7 +37,7 @@ from stateservice.errors import (
 from stateservice.store import codec, keys
 from stateservice.store.clock import Clock
 from stateservice.store.group import GroupCommit
-from stateservice.store.machine_scripts import APPLY, CREATE, DEFINE
+from stateservice.store.machine_scripts import APPLY, CREATE, DEFINE, FORGET
 from stateservice.store.redis.replicated import ReplicatedRedis
 
 log = structlog.get_logger(__name__)
@@ -96,6 +96,7 @@ class Machines:
         self._known: dict[str, Configuration] = {}  # configurations never change, so a copy stays right
         self._define = redis.register_script(DEFINE)
         self._create = redis.register_script(CREATE)
+        self._forget = redis.register_script(FORGET)
         self._apply = redis.register_script(APPLY)
         self._group: GroupCommit[Event, Outcome] = GroupCommit(self._commit)
 
@@ -242,6 +243,16 @@ class Machines:
             "context": orjson.loads(context) if context else {},
             "history": [orjson.loads(h) for h in history],
         }
+
+    async def delete(self, instance: str) -> tuple[str, str] | None:
+        """Remove an instance, its indexes, count, properties, context and history: (configuration, state) it
+        had, or None when there was none. Its kept outcomes expire with --event-retention (an event id sent
+        again meanwhile still answers as a duplicate)."""
+        record = await self._run(self._forget, keys=[keys.instances()], args=[keys.MACHINES, instance])
+        if not record:
+            return None
+        ref, _, state = str(record).partition(" ")
+        return ref, state
 
     async def state(self, instance: str) -> tuple[str, str] | None:
         """(configuration, state) of an instance, or None."""

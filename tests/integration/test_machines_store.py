@@ -194,3 +194,20 @@ async def test_with_wait_replicas_an_event_is_acknowledged_only_once_replicas_ha
         await store.close()
     await client.aclose()
     await follower.aclose()
+
+
+async def test_deleting_an_instance_removes_it_from_every_index_and_count(machines: Machines, plain: Redis) -> None:
+    props = {"host": "web1", "rack": "r3"}
+    made, _ = await machines.create("upgrade:v1", properties=props)
+    await machines.create("upgrade:v1", "keep")
+    await machines.apply(Event("drained", "e-1", instance=made))
+
+    assert await machines.delete(made) == ("upgrade:v1", "drained")
+    assert await machines.delete(made) is None
+
+    assert await machines.instance(made) is None
+    assert await machines.counts(configuration_from(UPGRADE)) == {"drain": 1, "drained": 0, "upgraded": 0, "back": 0}
+    assert not await plain.sismember(keys.instances_in("upgrade:v1", "drained"), made)
+    assert not await plain.exists(keys.instances_with("upgrade:v1", "rack", "r3"), keys.instance_history(made))
+    assert not await plain.hexists(keys.instance_properties(), made)
+    assert await machines.create("upgrade:v1", properties=props) == (made, True)  # the same properties: anew
