@@ -25,6 +25,13 @@ class StateServiceError(Exception):
         self.fields = fields
         self.headers: dict[str, str] = dict(self.always_headers)  # extra response headers, e.g. Retry-After
 
+    @classmethod
+    def kept(cls, message: str, **fields: Any) -> StateServiceError:
+        """This error as it was first answered (a kept outcome's message and fields), not built anew."""
+        error = cls.__new__(cls)
+        StateServiceError.__init__(error, message, **fields)
+        return error
+
     def body(self) -> dict[str, Any]:
         """The JSON error body: `{"error", "message", "status", ...fields}`."""
         return {"error": self.code, "message": self.message, "status": self.status, **self.fields}
@@ -484,6 +491,17 @@ class RequirementNotMet(StateServiceError):
             **outcome,
             requires=dict(requires),
         )
+
+
+class EventRefused(StateServiceError):
+    """A kept refusal of a kind this version does not know how to explain: answered with the kept outcome."""
+
+    status, code = 409, "event_refused"
+
+    def __init__(self, outcome: Mapping[str, Any]) -> None:
+        fields = {k: v for k, v in outcome.items() if k != "message"}
+        reason = outcome.get("message") or f"event {outcome.get('event_id')!r} was refused ({outcome.get('outcome')})"
+        super().__init__(str(reason), **fields)
 
 
 def _requirement(requires: Mapping[str, Any]) -> str:

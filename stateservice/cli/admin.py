@@ -37,7 +37,8 @@ async def registered_chart(store: ChartStore, name: str, zone: tzinfo) -> Chart:
 async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = False) -> list[dict[str, Any]]:
     """The `GET /charts/{chart}` view of one chart, or of every registered chart, plus its path; and after the
     charts, each configuration's counts per state (`GET /configurations/{ref}/counts`). A NAME with a colon
-    names a configuration (NAME:VERSION); without one, a chart or every version of a configuration of that name.
+    names a configuration (NAME:VERSION); without one, the chart of that name and every version of a configuration
+    of that name (either may be missing, not both).
     """
     redis = connect(url, cluster=cluster)
     try:
@@ -46,8 +47,8 @@ async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = Fa
         refs = [r for r in refs if name is None or ":" not in name or r == name]
         if name is not None and ":" in name and not refs:
             raise NotRegistered(f"no configuration {name} is defined in this Redis")
-        names = [] if name is not None and (refs or ":" in name) else [name] if name else await store.registered()
         views = []
+        names = await _charts_named(store, name, bool(refs))
         for chart_name in names:
             chart = await registered_chart(store, chart_name, zone)
             views.append({**describe(await store.view(chart)), "path": chart.path})
@@ -56,6 +57,16 @@ async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = Fa
         return views
     finally:
         await redis.aclose()
+
+
+async def _charts_named(store: ChartStore, name: str | None, configurations: bool) -> list[str]:
+    """The charts `status NAME` shows: all without NAME, none for NAME:VERSION; else NAME, unless configurations of
+    that name are shown and no chart has it (a chart and a configuration may share a name: both are shown)."""
+    if name is None:
+        return await store.registered()
+    if ":" in name or (configurations and name not in await store.registered()):
+        return []
+    return [name]
 
 
 def counted(ref: str, counts: dict[str, int]) -> dict[str, Any]:

@@ -5,11 +5,20 @@ conditions name (`in:REF:STATE`, each `with:REF:PROP:VALUE`; without a state, th
 `in:` sets one state after another), and checks each scanned id against the other conditions
 (SMISMEMBER on the other property sets, the instance record for the state). A page costs
 O(scanned + matches) and a bounded number of round trips; the opaque cursor carries which
-candidate was picked on the first page, which state a walk is in, the SSCAN cursor and how many
-ids of that SSCAN reply were already served (a page may end inside one reply).
+candidate was picked on the first page, which state a walk is in and the SSCAN cursor.
 
-SSCAN's promise holds: an instance present in its set for the whole walk is listed at least once.
-One that moves while the walk goes on may be listed twice or not at all, as with SCAN itself.
+A page may end inside one SSCAN reply. Its ids are served sorted, and the cursor then keeps the last
+id served and the reply's next SSCAN cursor: the next page asks for the same reply again and serves
+its ids above that one. Resuming by id, not by position, matters because the reply asked for again
+can differ: the ids already served may have left the set (the usual worker loop: list a page, move
+each listed instance away), so a position would skip ids never served. And a reply asked for again
+may cover more or fewer of the set's buckets than the first (SSCAN reads buckets until it has COUNT
+ids), so the walk goes on from the earlier of the two replies' next cursors: ids of extra buckets
+at or below the last served are then read again there (listed twice, never skipped).
+
+SSCAN's promise holds: an instance present in its set for the whole walk is listed at least once,
+whatever other instances do meanwhile. One that moves while the walk goes on may be listed twice or
+not at all, as with SCAN itself.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from stateservice.core.machines import Configuration
+from stateservice.core.machines import INSTANCE_ID, Configuration
 from stateservice.errors import BadRequest
 from stateservice.store import keys
 
-CURSOR = re.compile(r"([0-9]{1,3})\.([0-9]{1,4})\.([0-9]{1,19})\.([0-9]{1,6})")
+# CHOICE.STATE.SCAN, or inside a reply CHOICE.STATE.SCAN.FOLLOWING~LAST (the reply's next cursor, the last id served)
+CURSOR = re.compile(rf"([0-9]{{1,3}})\.([0-9]{{1,4}})\.([0-9]{{1,20}})(?:\.([0-9]{{1,20}})~({INSTANCE_ID.pattern}))?")
 WALK = -1  # the candidate that is no set: every state's set, in the configuration's order
 MAX_SCANNED = 10_000  # ids one page scans at most: a sparse match answers a short page and a cursor, not a stall
 
@@ -44,10 +54,12 @@ class _Position:
     choice: int  # index into the candidates
     state: int  # a walk's state index
     scan: int  # the SSCAN cursor of the reply being served
-    skip: int  # ids of that reply already served
+    following: int = 0  # a page ended inside that reply: the reply's next SSCAN cursor
+    last: str | None = None  # and the last id it served (ids are served sorted)
 
     def text(self) -> str:
-        return f"{self.choice}.{self.state}.{self.scan}.{self.skip}"
+        where = f"{self.choice}.{self.state}.{self.scan}"
+        return where if self.last is None else f"{where}.{self.following}~{self.last}"
 
 
 class _Query:
@@ -110,7 +122,8 @@ def _position(cursor: str, query: _Query) -> _Position | None:
     match = CURSOR.fullmatch(cursor)
     if match is None:
         raise BadRequest(f"cursor={cursor[:40]!r} is not a cursor this service gave", parameter="cursor")
-    at = _Position(*(int(g) for g in match.groups()))
+    choice, state, scan, following, last = match.groups()
+    at = _Position(int(choice), int(state), int(scan), int(following or 0), last)
     if at.choice >= len(query.candidates) or at.state >= len(query.configuration.states):
         return None
     return at
@@ -140,31 +153,40 @@ async def find(
         chosen = await query.pick()
         if chosen is None:
             return Page([], None)
-        at = _Position(chosen, 0, 0, 0)
+        at = _Position(chosen, 0, 0)
     items: list[dict[str, Any]] = []
     scanned = 0
     while len(items) < limit and scanned < budget:
         key = query.scanned_key(at)
         if key is None:
             return Page(items, None)  # a walk past the last state
-        following, ids = await redis.sscan(key, at.scan, count=max(limit, 10))
-        fresh = [str(i) for i in ids][at.skip :]
+        reply, ids = await redis.sscan(key, at.scan, count=max(limit, 10))
+        fresh, following = sorted(str(i) for i in ids), int(reply)
+        if at.last is not None:  # the reply a page ended inside, asked for again: serve what it did not
+            fresh = [i for i in fresh if i > at.last]
+            following, at.last = _earlier(following, at.following), None
         scanned += len(fresh)
         found = await query.matches(fresh, at.choice) if fresh else []
         room = limit - len(items)
         if len(found) > room:
-            # the page ends inside this reply: the next page asks for the same reply and skips what was served
-            last = found[room - 1]["id"]
-            at.skip += fresh.index(last) + 1
+            at.following, at.last = following, found[room - 1]["id"]
             items += found[:room]
             return Page(items, at.text())
         items += found
-        if int(following) != 0:
-            at.scan, at.skip = int(following), 0
+        if following != 0:
+            at.scan = following
         elif query.candidates[at.choice] == WALK:
-            at.state, at.scan, at.skip = at.state + 1, 0, 0
+            at.state, at.scan = at.state + 1, 0
         else:
             return Page(items, None)
     if query.scanned_key(at) is None:
         return Page(items, None)
     return Page(items, at.text())
+
+
+def _earlier(a: int, b: int) -> int:
+    """Of two SSCAN cursors, the one a walk reaches first (0: the end). SSCAN walks buckets in reverse-binary
+    order, so a cursor's progress is its bits reversed, whatever the table's size."""
+    if a == 0 or b == 0:
+        return a or b
+    return min(a, b, key=lambda c: int(f"{c:064b}"[::-1], 2))

@@ -21,15 +21,19 @@ from aiohttp import web
 from stateservice.core.machines import EVENT, EVENT_ID, details_problem, event_id_problem, originator_problem
 from stateservice.errors import (
     BadRequest,
+    EventRefused,
     InvalidField,
     InvalidName,
     MissingField,
     RequirementNotMet,
+    StateServiceError,
     TransitionNotAllowed,
+    UnknownConfiguration,
     UnknownEvent,
     UnknownInstance,
 )
 from stateservice.store.machines import Event, Outcome
+from stateservice.store.stream_entry import MALFORMED, UNKNOWN_CONFIGURATION
 from stateservice.telemetry import logs, metrics
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import who
@@ -111,15 +115,31 @@ async def _answer(request: web.Request, outcome: Outcome) -> web.Response:
     metrics.events("duplicate" if outcome.duplicate else kind, "http")
     if kind == "ok":
         return web.json_response(body)
+    raise await _refusal(request, kind, body)
+
+
+async def _refusal(request: web.Request, kind: str, body: dict[str, Any]) -> StateServiceError:
+    """The error a kept refusal answers. The kinds are the event script's, and those the stream consumer keeps for
+    the entries it dead-letters (an event_id sent first on the stream and again over HTTP answers them); any other
+    (a newer version's) answers 409 with the kept body as it is."""
     if kind == "unknown_instance":
-        raise UnknownInstance(str(body.pop("instance")), **body)
-    configuration = await machines_of(request).require(str(body["configuration"]))
-    state, event = str(body["state"]), str(body["event"])
+        return UnknownInstance(str(body.pop("instance", "")), **body)
+    if kind == MALFORMED:
+        return BadRequest.kept(str(body.pop("message", "the event was malformed")), **body)
+    if kind == UNKNOWN_CONFIGURATION:
+        return UnknownConfiguration.kept(str(body.pop("message", "its configuration is not defined")), **body)
+    ref, state, event = body.get("configuration"), body.get("state"), body.get("event")
+    known = kind in ("transition_not_allowed", "requirement_not_met")
+    if not (known and isinstance(ref, str) and isinstance(state, str) and isinstance(event, str)):
+        return EventRefused(body)
+    configuration = await machines_of(request).configuration(ref)
+    if configuration is None:
+        return EventRefused(body)  # removed by an operator since
     if kind == "requirement_not_met":
         transition = configuration.moves(event).get(state)
         requires = transition.requires if transition is not None else None
-        raise RequirementNotMet(body, requires.document() if requires is not None else {})
-    raise TransitionNotAllowed(body, configuration.allowed(state))
+        return RequirementNotMet(body, requires.document() if requires is not None else {})
+    return TransitionNotAllowed(body, configuration.allowed(state))
 
 
 async def get_event(request: web.Request) -> web.Response:

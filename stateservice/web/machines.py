@@ -24,10 +24,11 @@ import orjson
 from aiohttp import web
 
 from stateservice.core.chart import STATE_NAME
-from stateservice.core.machines import INSTANCE_ID, NAME, Configuration, Invalid, check_properties, parse_ref
+from stateservice.core.machines import DERIVED, INSTANCE_ID, NAME, Configuration, Invalid, check_properties, parse_ref
 from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
+    Forbidden,
     ForbiddenConfiguration,
     InvalidConfiguration,
     InvalidField,
@@ -63,12 +64,18 @@ def allow(request: web.Request, ref: str) -> None:
 
 
 async def allow_instance(request: web.Request, instance: str) -> None:
-    """_allow for the configuration of `instance`, read only for a token bound to some configurations."""
+    """allow() for the configuration of `instance`, read only for a token bound to some configurations.
+
+    For such a token an instance that does not exist is a 404 before anything is applied or read: else an
+    event to it would store an outcome under an id another configuration's instance may take later (and
+    answer it to that instance's events), and a stored outcome of any instance would be readable.
+    """
     if request.get(auth.CHARTS_ALLOWED) is None:
         return
     found = await machines_of(request).state(instance)
-    if found is not None:
-        allow(request, found[0])
+    if found is None:
+        raise UnknownInstance(instance)
+    allow(request, found[0])
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -111,9 +118,17 @@ def id_field(value: Any, name: str) -> str:
 
 
 def properties_field(value: Any) -> dict[str, str]:
+    """Properties that name an instance. A query parameter's name (QUERY_PARAMETERS) is no property: a query
+    could not ask for it."""
     properties, findings = check_properties(value)
     if findings:
         raise InvalidField("properties", "; ".join(str(f) for f in findings))
+    reserved = sorted(QUERY_PARAMETERS.intersection(properties))
+    if reserved:
+        raise InvalidField(
+            "properties",
+            f"{reserved[0]!r} is no property name: {', '.join(sorted(QUERY_PARAMETERS))} are the query's parameters",
+        )
     return properties
 
 
@@ -141,15 +156,26 @@ async def post_configuration(request: web.Request) -> web.Response:
     allow(request, configuration.ref)
     logs.bind(configuration=configuration.ref)
     async with redis_deadline(request):
-        await _check_requirements(machines_of(request), configuration)
+        await _check_requirements(request, configuration)
         await machines_of(request).define_new(configuration)
     return web.json_response(
         configuration.document(), status=201, headers={"Location": f"/configurations/{configuration.ref}"}
     )
 
 
-async def _check_requirements(machines: Machines, configuration: Configuration) -> None:
-    """A guard on another instance must name a defined configuration and one of its states. Raises 422."""
+async def _check_requirements(request: web.Request, configuration: Configuration) -> None:
+    """A guard on another instance must name a defined configuration and one of its states. Raises 422.
+
+    A guard names only configurations and charts the caller's token may touch (ForbiddenConfiguration,
+    Forbidden), checked before anything is read: else a bound token could define configurations guarded on
+    others', and learn from the 422s and the guards' answers whether they exist and what state they are in.
+    """
+    for transition in configuration.transitions:
+        requires = transition.requires
+        if requires is not None and requires.configuration is not None:
+            allow(request, requires.configuration)
+        elif requires is not None and requires.chart is not None and not auth.visible(request, requires.chart):
+            raise Forbidden(auth.identity(request), auth.scope_of(request).value, requires.chart)
     problems = []
     for i, transition in enumerate(configuration.transitions):
         requires = transition.requires
@@ -157,7 +183,7 @@ async def _check_requirements(machines: Machines, configuration: Configuration) 
             continue
         where = f"transitions.{i}.requires"
         ref = requires.configuration
-        other = configuration if ref == configuration.ref else await machines.configuration(ref)
+        other = configuration if ref == configuration.ref else await machines_of(request).configuration(ref)
         if other is None:
             problems.append(f"{where}.configuration: no configuration {ref} is defined")
         elif requires.state not in other.states:
@@ -205,6 +231,8 @@ async def post_instance(request: web.Request) -> web.Response:
     if "id" in body and "properties" in body:
         raise BadRequest("give id or properties, not both: properties name the instance", field="id")
     instance = id_field(body["id"], "id") if "id" in body else None
+    if instance is not None and instance.startswith(DERIVED):
+        raise InvalidField("id", f"id {instance!r} starts with {DERIVED!r}: those name instances by their properties")
     properties = properties_field(body["properties"]) if "properties" in body else None
     allow(request, ref)
     async with redis_deadline(request):

@@ -24,6 +24,7 @@ from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
     ConfigurationExists,
+    EventRefused,
     InstanceExists,
     InvalidConfiguration,
     RequirementNotMet,
@@ -177,9 +178,10 @@ EVENT_REFUSED = (
     BAD,
     TOO_LARGE,
     Refusal(
-        (TransitionNotAllowed, RequirementNotMet),
+        (TransitionNotAllowed, RequirementNotMet, EventRefused),
         "the event is not allowed in the instance's state (`allowed` lists those that are), or its guard is not met "
-        "(`requires` says what); a duplicate answers the same, with duplicate: true",
+        "(`requires` says what); a duplicate answers the same, with duplicate: true (event_refused: a kept refusal "
+        "of another kind, answered as kept)",
     ),
     UNAVAILABLE,
 )
@@ -289,7 +291,13 @@ POST_INSTANCE_EVENT = Operation(
     "Send the instance an event (report scope): applied at most once per event_id, atomically",
     json_answer(OUTCOME, "applied: from, to, at (or, with duplicate: true, applied before)"),
     [P_ID],
-    [*EVENT_REFUSED, NO_INSTANCE],
+    [
+        *EVENT_REFUSED,
+        Refusal(
+            (UnknownInstance, UnknownConfiguration),
+            "no such instance (or, sent again, the event_id's kept answer: its configuration was not defined)",
+        ),
+    ],
     body={"type": "object", "required": ["event"], "additionalProperties": False, "properties": EVENT_FIELDS},
 )
 POST_EVENT = Operation(
@@ -309,5 +317,12 @@ GET_EVENT = Operation(
     "The stored outcome of an event sent to the instance (kept --event-retention), whatever it was",
     json_answer(OUTCOME, "the outcome"),
     [P_ID, P_EVENT_ID],
-    [BAD, Refusal((UnknownEvent,), "no outcome is kept for this event id"), UNAVAILABLE],
+    [
+        BAD,
+        Refusal(
+            (UnknownEvent, UnknownInstance),
+            "no outcome is kept for this event id; or, to a token with a charts list, no such instance",
+        ),
+        UNAVAILABLE,
+    ],
 )

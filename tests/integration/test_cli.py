@@ -712,3 +712,28 @@ def test_status_lists_configurations_with_their_counts_from_redis_and_through_a_
     assert "configuration upgrade:v1  (3 instances)" in remote.stdout and "chart gate" not in remote.stdout
     assert missing.returncode != 0 and "no configuration upgrade:v9" in missing.stderr
     no_traceback(missing)
+
+
+def test_status_of_a_name_a_chart_and_a_configuration_share_shows_both(
+    services: Services, redis_url: str, gate: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "configurations").mkdir()  # not among the chart files
+    conf = tmp_path / "configurations" / "gate.yaml"
+    conf.write_text(CONFIGURATION.replace("name: upgrade", "name: gate"))
+    other = tmp_path / "configurations" / "upgrade.yaml"
+    other.write_text(CONFIGURATION)
+    service = services.start(
+        gate, redis_url=redis_url, args=["--configuration", str(conf), "--configuration", str(other)]
+    )
+
+    local = run_cli("status", "gate", "--redis", redis_url, cwd=tmp_path)
+    remote = run_cli("status", "gate", "--url", service.url, cwd=tmp_path)
+    alone = run_cli("status", "upgrade", "--url", service.url, cwd=tmp_path)
+    neither = run_cli("status", "nothing", "--redis", redis_url, cwd=tmp_path)
+
+    for both in (local, remote):
+        assert both.returncode == 0, both
+        assert "chart gate" in both.stdout and "configuration gate:v1  (0 instances)" in both.stdout, both
+    assert alone.returncode == 0 and "chart" not in alone.stdout and "configuration upgrade:v1" in alone.stdout
+    assert neither.returncode != 0 and "no chart named 'nothing'" in neither.stderr
+    no_traceback(neither)

@@ -103,6 +103,52 @@ async def test_the_smallest_set_is_scanned(jobs: tuple[Redis, Configuration]) ->
 
 async def test_a_malformed_cursor_is_refused(jobs: tuple[Redis, Configuration]) -> None:
     redis, configuration = jobs
-    for cursor in ("", "x", "0.0.0", "0.0.0.0.0", "0.0.99999999999999999999.0"):
+    for cursor in ("", "x", "0.0", "0.0.0.0", "0.0.0~a", "0.0.0.0~", "0.0.0.0~-a", "0.0.999999999999999999999"):
         with pytest.raises(BadRequest):
             await machine_query.find(redis, configuration, None, {}, 10, cursor)
+
+
+async def drain(redis: Redis, configuration: Configuration, limit: int) -> tuple[list[str], int]:
+    """The usual worker loop: list a page of queued jobs, start each listed one, ask for the next page."""
+    store = Machines(redis, local_clock())
+    listed: list[str] = []
+    cursor, pages = None, 0
+    while True:
+        page = await machine_query.find(redis, configuration, "queued", {}, limit, cursor)
+        pages += 1
+        ids = [item["id"] for item in page.items]
+        listed += ids
+        await store.apply_all([Event("start", f"drain-{i}", instance=i) for i in ids])
+        if page.cursor is None:
+            return listed, pages
+        cursor = page.cursor
+
+
+async def test_a_page_resumes_after_the_last_id_served_not_at_a_position(clients: Callable[[], Redis]) -> None:
+    # 50 ids: one SSCAN reply holds them all; each page asks for it again, without the ids the last pages moved
+    redis = clients()
+    configuration = configuration_from({**JOBS, "name": "few"})
+    store = Machines(redis, local_clock())
+    await store.define(configuration)
+    for i in range(50):
+        await store.create(configuration.ref, f"h{i:02d}")
+    listed, pages = await drain(redis, configuration, 10)
+    assert sorted(listed) == [f"h{i:02d}" for i in range(50)]
+    assert pages <= 6
+    await store.close()
+
+
+async def test_instances_that_stay_put_are_listed_while_listed_ones_move(jobs: tuple[Redis, Configuration]) -> None:
+    # 540 queued ids in a hash table: SSCAN replies asked for again reach further once served ids have left
+    redis, configuration = jobs
+    listed, _ = await drain(redis, configuration, 10)
+    assert len(listed) == len(set(listed)) == 540
+
+
+def test_the_earlier_cursor_is_the_one_a_walk_reaches_first() -> None:
+    # a 8-bucket table is walked 0 4 2 6 1 5 3 7: 4 comes before 2, 6 before 1; 0 is the end
+    assert machine_query._earlier(2, 4) == 4
+    assert machine_query._earlier(1, 6) == 6
+    assert machine_query._earlier(0, 5) == 5
+    assert machine_query._earlier(3, 0) == 3
+    assert machine_query._earlier(0, 0) == 0

@@ -7,6 +7,7 @@ applications on one Redis; queries page by page against what was created; tokens
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from stateservice.core.machines import instance_id
 from stateservice.security.tokens import Tokens, hash_secret, parse_tokens
 from stateservice.store import keys
+from stateservice.store.stream_entry import MALFORMED, UNKNOWN_CONFIGURATION, Rejected
 from tests.support import charts
 from tests.support.app import Client, MakeClient
 
@@ -194,6 +196,9 @@ async def test_an_instance_by_properties_is_one_instance_in_any_order(client: Cl
         ({"configuration": "orders"}, "configuration"),
         ({"id": "a"}, "configuration"),
         ({"configuration": "orders:v1", "colour": "red"}, "colour"),
+        ({"configuration": "orders:v1", "id": "p-abc"}, "id"),  # derived ids' prefix
+        ({"configuration": "orders:v1", "properties": {"host": "a", "state": "x"}}, "properties"),
+        ({"configuration": "orders:v1", "properties": {"cursor": "x"}}, "properties"),
     ],
 )
 async def test_a_malformed_instance_request_is_a_400_saying_what(
@@ -324,6 +329,48 @@ async def test_a_malformed_event_is_a_400_and_changes_nothing(client: Client, bo
     assert resp.status == 400, answer
     assert answer["field"] == field
     assert (await ok(client, "GET", "/statemachines/o1"))["history"] == []
+
+
+async def test_a_query_parameter_is_no_property_name(client: Client) -> None:
+    for name in ("configuration", "state", "limit", "cursor"):
+        body = {"configuration": "orders:v1", "properties": {name: "x"}, "event": "pay"}
+        answer = await refused(client, "POST", "/events", 400, "invalid_field", json=body)
+        assert answer["field"] == "properties" and repr(name) in answer["message"]
+    assert (await ok(client, "GET", "/configurations/orders:v1/counts"))["counts"]["new"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kept", "status", "error"),
+    [
+        (
+            Rejected("1-0", MALFORMED, "originator must be printable", {}, "o1", "e1", "pay").outcome(),
+            400,
+            "bad_request",
+        ),
+        (
+            Rejected("1-0", UNKNOWN_CONFIGURATION, "no configuration x:v1", {}, "o1", "e1").outcome(),
+            404,
+            "unknown_configuration",
+        ),
+        ({"event_id": "e1", "outcome": "from_a_newer_version", "instance": "o1"}, 409, "event_refused"),
+        ({"event_id": "e1", "outcome": "transition_not_allowed", "instance": "o1"}, 409, "event_refused"),
+        ({"event_id": "e1", "outcome": "unknown_instance"}, 404, "unknown_instance"),
+    ],
+)
+async def test_a_kept_refusal_of_any_kind_answers_as_kept(
+    client: Client, plain: Redis, kept: dict[str, Any], status: int, error: str
+) -> None:
+    # the stream consumer keeps these for the entries it dead-letters; the event_id sent again over HTTP answers them
+    await create(client, id="o1")
+    await plain.set(keys.event_outcome("o1", "e1"), json.dumps(kept))
+    answer = await refused(
+        client, "POST", "/statemachines/o1/events", status, error, json={"event": "pay", "event_id": "e1"}
+    )
+    assert answer["duplicate"] is True
+    assert answer.get("outcome", kept["outcome"]) == kept["outcome"]
+    if "message" in kept:
+        assert answer["message"] == kept["message"]
+    assert (await ok(client, "GET", "/statemachines/o1"))["state"] == "new"
 
 
 async def test_details_of_4_kib_are_kept(client: Client) -> None:
@@ -462,9 +509,9 @@ async def test_a_query_refuses_what_it_cannot_answer(client: Client) -> None:
     await refused(client, "GET", "/statemachines?configuration=orders:v1&state=lost", 404, "unknown_state")
     for limit in ("0", "1001", "x"):
         await refused(client, "GET", f"/statemachines?configuration=orders:v1&limit={limit}", 400, "bad_request")
-    for cursor in ("nonsense", "1.2.3", "0.0.99999999999999999999.0"):
+    for cursor in ("nonsense", "1.2.3.4", "0.0.0.0~", "0.0.999999999999999999999"):
         await refused(client, "GET", f"/statemachines?configuration=orders:v1&cursor={cursor}", 400, "bad_request")
-    for past in ("9.0.0.0", "0.99.0.0"):  # what no query of this service gives: the empty last page
+    for past in ("9.0.0", "0.99.0", "9.0.0.0~a"):  # what no query of this service gives: the empty last page
         page = await ok(client, "GET", f"/statemachines?configuration=orders:v1&cursor={past}")
         assert page == {"items": [], "cursor": None}
     await refused(client, "GET", "/statemachines?configuration=orders:v1&rack=a&rack=b", 400, "bad_request")
@@ -548,6 +595,63 @@ async def test_a_token_with_a_charts_list_touches_only_those_configurations(secu
     await refused(secured, "POST", "/events", 403, "forbidden", json=by_properties, headers=bearer("shop"))
     await ok(secured, "POST", "/statemachines/o1/events", json={"event": "pay"}, headers=bearer("shop"))
     await ok(secured, "GET", "/statemachines/o1", headers=bearer("shop"))
+
+
+async def test_a_bound_token_touches_no_instance_that_does_not_exist(secured: Client, plain: Redis) -> None:
+    await ok(secured, "POST", "/configurations", 201, json=FLIP, headers=bearer("ops"))
+    await ok(secured, "POST", "/configurations", 201, json=ORDERS, headers=bearer("shop"))
+    flip = {"event": "flip", "event_id": "deploy-42"}
+    await refused(
+        secured, "POST", "/statemachines/f2/events", 404, "unknown_instance", json=flip, headers=bearer("shop")
+    )
+    await refused(
+        secured, "POST", "/events", 404, "unknown_instance", json={**flip, "dest": "f2"}, headers=bearer("shop")
+    )
+    assert await plain.exists(keys.event_outcome("f2", "deploy-42")) == 0  # nothing kept for f2's future events
+    new = {"configuration": "flip:v1", "id": "f2"}
+    await ok(secured, "POST", "/statemachines", 201, json=new, headers=bearer("ops"))
+    moved = await ok(secured, "POST", "/statemachines/f2/events", json=flip, headers=bearer("ops"))
+    assert (moved["to"], moved.get("duplicate")) == ("b", None)
+    # an outcome kept under an id no instance has is no bound token's to read
+    await plain.set(
+        keys.event_outcome("gone", "e1"), json.dumps({"event_id": "e1", "outcome": "ok", "instance": "gone"})
+    )
+    await refused(secured, "GET", "/statemachines/gone/events/e1", 404, "unknown_instance", headers=bearer("shop"))
+    await ok(secured, "GET", "/statemachines/gone/events/e1", headers=bearer("ops"))
+
+
+async def test_a_bound_token_guards_only_on_what_it_may_touch(serve: MakeClient) -> None:
+    rollout = charts.load(charts.chart("rollout", "a", charts.final("a")))
+    secured = await serve(rollout, scheduler=False, tokens=parse_tokens(TOKENS, "tokens.yaml"))
+    await ok(secured, "POST", "/configurations", 201, json=FLIP, headers=bearer("ops"))
+    await ok(secured, "POST", "/configurations", 201, json=ORDERS, headers=bearer("shop"))
+
+    def guarded(version: str, requires: dict[str, Any]) -> dict[str, Any]:
+        move = {"from": "new", "to": "paid", "event": "pay", "requires": requires}
+        return {**ORDERS, "version": version, "transitions": [move]}
+
+    on_flip = {"configuration": "flip:v1", "properties": {"k": "v"}, "state": "b"}
+    for requires in [on_flip, {**on_flip, "state": "zzz"}, {**on_flip, "configuration": "flip:v9"}]:
+        denied = await refused(
+            secured, "POST", "/configurations", 403, "forbidden", json=guarded("v2", requires), headers=bearer("shop")
+        )
+        assert denied["configuration"] == "flip"  # the same answer whether flip's guard would hold or not
+    on_chart = {"chart": "rollout", "state": "a"}
+    await refused(
+        secured, "POST", "/configurations", 403, "forbidden", json=guarded("v2", on_chart), headers=bearer("shop")
+    )
+    await ok(secured, "POST", "/configurations", 201, json=guarded("v2", on_chart), headers=bearer("ops"))
+    on_orders = {"configuration": "orders:v1", "properties": {"k": "v"}, "state": "paid"}
+    await ok(secured, "POST", "/configurations", 201, json=guarded("v3", on_orders), headers=bearer("shop"))
+    await refused(
+        secured,
+        "POST",
+        "/configurations",
+        422,
+        "invalid_configuration",
+        json=guarded("v4", {**on_orders, "state": "zzz"}),
+        headers=bearer("shop"),
+    )
 
 
 async def test_a_guard_on_a_chart_reads_its_stored_state(serve: MakeClient) -> None:
