@@ -32,6 +32,9 @@ MAX_TRANSITIONS = 10_000
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_ORIGINATOR = 200
 MAX_DETAILS = 4096  # bytes of `details`, JSON-encoded: kept in the history of every instance it moves
+# the query's own parameters (GET /statemachines?configuration=&state=&limit=&cursor=): any other names a
+# property, so a property of one of these names could never be asked for
+RESERVED_PROPERTIES = frozenset({"configuration", "state", "limit", "cursor"})
 DERIVED = "p-"  # instance_id's prefix: reserved, so an explicit id never takes a property-named one's place
 
 Path = tuple[str | int, ...]
@@ -203,6 +206,11 @@ def check_properties(value: Any, where: Path = ("properties",)) -> tuple[dict[st
     for key, item in value.items():
         if not isinstance(key, str) or not PROPERTY.fullmatch(key):
             findings.append(Finding((*where, str(key)), "a property name is letters, digits, '.', '_', '-'"))
+        elif key in RESERVED_PROPERTIES:
+            reserved = ", ".join(sorted(RESERVED_PROPERTIES))
+            findings.append(
+                Finding((*where, key), f"{key!r} is no property name: {reserved} are the query's parameters")
+            )
         elif not isinstance(item, str) or not item or len(item) > MAX_PROPERTY_VALUE:
             findings.append(Finding((*where, key), f"must be a string of 1-{MAX_PROPERTY_VALUE} characters"))
         elif not _unicode(item):

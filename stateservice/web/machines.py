@@ -24,7 +24,16 @@ import orjson
 from aiohttp import web
 
 from stateservice.core.chart import STATE_NAME
-from stateservice.core.machines import DERIVED, INSTANCE_ID, NAME, Configuration, Invalid, check_properties, parse_ref
+from stateservice.core.machines import (
+    DERIVED,
+    INSTANCE_ID,
+    NAME,
+    RESERVED_PROPERTIES,
+    Configuration,
+    Invalid,
+    check_properties,
+    parse_ref,
+)
 from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
@@ -47,7 +56,7 @@ from stateservice.web.appkeys import BODY_LIMIT, MACHINES, REDIS
 from stateservice.web.deadline import redis_deadline
 
 QUERY_DEFAULT, QUERY_MAX = 100, 1000
-QUERY_PARAMETERS = frozenset({"configuration", "state", "limit", "cursor"})  # any other names a property
+QUERY_PARAMETERS = RESERVED_PROPERTIES  # any other names a property
 NAME_RULE = "letters, digits, '.', '_', '-'; starting with a letter or digit; at most 64"
 ID_RULE = "letters, digits, '.', '_', '-'; starting with a letter or digit; at most 128"
 
@@ -123,12 +132,6 @@ def properties_field(value: Any) -> dict[str, str]:
     properties, findings = check_properties(value)
     if findings:
         raise InvalidField("properties", "; ".join(str(f) for f in findings))
-    reserved = sorted(QUERY_PARAMETERS.intersection(properties))
-    if reserved:
-        raise InvalidField(
-            "properties",
-            f"{reserved[0]!r} is no property name: {', '.join(sorted(QUERY_PARAMETERS))} are the query's parameters",
-        )
     return properties
 
 

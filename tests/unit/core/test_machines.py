@@ -15,6 +15,7 @@ from stateservice.core.machines import (
     MAX_PROPERTY_VALUE,
     MAX_STATES,
     MAX_TRANSITIONS,
+    RESERVED_PROPERTIES,
     Configuration,
     Finding,
     Invalid,
@@ -502,3 +503,12 @@ def test_a_configuration_has_at_most_max_transitions() -> None:
     assert caught.value.findings == (
         Finding(("transitions",), f"at most {MAX_TRANSITIONS} transitions; got {MAX_TRANSITIONS + 1}"),
     )
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_PROPERTIES))
+def test_the_querys_own_parameters_are_no_property_names(name: str) -> None:
+    properties, findings = check_properties({name: "x", "host": "web1"})
+
+    assert properties == {"host": "web1"}
+    assert [f.path for f in findings] == [("properties", name)]
+    assert "is no property name" in findings[0].message
