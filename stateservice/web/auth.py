@@ -47,10 +47,13 @@ def machine_path(path: str) -> bool:
 
 
 def scope_of(request: web.Request) -> Scope:
-    """The scope a request needs: admin for resets, reloads, operator actions and new configurations; report for
+    """The scope a request needs: admin for resets, reloads, operator actions, new configurations and deleting
+    instances; report for
     PUT/POST /state, taking or releasing a slot, creating instances and sending events; else read."""
     path = request.path
     if machine_path(path):
+        if request.method == "DELETE":
+            return Scope.ADMIN
         if request.method != "POST":
             return Scope.READ
         return Scope.ADMIN if path == "/configurations" else Scope.REPORT

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from stateservice.core.chart import STATE_NAME
@@ -54,6 +55,9 @@ from stateservice.telemetry import logs
 from stateservice.web import auth
 from stateservice.web.appkeys import BODY_LIMIT, MACHINES, REDIS
 from stateservice.web.deadline import redis_deadline
+from stateservice.web.handlers import who
+
+log = structlog.get_logger(__name__)
 
 QUERY_DEFAULT, QUERY_MAX = 100, 1000
 QUERY_PARAMETERS = RESERVED_PROPERTIES  # any other names a property
@@ -256,6 +260,19 @@ async def get_instance(request: web.Request) -> web.Response:
         raise UnknownInstance(instance)
     allow(request, found["configuration"])
     return web.json_response(found)
+
+
+async def delete_instance(request: web.Request) -> web.Response:
+    """Remove an instance (admin scope) with its indexes, count, properties, context and history:
+    `{"id", "configuration", "state"}` as it was; 404 when there is none."""
+    instance = path_id(request)
+    async with redis_deadline(request):
+        await allow_instance(request, instance)
+        removed = await machines_of(request).delete(instance)
+    if removed is None:
+        raise UnknownInstance(instance)
+    log.info("instance_deleted", id=instance, configuration=removed[0], state=removed[1], actor=who(request).actor)
+    return web.json_response({"id": instance, "configuration": removed[0], "state": removed[1]})
 
 
 async def list_instances(request: web.Request) -> web.Response:

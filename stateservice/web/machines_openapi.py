@@ -137,6 +137,11 @@ INSTANCE = {
         "history": {"type": "array", "items": HISTORY, "description": "newest first, bounded by --history-limit"},
     },
 }
+DELETED = {
+    "type": "object",
+    "required": ["id", "configuration", "state"],
+    "properties": {"id": {"type": "string"}, "configuration": {"type": "string"}, "state": {"type": "string"}},
+}
 OUTCOME = {
     "type": "object",
     "required": ["event_id", "outcome", "instance", "event"],
@@ -284,6 +289,13 @@ LIST_INSTANCES = Operation(
 GET_INSTANCE = Operation(
     "An instance: its configuration, state, properties, context and newest history",
     json_answer(INSTANCE, "the instance"),
+    [P_ID],
+    [BAD, NO_INSTANCE, UNAVAILABLE],
+)
+DELETE_INSTANCE = Operation(
+    "Remove an instance (admin scope) with its indexes, count, properties, context and history; its kept "
+    "event outcomes expire with --event-retention",
+    json_answer(DELETED, "removed: the id, configuration and state it had"),
     [P_ID],
     [BAD, NO_INSTANCE, UNAVAILABLE],
 )

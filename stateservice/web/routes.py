@@ -319,6 +319,7 @@ ROUTES = (
     Route("POST", "/statemachines", machines.post_instance, machines_openapi.POST_INSTANCE),
     Route("GET", "/statemachines", machines.list_instances, machines_openapi.LIST_INSTANCES),
     Route("GET", INSTANCE, machines.get_instance, machines_openapi.GET_INSTANCE),
+    Route("DELETE", INSTANCE, machines.delete_instance, machines_openapi.DELETE_INSTANCE),
     Route("POST", INSTANCE + "/events", machine_events.post_instance_event, machines_openapi.POST_INSTANCE_EVENT),
     Route("GET", INSTANCE + "/events/{event_id:[^/]+}", machine_events.get_event, machines_openapi.GET_EVENT),
     Route("POST", "/events", machine_events.post_event, machines_openapi.POST_EVENT),

@@ -680,3 +680,23 @@ async def test_a_guard_on_a_chart_reads_its_stored_state(serve: MakeClient) -> N
     assert (await client.put("/charts/rollout/state?state=wave0&host=h")).status == 200  # the chart moves on
     moved = await ok(client, "POST", "/events", json={**web1, "event_id": "u2"})
     assert moved["to"] == "upgraded"
+
+
+async def test_deleting_an_instance_needs_admin_and_takes_it_out_of_counts_and_queries(secured: Client) -> None:
+    await ok(secured, "POST", "/configurations", 201, json=ORDERS, headers=bearer("ops"))
+    await ok(secured, "POST", "/configurations", 201, json=FLIP, headers=bearer("ops"))
+    for made in ({"configuration": "orders:v1", "id": "o1"}, {"configuration": "flip:v1", "id": "f1"}):
+        await ok(secured, "POST", "/statemachines", 201, json=made, headers=bearer("ops"))
+    await ok(secured, "POST", "/statemachines/o1/events", json={"event": "pay"}, headers=bearer("chef"))
+
+    await refused(secured, "DELETE", "/statemachines/o1", 403, "forbidden", headers=bearer("chef"))
+    await refused(secured, "DELETE", "/statemachines/f1", 403, "forbidden", headers=bearer("shop"))
+    removed = await ok(secured, "DELETE", "/statemachines/o1", headers=bearer("shop"))
+    await refused(secured, "DELETE", "/statemachines/o1", 404, "unknown_instance", headers=bearer("ops"))
+
+    assert removed == {"id": "o1", "configuration": "orders:v1", "state": "paid"}
+    await refused(secured, "GET", "/statemachines/o1", 404, "unknown_instance", headers=bearer("ops"))
+    counts = await ok(secured, "GET", "/configurations/orders:v1/counts", headers=bearer("reader"))
+    assert set(counts["counts"].values()) == {0}
+    page = await ok(secured, "GET", "/statemachines?configuration=orders:v1", headers=bearer("reader"))
+    assert page == {"items": [], "cursor": None}
