@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from stateservice.store import keys
@@ -58,6 +59,9 @@ MEASURE_EVERY = 1.0  # seconds between two updates of the lag and pending gauges
 CLAIM_PAGES = 10  # XAUTOCLAIM pages per pass: a large backlog of a dead consumer does not stall new reads
 DEAD_LETTERS_MAX = 100_000  # approximate cap of the dead-letter stream, as the script's XADD
 SOURCE = "stream"
+# Entries are read undecoded whatever the client: redis-py's decoding would raise on a field that is
+# not UTF-8 after Redis delivered the batch, and fail every read of it (stream_entry.parse decodes)
+RAW = {NEVER_DECODE: True}
 DUPLICATE = "duplicate"
 CLOSE_GRACE = 2.0  # seconds close() lets a read and its batch finish: its entries are applied, not left to a claim
 # Error replies of a Redis that cannot write now (whatever the events): raised, never dead-lettered.
@@ -171,7 +175,9 @@ class StreamConsumer:
         return handled
 
     async def _read(self, node: Redis, after: str, block: int | None = None) -> int:
-        reply: Any = await node.xreadgroup(self.group, self.name, {self.stream: after}, count=BATCH, block=block)
+        waiting = [] if block is None else ["BLOCK", block]
+        args = ["GROUP", self.group, self.name, "COUNT", BATCH, *waiting, "STREAMS", self.stream, after]
+        reply: Any = await node.execute_command("XREADGROUP", *args, **RAW)  # type: ignore[no-untyped-call]
         return sum([await self.handle(entries) for _, entries in reply or []])
 
     async def _node(self) -> Redis:
@@ -184,9 +190,9 @@ class StreamConsumer:
         """Take over and apply the entries idle past `claim_after` (a dead consumer's); the entries handled."""
         start, handled = "0-0", 0
         for _ in range(CLAIM_PAGES):
-            reply = await node.xautoclaim(
-                self.stream, self.group, self.name, int(self.claim_after * 1000), start_id=start, count=BATCH
-            )
+            idle_ms = int(self.claim_after * 1000)
+            args = [self.stream, self.group, self.name, idle_ms, start, "COUNT", BATCH]
+            reply: Any = await node.execute_command("XAUTOCLAIM", *args, **RAW)  # type: ignore[no-untyped-call]
             start, claimed = text(reply[0]), [(entry, fields) for entry, fields in reply[1] if entry is not None]
             if len(claimed) < len(reply[1]):
                 # Redis 6.2 claims a deleted entry without saying which: it is now in this consumer's

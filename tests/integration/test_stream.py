@@ -23,6 +23,7 @@ from stateservice.core.machines import configuration_from, instance_id
 from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
+from stateservice.store.redis.connect import connect
 from stateservice.store.stream import StreamConsumer, consumer_name, reader_for
 from stateservice.store.stream_entry import Rejected, parse
 from tests.integration.test_metrics import total
@@ -53,8 +54,9 @@ async def machines(clients: Callable[[], Redis]) -> AsyncIterator[Machines]:
 async def consumers(machines: Machines, redis_url: str) -> AsyncIterator[Callable[..., StreamConsumer]]:
     made: list[StreamConsumer] = []
 
-    def make(name: str = "test:1", claim_after: float = 30.0) -> StreamConsumer:
-        consumer = StreamConsumer(machines, reader_for(redis_url), claim_after=claim_after, name=name, block_ms=10)
+    def make(name: str = "test:1", claim_after: float = 30.0, reader: Redis | None = None) -> StreamConsumer:
+        reader = reader or reader_for(redis_url)
+        consumer = StreamConsumer(machines, reader, claim_after=claim_after, name=name, block_ms=10)
         made.append(consumer)
         return consumer
 
@@ -298,7 +300,8 @@ async def test_a_claimed_batch_with_an_entry_that_is_not_utf8_is_applied(
         await raw.xreadgroup(GROUP, "dead:1", {STREAM: ">"}, count=10)  # read, then it died
     await asyncio.sleep(0.3)
 
-    await drain(consumers(name="alive:2", claim_after=0.2))
+    decoding = connect(redis_url)  # a client that decodes replies: the entries are read undecoded all the same
+    await drain(consumers(name="alive:2", claim_after=0.2, reader=decoding))
 
     assert await machines.state("a") == ("chain:v1", "s2")
     assert await pending(plain) == 0
