@@ -41,7 +41,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError, WatchError
 
 from stateservice.store import keys
 from stateservice.store.machines import Event, Machines, Outcome
@@ -63,6 +63,7 @@ SOURCE = "stream"
 # not UTF-8 after Redis delivered the batch, and fail every read of it (stream_entry.parse decodes)
 RAW = {NEVER_DECODE: True}
 DUPLICATE = "duplicate"
+BURY_ATTEMPTS = 5
 CLOSE_GRACE = 2.0  # seconds close() lets a read and its batch finish: its entries are applied, not left to a claim
 # Error replies of a Redis that cannot write now (whatever the events): raised, never dead-lettered.
 # Also found inside a script's error, where Redis 6.2 prefixes them with "ERR Error running script".
@@ -268,19 +269,45 @@ class StreamConsumer:
         )
 
     async def _bury(self, rejected: Sequence[Rejected]) -> None:
-        async with self.machines.redis.pipeline(transaction=True) as pipe:
-            for r in rejected:
-                letter: dict[Any, Any] = r.dead_letter()
-                pipe.xadd(keys.dead_letters(), letter, maxlen=DEAD_LETTERS_MAX, approximate=True)
-                if r.instance is not None and r.event_id is not None:
-                    body = orjson.dumps(r.outcome()).decode()
-                    key = keys.event_outcome(r.instance, r.event_id)
-                    pipe.set(key, body, px=self.machines.retention_ms, nx=True)  # a first outcome stands
-                pipe.xack(self.stream, self.group, r.entry)
-            await pipe.execute()
-        for r in rejected:
+        """Dead-letter and acknowledge; an entry another consumer buried (it claimed it while this one was
+        slow) is only acknowledged: its marker, watched and set in one transaction, says so."""
+        fresh = None
+        for _ in range(BURY_ATTEMPTS):
+            if (fresh := await self._bury_once(rejected)) is not None:
+                break
+        if fresh is None:  # a consumer still burying the same entries: the run loop backs off and reads them again
+            raise WatchError(f"dead letters: {BURY_ATTEMPTS} conflicting attempts")
+        for r in fresh:
             log.info("stream_dead_letter", entry=r.entry, error=r.error, message=r.message, instance=r.instance)
             metrics.events(r.error, SOURCE)
+        if len(fresh) < len(rejected):
+            metrics.events(DUPLICATE, SOURCE, len(rejected) - len(fresh))
+
+    async def _bury_once(self, rejected: Sequence[Rejected]) -> list[Rejected] | None:
+        """One transaction: the entries dead-lettered now; None when another consumer wrote a marker first."""
+        markers = [keys.buried(r.entry) for r in rejected]
+        async with self.machines.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(*markers)
+            seen = await pipe.mget(markers)
+            fresh = [r for r, marker in zip(rejected, seen, strict=True) if marker is None]
+            pipe.multi()  # type: ignore[no-untyped-call]
+            for r in fresh:
+                self._letter(pipe, r)
+            pipe.xack(self.stream, self.group, *(r.entry for r in rejected))
+            try:
+                await pipe.execute()
+            except WatchError:
+                return None
+        return fresh
+
+    def _letter(self, pipe: Any, r: Rejected) -> None:
+        letter: dict[Any, Any] = r.dead_letter()
+        pipe.set(keys.buried(r.entry), "1", px=self.machines.retention_ms)
+        pipe.xadd(keys.dead_letters(), letter, maxlen=DEAD_LETTERS_MAX, approximate=True)
+        if r.instance is not None and r.event_id is not None:
+            body = orjson.dumps(r.outcome()).decode()
+            key = keys.event_outcome(r.instance, r.event_id)
+            pipe.set(key, body, px=self.machines.retention_ms, nx=True)  # a first outcome stands
 
     def _count(self, outcomes: Sequence[Outcome]) -> None:
         counts: dict[str, int] = {}

@@ -200,6 +200,24 @@ async def test_claimed_entries_that_were_applied_meanwhile_change_nothing(
     assert await pending(plain) == 0
 
 
+async def test_a_rejected_entry_buried_by_a_claimer_and_by_the_slow_consumer_has_one_dead_letter(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    await plain.xadd(STREAM, {"dest": "a", "event_id": "no-event"})
+    [[_, [(entry, fields)]]] = await plain.xreadgroup(GROUP, "slow:1", {STREAM: ">"}, count=1)
+    slow = consumers(name="slow:1")
+    claimer = consumers(name="claimer:2", claim_after=0.1)
+    await asyncio.sleep(0.2)
+
+    assert await claimer.claim(claimer.reader) == 1  # "slow:1" looked dead
+    await slow.handle([(entry, fields)])  # ... but was only slow
+
+    assert await plain.xlen(keys.dead_letters()) == 1
+    assert await pending(plain) == 0
+    assert 0 < await plain.pttl(keys.buried(entry)) <= 3600_000  # the marker goes with the outcomes
+
+
 async def test_the_consumer_outlives_a_lost_group_and_backs_off_without_dying(
     machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
 ) -> None:
