@@ -17,9 +17,10 @@ deleted (XDEL, trimmed) after it was read comes back without fields: it is only 
 An entry that cannot become an event (no event, bad JSON, bad names, an unknown configuration)
 never reaches the script: it goes to the dead-letter stream with `error`, `message`, `entry`
 and its own fields, is acknowledged in the same MULTI/EXEC and, when it names an instance and
-an event id, leaves its outcome where HTTP leaves one. A batch the script refuses (an error
-reply that is no outage) is applied again one event at a time, and the event that fails is
-dead-lettered as `apply_failed`: one bad entry never holds up the others. Redis errors are logged, the consumer
+an event id, leaves its outcome where HTTP leaves one (a marker keeps a claimer and a slow
+consumer from adding two letters). A batch the script fails on (an error reply that is no
+outage) is applied again one event at a time, and the event that fails is dead-lettered as
+`apply_failed`: one bad entry never holds up the others. Redis errors are logged, the consumer
 backs off (0.5 s doubling to 5 s) and resumes by itself; it never ends the worker.
 What is not here: what an entry means (stream_entry.py), the rules (core/machines.py), the
 script (machine_scripts.py), HTTP.
