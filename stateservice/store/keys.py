@@ -60,6 +60,9 @@ stateservice:{machines}:outcome:INSTANCE:EVENT_ID   string  an event's outcome (
 stateservice:{machines}:events                      stream  events to apply (group `stateservice`)
 stateservice:{machines}:events:dead                 stream  events that could not be applied, with the
                                                             error and the entry's fields
+stateservice:{machines}:buried:ENTRY                string  "1" once ENTRY is dead-lettered by a consumer
+                                                            (one letter per entry), expiring after
+                                                            --event-retention
 stateservice:{machines}:changes                     pubsub  channel: "ID FROM TO" per transition
 ==================================================  ======  ===========================================
 """
@@ -232,6 +235,11 @@ def events_stream() -> str:
 def dead_letters() -> str:
     """Stream: the events of the events stream that could not be applied, with the error."""
     return f"{MACHINES}:events:dead"
+
+
+def buried(entry: str) -> str:
+    """String: set when a consumer dead-letters the events stream's `entry`, so a claimer does not again."""
+    return f"{MACHINES}:buried:{entry}"
 
 
 def machine_moves() -> str:

@@ -102,12 +102,14 @@ for i, e in ipairs(cjson.decode(ARGV[5])) do
   else
     local outcome = apply(e)
     local text = cjson.encode(outcome)
-    redis.call('SET', key, text, 'PX', ARGV[3])
-    replies[i] = {text, 0}
+    -- the dead letter before the outcome: a failed XADD leaves no outcome that would make a retry a duplicate;
+    -- e.dead holds at most 64 fields (stream_entry.MAX_FIELDS): 128 values, well within unpack's limit
     if e.entry and outcome.outcome ~= 'ok' then
       redis.call('XADD', ARGV[8], 'MAXLEN', '~', 100000, '*',
-        'error', outcome.outcome, 'entry', e.entry, 'instance', e.id, unpack(e.dead))
+        'error', outcome.outcome, 'entry', e.entry, 'instance', e.id, unpack(e.dead, 1, math.min(#e.dead, 128)))
     end
+    redis.call('SET', key, text, 'PX', ARGV[3])
+    replies[i] = {text, 0}
   end
   if e.entry then redis.call('XACK', ARGV[6], ARGV[7], e.entry) end
 end

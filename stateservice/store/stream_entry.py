@@ -3,6 +3,8 @@
 Pure but for the store's types: no Redis here. The fields are those of keys.py (`dest`, or
 `configuration` and `properties`; `event`, `event_id`, `originator`, `details`), checked by the
 rules an event over HTTP follows; every problem of an entry is named, not only the first.
+Fields arrive as Redis sent them (bytes): each is decoded here, so a field that is not UTF-8
+makes its entry malformed instead of failing the read of every entry that came with it.
 `stream.py` reads the entries, applies the events and dead-letters the rejected.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -30,6 +32,17 @@ from stateservice.store.machines import Event
 
 MALFORMED = "malformed"
 UNKNOWN_CONFIGURATION = "unknown_configuration"
+APPLY_FAILED = "apply_failed"
+# An event has far fewer fields; the bound keeps a dead letter small and the script's
+# unpack of an event's fields (2 values each) within Lua's limits.
+MAX_FIELDS = 64
+
+Fields: TypeAlias = Mapping[bytes, bytes] | Mapping[str, str]
+
+
+def text(value: bytes | str) -> str:
+    """`value` as text; bytes that are not UTF-8 show as backslash escapes."""
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +52,17 @@ class Rejected:
     entry: str
     error: str
     message: str
-    fields: Mapping[str, str]
+    fields: Fields  # as read (bytes or str): what the dead letter keeps
     instance: str | None = None
     event_id: str | None = None
     event: str | None = None
 
-    def dead_letter(self) -> dict[str, str]:
+    def dead_letter(self) -> dict[bytes | str, bytes | str]:
+        letter: dict[bytes | str, bytes | str]
         letter = {keys.DEAD_ERROR: self.error, keys.DEAD_MESSAGE: self.message, keys.DEAD_ENTRY: self.entry}
         if self.instance is not None:
             letter["instance"] = self.instance
-        return {**letter, **{k: v for k, v in self.fields.items() if k not in letter}}
+        return {**letter, **{k: v for k, v in self.fields.items() if text(k) not in letter}}
 
     def outcome(self) -> dict[str, Any]:
         body = {"event_id": self.event_id, "outcome": self.error, "instance": self.instance, "message": self.message}
@@ -64,9 +78,10 @@ class _Target:
     properties: dict[str, str] | None = None
 
 
-def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
+def parse(entry: str, raw: Fields) -> Event | Rejected:
     """The Event an entry's fields describe, or why they describe none (Rejected, error `malformed`)."""
     problems: list[str] = []
+    fields = _decoded(raw, problems)
     event = fields.get(keys.EVENT_NAME)
     if event is None:
         problems.append("event is required")
@@ -83,7 +98,11 @@ def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
     details = _details(fields, problems)
     if problems or event is None or event_id is None:
         good_event = event if event is not None and EVENT.fullmatch(event) else None
-        return Rejected(entry, MALFORMED, "; ".join(problems), fields, target.instance, event_id, good_event)
+        kept: Fields = raw
+        if len(raw) > MAX_FIELDS:
+            first: dict[Any, Any] = dict(list(raw.items())[:MAX_FIELDS])
+            kept = first
+        return Rejected(entry, MALFORMED, "; ".join(problems), kept, target.instance, event_id, good_event)
     return Event(
         event=event,
         event_id=event_id,
@@ -95,6 +114,25 @@ def parse(entry: str, fields: Mapping[str, str]) -> Event | Rejected:
         entry=entry,
         dead=[item for pair in fields.items() for item in pair],
     )
+
+
+def _decoded(raw: Fields, problems: list[str]) -> dict[str, str]:
+    """The fields as text; each one that is not UTF-8 is a problem (and shows escaped, for the messages)."""
+    if len(raw) > MAX_FIELDS:
+        problems.append(f"{len(raw)} fields: at most {MAX_FIELDS} (the dead letter keeps the first {MAX_FIELDS})")
+    fields: dict[str, str] = {}
+    for key, value in raw.items():
+        try:
+            name = key.decode() if isinstance(key, bytes) else key
+        except UnicodeDecodeError:
+            problems.append(f"field name {text(key)!r} is not UTF-8")
+            continue
+        try:
+            fields[name] = value.decode() if isinstance(value, bytes) else value
+        except UnicodeDecodeError:
+            problems.append(f"{name} is not UTF-8")
+            fields[name] = text(value)
+    return fields
 
 
 def _details(fields: Mapping[str, str], problems: list[str]) -> Any:

@@ -92,6 +92,7 @@ def test_machine_keys_table_names_every_machine_key() -> None:
         keys.event_outcome("ID", "EVENT_ID"): "string",
         keys.events_stream(): "stream",
         keys.dead_letters(): "stream",
+        keys.buried("ENTRY"): "string",
         keys.machine_moves(): "pubsub",
     }
 

@@ -78,11 +78,12 @@ async def test_the_stream_consumer_reads_and_applies_on_a_cluster(machines: Mach
         await consumer.step()  # XGROUP and XREADGROUP name the key second: sent to the stream's master
         await machines.redis.xadd(keys.events_stream(), {"dest": "i1", "event": "go", "event_id": "s1"})
         await machines.redis.xadd(keys.events_stream(), {"dest": "nobody", "event": "go"})
+        await machines.redis.xadd(keys.events_stream(), {"dest": "i1"})  # malformed: buried by the consumer
         while await consumer.step():
             pass
     finally:
         await consumer.close()
 
     assert await machines.state("i1") == ("flip:v1", "b")
-    assert await machines.redis.xlen(keys.dead_letters()) == 1
+    assert await machines.redis.xlen(keys.dead_letters()) == 2
     assert (await machines.redis.xpending(keys.events_stream(), keys.MACHINES_GROUP))["pending"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import time
@@ -22,7 +23,8 @@ from stateservice.core.machines import configuration_from, instance_id
 from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
-from stateservice.store.stream import StreamConsumer, reader_for
+from stateservice.store.redis.connect import connect
+from stateservice.store.stream import StreamConsumer, consumer_name, reader_for
 from stateservice.store.stream_entry import Rejected, parse
 from tests.integration.test_metrics import total
 from tests.support import charts
@@ -52,8 +54,9 @@ async def machines(clients: Callable[[], Redis]) -> AsyncIterator[Machines]:
 async def consumers(machines: Machines, redis_url: str) -> AsyncIterator[Callable[..., StreamConsumer]]:
     made: list[StreamConsumer] = []
 
-    def make(name: str = "test:1", claim_after: float = 30.0) -> StreamConsumer:
-        consumer = StreamConsumer(machines, reader_for(redis_url), claim_after=claim_after, name=name, block_ms=10)
+    def make(name: str = "test:1", claim_after: float = 30.0, reader: Redis | None = None) -> StreamConsumer:
+        reader = reader or reader_for(redis_url)
+        consumer = StreamConsumer(machines, reader, claim_after=claim_after, name=name, block_ms=10)
         made.append(consumer)
         return consumer
 
@@ -197,6 +200,24 @@ async def test_claimed_entries_that_were_applied_meanwhile_change_nothing(
     assert await pending(plain) == 0
 
 
+async def test_a_rejected_entry_buried_by_a_claimer_and_by_the_slow_consumer_has_one_dead_letter(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    await plain.xadd(STREAM, {"dest": "a", "event_id": "no-event"})
+    [[_, [(entry, fields)]]] = await plain.xreadgroup(GROUP, "slow:1", {STREAM: ">"}, count=1)
+    slow = consumers(name="slow:1")
+    claimer = consumers(name="claimer:2", claim_after=0.1)
+    await asyncio.sleep(0.2)
+
+    assert await claimer.claim(claimer.reader) == 1  # "slow:1" looked dead
+    await slow.handle([(entry, fields)])  # ... but was only slow
+
+    assert await plain.xlen(keys.dead_letters()) == 1
+    assert await pending(plain) == 0
+    assert 0 < await plain.pttl(keys.buried(entry)) <= 3600_000  # the marker goes with the outcomes
+
+
 async def test_the_consumer_outlives_a_lost_group_and_backs_off_without_dying(
     machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
 ) -> None:
@@ -266,6 +287,192 @@ async def test_lag_and_pending_measure_the_oldest_entry_not_applied(
     assert 4.5 < lag < 30 and waiting == 1
 
 
+async def test_an_entry_that_is_not_utf8_is_dead_lettered_as_it_came_and_its_batch_applied(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis, redis_url: str
+) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "e-1"})
+    bad = await plain.xadd(STREAM, {"dest": "a", "event": b"\xff\xfe", "event_id": "e-2"})
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "e-3"})
+
+    await drain(consumers())
+
+    assert await machines.state("a") == ("chain:v1", "s2")
+    assert await pending(plain) == 0
+    async with Redis.from_url(redis_url) as raw:
+        [(_, letter)] = await raw.xrange(keys.dead_letters())
+    assert letter[b"event"] == b"\xff\xfe" and letter[b"entry"] == bad.encode()
+    assert letter[b"error"] == b"malformed" and b"event is not UTF-8" in letter[b"message"]
+    assert (await machines.outcome("a", "e-2") or {})["outcome"] == "malformed"
+
+
+async def test_a_claimed_batch_with_an_entry_that_is_not_utf8_is_applied(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis, redis_url: str
+) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "mate-1"})
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", b"event_id": b"bad\xff"})
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "mate-2"})
+    async with Redis.from_url(redis_url) as raw:
+        await raw.xreadgroup(GROUP, "dead:1", {STREAM: ">"}, count=10)  # read, then it died
+    await asyncio.sleep(0.3)
+
+    decoding = connect(redis_url)  # a client that decodes replies: the entries are read undecoded all the same
+    await drain(consumers(name="alive:2", claim_after=0.2, reader=decoding))
+
+    assert await machines.state("a") == ("chain:v1", "s2")
+    assert await pending(plain) == 0
+    async with Redis.from_url(redis_url) as raw:
+        [(_, letter)] = await raw.xrange(keys.dead_letters())
+    assert letter[b"error"] == b"malformed" and b"event_id is not UTF-8" in letter[b"message"]
+    assert letter[b"event_id"] == b"bad\xff"
+
+
+async def test_a_batch_the_script_fails_on_is_applied_one_event_at_a_time(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    for name in ("a", "c"):
+        await machines.create("chain:v1", name)
+    await plain.hset(keys.instances(), "broken", "garbage")  # a record the script cannot read: it fails
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "a-1"})
+    failing = await plain.xadd(STREAM, {"dest": "broken", "event": "step", "event_id": "b-1"})
+    await plain.xadd(STREAM, {"dest": "c", "event": "step", "event_id": "c-1"})
+
+    await drain(consumers())
+
+    assert [await machines.state(name) for name in ("a", "c")] == [("chain:v1", "s1")] * 2
+    assert await pending(plain) == 0
+    [(_, letter)] = await plain.xrange(keys.dead_letters())
+    assert (letter["error"], letter["entry"], letter["instance"], letter["dest"]) == (
+        "apply_failed",
+        failing,
+        "broken",
+        "broken",
+    )
+    assert letter["message"]  # Redis's error
+    assert await machines.outcome("broken", "b-1") is None  # not applied: it may be sent again
+
+
+async def test_a_failed_claim_waits_its_turn_like_a_done_one(
+    consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    consumer = consumers(claim_after=10)
+    consumer._grouped = True  # but there is no group: XAUTOCLAIM fails NOGROUP
+
+    with pytest.raises(redis.exceptions.ResponseError):
+        await consumer.step()
+
+    assert consumer._claim_due > time.monotonic() + 4  # not claimed again on every turn
+
+
+async def test_pending_entries_deleted_before_a_claim_are_acknowledged(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    entries = [await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": f"e-{i}"}) for i in range(3)]
+    await plain.xreadgroup(GROUP, "dead:1", {STREAM: ">"}, count=10)  # read, then it died
+    await plain.xdel(STREAM, entries[1])  # trimmed by a producer's MAXLEN, say
+    await asyncio.sleep(0.3)
+    consumer = consumers(name="alive:2", claim_after=0.2)
+
+    await drain(consumer)  # Redis 6.2's XAUTOCLAIM claims the deleted entry and answers nil for it
+
+    assert await machines.state("a") == ("chain:v1", "s2")
+    assert await pending(plain) == 0
+    lag, waiting = await consumer.measure(consumer.reader)
+    assert (lag, waiting) == (0.0, 0)
+    assert await plain.xlen(keys.dead_letters()) == 0
+
+
+async def test_own_pending_entries_deleted_meanwhile_are_acknowledged_not_dead_lettered(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    entries = [await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": f"e-{i}"}) for i in range(2)]
+    await plain.xreadgroup(GROUP, "test:1", {STREAM: ">"}, count=10)  # read, then an error struck
+    await plain.xdel(STREAM, entries[0])
+    consumer = consumers(name="test:1")
+    consumer._recovering = True
+
+    await drain(consumer)
+
+    assert await machines.state("a") == ("chain:v1", "s1")
+    assert await pending(plain) == 0
+    assert await plain.xlen(keys.dead_letters()) == 0
+
+
+async def test_an_entry_of_too_many_fields_is_malformed_and_its_dead_letter_keeps_the_first_64(
+    machines: Machines, consumers: Callable[..., StreamConsumer], plain: Redis
+) -> None:
+    await machines.create("chain:v1", "a")
+    fields = {"dest": "a", "event": "jump", "event_id": "m-1"} | {f"f{i}": "v" for i in range(97)}
+    await plain.xadd(STREAM, fields)
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "after"})
+
+    await drain(consumers())
+
+    assert await machines.state("a") == ("chain:v1", "s1")
+    assert await pending(plain) == 0
+    [(_, letter)] = await plain.xrange(keys.dead_letters())
+    assert letter["error"] == "malformed" and "100 fields: at most 64" in letter["message"]
+    kept = {k: v for k, v in letter.items() if k not in ("error", "message", "entry", "instance")}
+    assert kept == dict(list(fields.items())[:64])
+    assert (await machines.outcome("a", "m-1") or {})["outcome"] == "malformed"
+
+
+async def test_a_dead_letter_the_script_cannot_add_leaves_no_outcome(machines: Machines, plain: Redis) -> None:
+    await machines.create("chain:v1", "a")
+    await plain.set(keys.dead_letters(), "not a stream")  # XADD fails WRONGTYPE
+    refused = parse("1-0", {"dest": "a", "event": "jump", "event_id": "j-1"})
+    assert isinstance(refused, Event)
+
+    with pytest.raises(redis.exceptions.ResponseError):
+        await machines.apply_all([refused])
+
+    assert await machines.outcome("a", "j-1") is None  # else a retry would be a duplicate of an event never letter'd
+
+
+def test_consumer_names_differ_between_processes_of_one_host_and_pid() -> None:
+    first, second = consumer_name(), consumer_name()
+
+    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:{os.getpid()}:[0-9a-f]{{8}}", first)
+    assert first != second
+
+
+class SlowMachines(Machines):
+    """Machines whose batches take a while: close() comes while one is applied."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.applying = asyncio.Event()
+
+    async def apply_all(self, events: Any, stream: str = "", group: str = "") -> Any:
+        self.applying.set()
+        await asyncio.sleep(0.5)
+        return await super().apply_all(events, stream, group)
+
+
+async def test_close_lets_the_batch_in_flight_finish(
+    clients: Callable[[], Redis], redis_url: str, plain: Redis
+) -> None:
+    store = SlowMachines(clients(), local_clock(), retention=3600)
+    await store.define(configuration_from(CHAIN))
+    await store.create("chain:v1", "a")
+    await plain.xadd(STREAM, {"dest": "a", "event": "step", "event_id": "e-1"})
+    consumer = StreamConsumer(store, reader_for(redis_url), claim_after=30, name="test:1", block_ms=10)
+    consumer.start()
+    await asyncio.wait_for(store.applying.wait(), 5)
+
+    await consumer.close()
+
+    assert await store.state("a") == ("chain:v1", "s1")
+    assert await pending(plain) == 0
+    assert consumer._task is not None and consumer._task.done()
+
+
 async def wait_async(condition: Callable[[], Any], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while not await condition():
@@ -296,7 +503,7 @@ def test_two_workers_one_sigkilled_apply_every_stream_event_exactly_once(
     victim = worker_pids(service)[0]
 
     with ThreadPoolExecutor(1) as pool:
-        killing = pool.submit(kill_while_holding, redis_url, victim, f"{socket.gethostname()}:{victim}")
+        killing = pool.submit(kill_while_holding, redis_url, victim, f"{socket.gethostname()}:{victim}:")
         sent = 0
         for step in range(STEPS):
             for start in range(0, INSTANCES, 50):
@@ -347,15 +554,15 @@ def stream_gauges(service: ServiceProcess) -> tuple[float, float] | None:
     return total(body, "stateservice_stream_lag_seconds"), total(body, "stateservice_stream_pending")
 
 
-def kill_while_holding(redis_url: str, victim: int, name: str, timeout: float = 10.0) -> int:
+def kill_while_holding(redis_url: str, victim: int, prefix: str, timeout: float = 10.0) -> int:
     """SIGKILL `victim` once it holds entries read and not acknowledged (stopped first, so it holds still);
     how many it held (0: it never was seen holding any within `timeout`, and was killed anyway)."""
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if holding(client, name):
+            if holding(client, prefix):
                 os.kill(victim, signal.SIGSTOP)
-                if held := holding(client, name):
+                if held := holding(client, prefix):
                     os.kill(victim, signal.SIGKILL)
                     return held
                 os.kill(victim, signal.SIGCONT)
@@ -363,10 +570,10 @@ def kill_while_holding(redis_url: str, victim: int, name: str, timeout: float = 
         return 0
 
 
-def holding(client: redis.Redis, consumer: str) -> int:
-    """How many entries `consumer` has read and not acknowledged."""
+def holding(client: redis.Redis, prefix: str) -> int:
+    """How many entries the consumer named `prefix`... has read and not acknowledged."""
     summary = client.xpending(STREAM, GROUP)
-    return sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == consumer)
+    return sum(int(c["pending"]) for c in summary["consumers"] if c["name"].startswith(prefix))
 
 
 async def _define_and_create(redis_url: str) -> None:

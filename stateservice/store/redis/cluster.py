@@ -36,6 +36,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import str_if_bytes
 
 from stateservice.store import keys
 
@@ -111,7 +112,7 @@ class ClusterRedis(Redis):
                     continue
                 table: list[tuple[str, int] | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
                 for start, end, master, *_replicas in slots:
-                    host = str(master[0]) or address[0]  # an empty host means "the node you asked"
+                    host = str_if_bytes(master[0]) or address[0]  # an empty host means "the node you asked"
                     table[int(start) : int(end) + 1] = [(host, int(master[1]))] * (int(end) - int(start) + 1)
                 self._slots, self._stale = table, False
                 self._masters = sorted({master for master in table if master is not None})

@@ -32,8 +32,9 @@ def connect(
     connect_timeout: float = 1.0,
     pool_timeout: float = 5.0,
     cluster: bool = False,
+    decode_responses: bool = True,
 ) -> Redis:
-    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://) that returns str and fails fast."""
+    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://) that fails fast; str replies unless told."""
     if cluster:
         return ClusterRedis(
             url,
@@ -43,6 +44,7 @@ def connect(
                 socket_timeout=socket_timeout,
                 connect_timeout=connect_timeout,
                 pool_timeout=pool_timeout,
+                decode_responses=decode_responses,
             ),
         )
     pool_options: dict[str, Any] = {
@@ -53,8 +55,8 @@ def connect(
         "retry": Retry(NoBackoff(), 0),
     }
     if sentinel.is_sentinel(url):
-        return sentinel.connect(url, **pool_options)
-    pool = BlockingConnectionPool.from_url(url, decode_responses=True, **pool_options)
+        return sentinel.connect(url, decode_responses=decode_responses, **pool_options)
+    pool = BlockingConnectionPool.from_url(url, decode_responses=decode_responses, **pool_options)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 

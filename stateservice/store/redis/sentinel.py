@@ -209,7 +209,7 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
             await self.get_master_address()  # type: ignore[no-untyped-call]
 
 
-def connect(url: str, **fast: Any) -> SentinelRedis:
+def connect(url: str, *, decode_responses: bool = True, **fast: Any) -> SentinelRedis:
     """A client of the master that `url`'s sentinels name. `fast`: connect()'s timeouts, retry and pool size."""
     target = parse(url)
     pool_size, pool_timeout = fast.pop("max_connections"), fast.pop("timeout")
@@ -225,7 +225,7 @@ def connect(url: str, **fast: Any) -> SentinelRedis:
         db=target.db,
         username=target.username,
         password=target.password,
-        decode_responses=True,
+        decode_responses=decode_responses,
         **fast,
     )
     assert isinstance(client, SentinelRedis)
