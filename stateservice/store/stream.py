@@ -111,6 +111,7 @@ class StreamConsumer:
         self.block_ms = block_ms
         self.closing = False
         self._closed = asyncio.Event()
+        self._waiting = False  # in a blocking read (entries not yet ours to apply): close() need not wait
         self._grouped = False
         self._recovering = False
         self._claim_due = 0.0
@@ -125,7 +126,8 @@ class StreamConsumer:
         self.closing = True
         self._closed.set()
         if self._task is not None:
-            await asyncio.wait({self._task}, timeout=CLOSE_GRACE)
+            if not self._waiting:  # applying a batch: let it finish; a read merely waiting for entries is cut at once
+                await asyncio.wait({self._task}, timeout=CLOSE_GRACE)
             self._task.cancel()  # still busy (Redis slow or gone): its entries stay pending, for a claim
             await asyncio.wait({self._task}, timeout=5)
         with contextlib.suppress(Exception):  # Redis may be gone at shutdown
@@ -179,7 +181,11 @@ class StreamConsumer:
     async def _read(self, node: Redis, after: str, block: int | None = None) -> int:
         waiting = [] if block is None else ["BLOCK", block]
         args = ["GROUP", self.group, self.name, "COUNT", BATCH, *waiting, "STREAMS", self.stream, after]
-        reply: Any = await node.execute_command("XREADGROUP", *args, **RAW)  # type: ignore[no-untyped-call]
+        self._waiting = block is not None
+        try:
+            reply: Any = await node.execute_command("XREADGROUP", *args, **RAW)  # type: ignore[no-untyped-call]
+        finally:
+            self._waiting = False
         return sum([await self.handle(entries) for _, entries in reply or []])
 
     async def _node(self) -> Redis:
