@@ -159,42 +159,27 @@ async def outcomes_stored(url: str) -> int:
 def http_events(url: str, logdir: Path, seconds: float, instances: int = 10_000) -> list[dict[str, Any]]:
     """wrk POSTing events to `serve --workers 2`, and the same wrk against bare aiohttp with 2 workers."""
     asyncio.run(prepare_cycle(url, instances))
-    rows = []
     chart = h.REPO / "examples" / "states.yaml"
-    served = h.service("events", chart, url, logdir, workers=2, log_level="warning", extra=["--no-stream"]).start()
-    try:
-        result = h.wrk_load(
-            served.url + "/",
-            method="POST",
-            connections=CONNECTIONS,
-            duration=seconds,
-            request=EVENTS_LUA % {"instances": instances},
-        )
-    finally:
-        served.stop()
+    served = h.service("events", chart, url, logdir, workers=2, log_level="warning", extra=["--no-stream"])
+    result = post_events(served, seconds, instances)
     counts, sets, scanned = asyncio.run(recount_url(url, cycle()))
-    stored = asyncio.run(outcomes_stored(url))
-    rows.append(
-        {
-            "server": "stateservice, 2 workers",
-            "result": result,
-            "stored": stored,
-            "exact": counts == sets == scanned and sum(counts.values()) == instances,
-        }
-    )
-    bare = h.baseline("bare", "bare", logdir, workers=2).start()
+    exact = counts == sets == scanned and sum(counts.values()) == instances
+    service = {"server": "stateservice, 2 workers", "result": result, "stored": asyncio.run(outcomes_stored(url))}
+    bare = post_events(h.baseline("bare", "bare", logdir, workers=2), seconds, instances)
+    return [
+        {**service, "exact": exact},
+        {"server": "bare aiohttp, 2 workers", "result": bare, "stored": None, "exact": None},
+    ]
+
+
+def post_events(server: h.Server, seconds: float, instances: int) -> h.LoadResult:
+    """Start `server`, run wrk's event POSTs against it for `seconds`, stop it."""
+    server.start()
     try:
-        result = h.wrk_load(
-            bare.url + "/",
-            method="POST",
-            connections=CONNECTIONS,
-            duration=seconds,
-            request=EVENTS_LUA % {"instances": instances},
-        )
+        request = EVENTS_LUA % {"instances": instances}
+        return h.wrk_load(server.url + "/", method="POST", connections=CONNECTIONS, duration=seconds, request=request)
     finally:
-        bare.stop()
-    rows.append({"server": "bare aiohttp, 2 workers", "result": result, "stored": None, "exact": None})
-    return rows
+        server.stop()
 
 
 async def recount_url(url: str, configuration: Configuration) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
