@@ -53,6 +53,21 @@ from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
+FORGET_IDLE = """
+-- KEYS[1] = the stream / ARGV[1] = its group, ARGV[2] = idle milliseconds, ARGV[3] = the caller (kept)
+-- drops the group's consumers with nothing pending, idle longer than ARGV[2]; returns how many
+local dropped = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info.name ~= ARGV[3] and info.pending == 0 and info.idle > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info.name)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+
 BATCH = 200  # entries per read: one script applies them all
 BLOCK_MS = 1000
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
@@ -215,11 +230,11 @@ class StreamConsumer:
         return handled
 
     async def _forget_consumers(self, node: Redis) -> None:
-        """Drop consumers with nothing pending, unseen for long: each restarted worker is a new one."""
-        idle_ms = max(self.claim_after, 60.0) * 1000
-        for consumer in await node.xinfo_consumers(self.stream, self.group):
-            if text(consumer["name"]) != self.name and not consumer["pending"] and consumer["idle"] > idle_ms:
-                await node.xgroup_delconsumer(self.stream, self.group, consumer["name"])
+        """Drop consumers with nothing pending, unseen for long: each restarted worker is a new one.
+
+        One script, so that a consumer reading between the look and the drop cannot lose its pending entries."""
+        idle_ms = int(max(self.claim_after, 60.0) * 1000)
+        await node.eval(FORGET_IDLE, 1, self.stream, self.group, idle_ms, self.name)
 
     async def handle(self, entries: Sequence[tuple[bytes | str, Fields | None]]) -> int:
         """Apply the entries that are events (one script), dead-letter the others (one MULTI/EXEC) and

@@ -24,7 +24,7 @@ from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Event, Machines
 from stateservice.store.redis.connect import connect
-from stateservice.store.stream import StreamConsumer, consumer_name, reader_for
+from stateservice.store.stream import FORGET_IDLE, StreamConsumer, consumer_name, reader_for
 from stateservice.store.stream_entry import Rejected, parse
 from tests.integration.test_metrics import total
 from tests.support import charts
@@ -586,3 +586,17 @@ async def _define_and_create(redis_url: str) -> None:
     finally:
         await store.close()
         await client.aclose()
+
+
+async def test_idle_consumers_with_nothing_pending_are_forgotten_in_one_script(plain: Redis) -> None:
+    await plain.xgroup_create(STREAM, keys.MACHINES_GROUP, id="0", mkstream=True)
+    await plain.xadd(STREAM, {"dest": "a", "event": "step"})
+    for name in ("gone", "busy", "me"):
+        await plain.xgroup_createconsumer(STREAM, keys.MACHINES_GROUP, name)
+    await plain.xreadgroup(keys.MACHINES_GROUP, "busy", {STREAM: ">"}, count=1)  # one entry pending to busy
+    await asyncio.sleep(0.05)
+
+    dropped = await plain.eval(FORGET_IDLE, 1, STREAM, keys.MACHINES_GROUP, 10, "me")
+
+    left = {c["name"]: c["pending"] for c in await plain.xinfo_consumers(STREAM, keys.MACHINES_GROUP)}
+    assert (dropped, left) == (1, {"busy": 1, "me": 0})
