@@ -50,7 +50,7 @@ from stateservice.errors import (
     UnknownInstance,
 )
 from stateservice.store import machine_query
-from stateservice.store.machines import Machines, check_configuration
+from stateservice.store.machines import Machines, check_configuration, requirement_problems
 from stateservice.telemetry import logs
 from stateservice.web import auth
 from stateservice.web.appkeys import BODY_LIMIT, MACHINES, REDIS
@@ -183,18 +183,7 @@ async def _check_requirements(request: web.Request, configuration: Configuration
             allow(request, requires.configuration)
         elif requires is not None and requires.chart is not None and not auth.visible(request, requires.chart):
             raise Forbidden(auth.identity(request), auth.scope_of(request).value, requires.chart)
-    problems = []
-    for i, transition in enumerate(configuration.transitions):
-        requires = transition.requires
-        if requires is None or requires.configuration is None:
-            continue
-        where = f"transitions.{i}.requires"
-        ref = requires.configuration
-        other = configuration if ref == configuration.ref else await machines_of(request).configuration(ref)
-        if other is None:
-            problems.append(f"{where}.configuration: no configuration {ref} is defined")
-        elif requires.state not in other.states:
-            problems.append(f"{where}.state: configuration {ref} has no state {requires.state!r}")
+    problems = await requirement_problems(machines_of(request), configuration)
     if problems:
         raise InvalidConfiguration(problems)
 
