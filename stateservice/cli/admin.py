@@ -43,8 +43,7 @@ async def status(url: str, name: str | None, zone: tzinfo, *, cluster: bool = Fa
     redis = connect(url, cluster=cluster)
     try:
         store, machines = ChartStore(redis), Machines(redis, local_clock())
-        refs = await machines.refs(None if name is None else name.partition(":")[0])
-        refs = [r for r in refs if name is None or ":" not in name or r == name]
+        refs = configurations_named(name, await machines.refs(None if name is None else name.partition(":")[0]))
         if name is not None and ":" in name and not refs:
             raise NotRegistered(f"no configuration {name} is defined in this Redis")
         views = []
@@ -67,6 +66,12 @@ async def _charts_named(store: ChartStore, name: str | None, configurations: boo
     if ":" in name or (configurations and name not in await store.registered()):
         return []
     return [name]
+
+
+def configurations_named(name: str | None, refs: list[str]) -> list[str]:
+    """Of the configurations of NAME's family (or all), those `status NAME` shows: every version for NAME, the one
+    for NAME:VERSION, all without NAME."""
+    return [r for r in refs if name is None or ":" not in name or r == name]
 
 
 def counted(ref: str, counts: dict[str, int]) -> dict[str, Any]:

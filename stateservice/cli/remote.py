@@ -14,7 +14,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from stateservice.cli import client
+from stateservice.cli import admin, client
 
 
 class Refused(Exception):
@@ -25,8 +25,7 @@ def views(base: str, chart: str | None, token: str | None) -> list[dict[str, Any
     """The `GET /charts/{chart}` view of one chart, or of every chart the service serves; then each configuration's
     counts (of the one NAME:VERSION, or of every version of NAME: with NAME, the chart NAME too when one is served)."""
     family = None if chart is None else chart.partition(":")[0]
-    refs = [r for r in act(base, "GET", "/configurations", token, name=family)["configurations"]]
-    refs = [r for r in refs if chart is None or ":" not in chart or r == chart]
+    refs = admin.configurations_named(chart, act(base, "GET", "/configurations", token, name=family)["configurations"])
     if chart is None or (refs and ":" not in chart):  # a chart and a configuration may share a name: show both
         served = [c["name"] for c in act(base, "GET", "/charts", token)["charts"]]
         names = served if chart is None else [chart] if chart in served else []
@@ -35,7 +34,7 @@ def views(base: str, chart: str | None, token: str | None) -> list[dict[str, Any
     found = [act(base, "GET", f"/charts/{urllib.parse.quote(name)}", token) for name in names]
     for ref in refs:
         counts = act(base, "GET", f"/configurations/{urllib.parse.quote(ref)}/counts", token)["counts"]
-        found.append({"configuration": ref, "instances": sum(counts.values()), "counts": counts})
+        found.append(admin.counted(ref, counts))
     return found
 
 
