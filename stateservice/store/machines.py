@@ -183,16 +183,11 @@ class Machines:
         if properties:
             instance = instance_id(ref, properties)
         elif instance is not None:
-            try:
-                check_id(instance)
-            except Invalid as invalid:
-                raise InvalidConfiguration([str(f) for f in invalid.findings]) from None
+            _check_id(instance)
         else:
             instance = str(uuid.uuid4())
         made, record = await self._run(
-            self._create,
-            keys=[keys.instances()],
-            args=[keys.MACHINES, instance, orjson.dumps(self._creation(configuration, properties)).decode()],
+            self._create, keys=[keys.instances()], args=[keys.MACHINES, instance, self._made(configuration, properties)]
         )
         if not made and not properties:
             raise InstanceExists(instance, str(record).partition(" ")[0])
@@ -201,21 +196,19 @@ class Machines:
     async def create_many(self, ref: str, ids: Sequence[str] = (), properties: Sequence[Mapping[str, str]] = ()) -> int:
         """Create many instances in one pipelined round trip (each still its own atomic script): how many were new."""
         configuration = await self.require(ref)
+        for instance in ids:
+            _check_id(instance)
+        plain = self._made(configuration, None)
+        wanted = [(i, plain) for i in ids] + [(instance_id(ref, p), self._made(configuration, p)) for p in properties]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for instance in ids:
-                await self._create(
-                    keys=[keys.instances()], args=[keys.MACHINES, instance, self._made(configuration)], client=pipe
-                )
-            for props in properties:
-                made = orjson.dumps(self._creation(configuration, props)).decode()
-                await self._create(
-                    keys=[keys.instances()], args=[keys.MACHINES, instance_id(ref, props), made], client=pipe
-                )
+            for instance, made in wanted:
+                await self._create(keys=[keys.instances()], args=[keys.MACHINES, instance, made], client=pipe)
             results = await pipe.execute()
         return sum(1 for made, _ in results if made)
 
-    def _made(self, configuration: Configuration) -> str:
-        return orjson.dumps(self._creation(configuration, None)).decode()
+    def _made(self, configuration: Configuration, properties: Mapping[str, str] | None) -> str:
+        """The CREATE script's JSON for an instance of `configuration` named by `properties` (or by an id)."""
+        return orjson.dumps(self._creation(configuration, properties)).decode()
 
     def _creation(self, configuration: Configuration, properties: Mapping[str, str] | None) -> dict[str, Any]:
         made: dict[str, Any] = {"ref": configuration.ref, "start": configuration.starting_state}
@@ -370,6 +363,14 @@ async def define_file(
             f"configuration {configuration.ref} is already defined differently in Redis; a configuration never "
             "changes: give the file a new version"
         )
+
+
+def _check_id(instance: str) -> None:
+    """An explicit instance id (core.machines.check_id), its findings as an InvalidConfiguration."""
+    try:
+        check_id(instance)
+    except Invalid as invalid:
+        raise InvalidConfiguration([str(f) for f in invalid.findings]) from None
 
 
 def check_configuration(data: Any) -> Configuration:
