@@ -537,3 +537,76 @@ class ForbiddenConfiguration(Forbidden):
             scope=scope,
             configuration=name,
         )
+
+
+class AwaitingApproval(StateServiceError):
+    """The gate's state is current but waits for a person: no Retry-After, since nobody can guess when they answer."""
+
+    status, code = 406, "awaiting_approval"
+
+    def __init__(self, chart: str, state: str, continuation: str | None) -> None:
+        where = f"/continuations/{continuation}" if continuation else None
+        super().__init__(
+            f"state {state!r} of chart {chart!r} waits for an approval"
+            + (f"; resume it with POST {where}" if where else ""),
+            chart=chart,
+            state=state,
+            current_state=state,
+            continuation=where,
+        )
+
+
+class UnknownContinuation(StateServiceError):
+    status, code = 404, "unknown_continuation"
+
+    def __init__(self, continuation: str) -> None:
+        super().__init__(
+            f"no continuation {continuation!r} (never made, or forgotten after --event-retention)",
+            continuation=continuation,
+        )
+
+
+class ContinuationUsed(StateServiceError):
+    """A continuation resumes once: the second resume is told the first one's outcome."""
+
+    status, code = 409, "continuation_used"
+
+    def __init__(self, continuation: str, outcome: Mapping[str, Any]) -> None:
+        super().__init__(
+            f"continuation {continuation!r} was used already (at {outcome.get('at')}, to {outcome.get('to')!r})",
+            continuation=continuation,
+            outcome=dict(outcome),
+        )
+
+
+class ContinuationExpired(StateServiceError):
+    status, code = 410, "continuation_expired"
+
+    def __init__(self, continuation: str, why: str, **fields: Any) -> None:
+        super().__init__(f"continuation {continuation!r} can no longer resume: {why}", continuation=continuation, **fields)
+
+
+class NoChoiceMatched(StateServiceError):
+    """A resume's input matched no choice and the state has no default: the continuation stays usable."""
+
+    status, code = 422, "no_choice_matched"
+
+    def __init__(self, continuation: str, state: str, choices: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(
+            f"the input matches no choice of state {state!r} and it has no default; send one of the choices' "
+            "`when` fields (the continuation is still usable)",
+            continuation=continuation,
+            state=state,
+            choices=list(choices),
+        )
+
+
+class ContextTooLarge(StateServiceError):
+    status, code = 413, "context_too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the context would be {size:,} bytes as JSON, over the limit of {limit:,}; send smaller values",
+            size=size,
+            limit=limit,
+        )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from enum import Enum
 
+from stateservice.core.approvals import Approval
 from stateservice.core.budget import Budget
 from stateservice.core.windows import Window
 
@@ -22,10 +23,11 @@ HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}")
 
 
 class Func(Enum):
-    """How a state moves on: by counted reports or by the clock. Final states have none."""
+    """How a state moves on: by counted reports, by the clock, or by a person's resume. Final states have none."""
 
     INCREMENT = "increment"
     TIME = "time"
+    APPROVAL = "approval"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,17 @@ class State:
     target: Target | None = None
     line: int = 0
     rollout: Rollout = NO_ROLLOUT
+    approval: Approval | None = None  # func: approval states: their choices, default, timeout and notify
 
     @property
     def final(self) -> bool:
         return self.func is None
+
+    def successors(self) -> list[str]:
+        """Every state this one may lead to: its target, or an approval's choices, default and timeout."""
+        if self.approval is not None:
+            return self.approval.targets()
+        return [self.target.name] if self.target else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +137,15 @@ class Snapshot:
     entered_at: datetime
     halted: str | None = None
     halted_at: datetime | None = None
+    continuation: str | None = None  # in an approval state: the id that resumes this visit (the store makes it)
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A history record: a move from one state to the next, with why (`put`, `time`, `reset`, `operator`) and who
     caused it; or an event within a state (`slot`, `release`, `slot_expired`, `failure`, `halt`, `resume`,
-    `forget`), whose from and to are that state."""
+    `forget`, `notify`), whose from and to are that state. Approval states add the causes `approval` (a resume,
+    `actor` who and `reason` the input's keys) and `timeout`."""
 
     chart: str
     from_state: str

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from stateservice.core import parse_rollout, timing
+from stateservice.core import parse_approval, parse_rollout, timing
 from stateservice.core.chart import CHART_NAME, STATE_NAME, Chart, Counter, Func, State, Target
 from stateservice.errors import ChartError, Problem
 
@@ -44,7 +44,7 @@ _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 _INT = "tag:yaml.org,2002:int"
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for scalars: reads 1_000, 0x10 as YAML does
 TOP_KEYS = ("name", "timezone", "current_state", "states")
-STATE_KEYS = ("name", "func", "current", "target", *parse_rollout.KEYS)
+STATE_KEYS = ("name", "func", "current", "target", *parse_rollout.KEYS, *parse_approval.KEYS)
 FUNCS = tuple(f.value for f in Func)
 
 
@@ -136,6 +136,10 @@ class _Checker:
 
     def error(self, node: yaml.Node | int, message: str) -> None:
         self.problems.append(Problem(self.path, _line(node), message))
+
+    def refer(self, owner: str, target: str, node: yaml.Node) -> None:
+        """State `owner` leads to `target`: checked once every state of the file is known."""
+        self.targets.append((owner, target, node))
 
     def warn(self, node: yaml.Node | int, message: str) -> None:
         self.problems.append(Problem(self.path, _line(node), message, warning=True))
@@ -320,15 +324,17 @@ class _Checker:
             return None
         name, name_line = named
         what = f"state {name!r}"
-        if "func" not in found:
-            for extra in ("current", "target"):
-                if extra in found:
-                    self.error(found[extra][0], f"{what} has `{extra}` but no `func` (a state without func is final)")
-            state: State | None = State(name, None, line=name_line)
+        func = self.func(found, what) if "func" in found else None
+        if "func" in found and func is None:
+            return None
+        self.misplaced(found, what, func)
+        state: State | None
+        if func is None:
+            state = State(name, None, line=name_line)
+        elif func is Func.APPROVAL:
+            approval = parse_approval.approval(self, node, found, name)
+            state = State(name, func, line=name_line, approval=approval) if approval else None
         else:
-            func = self.func(found, what)
-            if func is None:
-                return None
             target = self.target(node, found, name, func)
             if func is Func.TIME:
                 state = self.time_state(found, what, name, name_line, target)
@@ -337,6 +343,17 @@ class _Checker:
         kind = state.func if state else Func.INCREMENT  # a broken state: check the values, not where they belong
         rollout = parse_rollout.rollout(self, found, what, kind)
         return None if state is None or rollout is None else replace(state, rollout=rollout)
+
+    def misplaced(self, found: dict[str, tuple[yaml.Node, yaml.Node]], what: str, func: Func | None) -> None:
+        """Report keys that belong to another kind of state: `current`/`target` on a final one, approval keys
+        anywhere but on an approval state."""
+        if func is None:
+            for extra in ("current", "target"):
+                if extra in found:
+                    self.error(found[extra][0], f"{what} has `{extra}` but no `func` (a state without func is final)")
+        if func is not Func.APPROVAL:
+            for extra in (k for k in parse_approval.KEYS if k in found):
+                self.error(found[extra][0], f"{what}: `{extra}` belongs to approval states (func: approval)")
 
     def state_name(
         self, node: yaml.Node, found: dict[str, tuple[yaml.Node, yaml.Node]], lines: dict[str, int]
@@ -361,7 +378,9 @@ class _Checker:
         if func_text not in FUNCS:
             hint = difflib.get_close_matches(func_text, FUNCS, n=1)
             also = f"; did you mean {hint[0]!r}?" if hint else ""
-            self.error(found["func"][1], f"unknown func {func_text!r} in {what} (expected increment or time){also}")
+            self.error(
+                found["func"][1], f"unknown func {func_text!r} in {what} (expected increment, time or approval){also}"
+            )
             return None
         return Func(func_text)
 
@@ -441,7 +460,7 @@ class _Checker:
         name_entry = self.require(target[0], target[1], "name", f"`target` of {what}")
         name = self.name(name_entry, "target name") if name_entry else None
         if name is not None and name_entry is not None:
-            self.targets.append((owner, name, name_entry[1]))
+            self.refer(owner, name, name_entry[1])
         when = self.section(target[0], target[1], "when", f"`target` of {what}", ("key", "value"), f"`when` of {what}")
         if when is None:
             return None
@@ -503,10 +522,22 @@ class _Checker:
         index = {s.name: s for s in states}
         if index[initial].final:
             self.warn(initial_node, f"the initial state {initial!r} is final: this chart can never move")
-        reachable = set(_walk(index, initial))
+        reachable = _reachable(index, initial)
         for state in states:
             if state.name not in reachable:
                 self.warn(state.line, f"state {state.name!r} is unreachable from {initial!r}")
+
+
+def _reachable(index: dict[str, State], start: str) -> set[str]:
+    """Every state some path of targets, choices, defaults and timeouts leads to from `start`."""
+    seen = {start}
+    todo = [start]
+    while todo:
+        for name in index[todo.pop()].successors():
+            if name in index and name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
 
 
 def _walk(index: dict[str, State], start: str) -> Iterator[str]:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
-from stateservice.core import budget, timing, windows
+from stateservice.core import approvals, budget, timing, windows
 from stateservice.core.chart import Chart, Func, Snapshot, State, Transition
 from stateservice.errors import (
+    AwaitingApproval,
     CorruptState,
     Halted,
     NotCurrent,
@@ -74,12 +76,14 @@ def current(chart: Chart, snap: Snapshot) -> State:
 
 
 def check(chart: Chart, snap: Snapshot, name: str) -> None:
-    """Gate check: return if `name` is current. Raises UnknownState, Halted or NotCurrent."""
-    lookup(chart, name)
+    """Gate check: return if `name` is current. Raises UnknownState, Halted, NotCurrent or AwaitingApproval."""
+    state = lookup(chart, name)
     current(chart, snap)
     refuse_halted(chart, snap)
     if snap.state != name:
         raise NotCurrent(chart.name, name, snap.state)
+    if state.func is Func.APPROVAL:
+        raise AwaitingApproval(chart.name, name, snap.continuation)
 
 
 def refuse_halted(chart: Chart, snap: Snapshot) -> None:
@@ -153,6 +157,8 @@ def _reportable(chart: Chart, snap: Snapshot, name: str) -> State:
         raise NotReportable(chart.name, name, "is final")
     if state.func is Func.TIME:
         raise NotReportable(chart.name, name, "moves by the clock")
+    if state.func is Func.APPROVAL:
+        raise NotReportable(chart.name, name, "waits for an approval (POST /continuations/{id})")
     return state
 
 
@@ -184,23 +190,58 @@ def advance(chart: Chart, snap: Snapshot, now: datetime, limit: int = MAX_CHAIN)
 
     Each move happens at its due time: the next state is entered then (so an `elapsed`
     state counts from its predecessor's due time, not from a late catch-up).
+    An approval state whose timeout passes moves on the same way (cause `timeout`): a halted one too,
+    since a halt stops hosts, not the clock a person was given.
     """
     moves: list[Transition] = []
     while len(moves) < limit:
         state = current(chart, snap)
-        due = timing.due_at(state, snap.entered_at) if state.func is Func.TIME else None
+        due = _due(state, snap.entered_at)
         if due is None or due > now:
             break
-        assert state.target is not None
-        moves.append(Transition(chart.name, state.name, state.target.name, "time", now, None, due_at=due))
-        snap = enter(chart, state.target.name, due)
+        ahead, cause = _onward(state)
+        moves.append(Transition(chart.name, state.name, ahead, cause, now, None, due_at=due))
+        snap = enter(chart, ahead, due)
     return snap, moves
 
 
+def _due(state: State, entered_at: datetime) -> datetime | None:
+    if state.func is Func.TIME:
+        return timing.due_at(state, entered_at)
+    if state.approval is not None and state.approval.timeout is not None:
+        return entered_at + state.approval.timeout.after
+    return None
+
+
+def _onward(state: State) -> tuple[str, str]:
+    """Where a state that fell due goes, and the cause its history record names."""
+    if state.approval is not None and state.approval.timeout is not None:
+        return state.approval.timeout.next, "timeout"
+    assert state.target is not None
+    return state.target.name, "time"
+
+
 def next_due(chart: Chart, snap: Snapshot) -> datetime | None:
-    """When the snapshot's state falls due, if it is a time state."""
+    """When the snapshot's state falls due: a time state, or an approval state's timeout."""
+    return _due(current(chart, snap), snap.entered_at)
+
+
+def resume(
+    chart: Chart, snap: Snapshot, continuation: str, given: Mapping[str, Any], now: datetime, actor: str | None = None
+) -> tuple[Snapshot, Transition] | None:
+    """A person resumes the approval state `snap` waits in with `given`: the next snapshot and its history record,
+    or None when no choice matches and there is no default (the continuation stays usable).
+
+    The caller has applied due moves first and checked that `continuation` is the snapshot's own.
+    """
     state = current(chart, snap)
-    return timing.due_at(state, snap.entered_at) if state.func is Func.TIME else None
+    assert state.approval is not None and snap.continuation == continuation
+    ahead = approvals.pick(state.approval, given)
+    if ahead is None:
+        return None
+    keys = ", ".join(sorted(given)) or "none"
+    move = Transition(chart.name, state.name, ahead, "approval", now, None, actor=actor, reason=f"input keys: {keys}")
+    return enter(chart, ahead, now), move
 
 
 def reset(chart: Chart, snap: Snapshot | None, now: datetime, host: str | None = None) -> tuple[Snapshot, Transition]:

@@ -808,7 +808,7 @@ def test_an_unknown_state_key_without_a_hint() -> None:
         """
     assert messages(text) == [
         "x.yaml:4: unknown key 'colour' in a state (allowed: name, func, current, target, concurrency, slot_ttl,"
-        " max_failures, windows, blackouts)"
+        " max_failures, windows, blackouts, choices, default, timeout, notify)"
     ]
 
 
@@ -881,7 +881,7 @@ def test_an_unknown_func_with_a_hint() -> None:
             func: incremnt
         """
     assert messages(text) == [
-        "x.yaml:5: unknown func 'incremnt' in state 'b' (expected increment or time); did you mean 'increment'?"
+        "x.yaml:5: unknown func 'incremnt' in state 'b' (expected increment, time or approval); did you mean 'increment'?"
     ]
 
 
@@ -893,7 +893,7 @@ def test_an_unknown_func_without_a_hint() -> None:
           - name: b
             func: vote
         """
-    assert messages(text) == ["x.yaml:5: unknown func 'vote' in state 'b' (expected increment or time)"]
+    assert messages(text) == ["x.yaml:5: unknown func 'vote' in state 'b' (expected increment, time or approval)"]
 
 
 def test_a_func_that_is_not_a_single_value() -> None:
@@ -1321,7 +1321,7 @@ def test_many_problems_are_all_reported_sorted_by_line() -> None:
     result = parse(chart(text), "x.yaml")
 
     assert [str(p) for p in result.problems] == [
-        "x.yaml:5: unknown func 'incremnt' in state 'e' (expected increment or time); did you mean 'increment'?",
+        "x.yaml:5: unknown func 'incremnt' in state 'e' (expected increment, time or approval); did you mean 'increment'?",
         "x.yaml:9: state 'b': when.key 'm' differs from current.key 'n'",
         "x.yaml:9: target 'nowhere' of state 'b' is not a state of this chart",
         "x.yaml:12: state 'c': func: time takes no `current` (the clock is implied)",
@@ -1472,7 +1472,7 @@ def test_unwrap_raises_chart_error_listing_every_error() -> None:
         result.unwrap()
     assert str(caught.value) == "\n".join(
         [
-            "bad.yaml:5: unknown func 'vote' in state 'b' (expected increment or time)",
+            "bad.yaml:5: unknown func 'vote' in state 'b' (expected increment, time or approval)",
             "bad.yaml:6: duplicate state 'b' (first defined at line 4)",
         ]
     )
