@@ -122,6 +122,17 @@ class Config:
         metavar="DURATION",
         shown="24h",
     )
+    public_url: str | None = setting(
+        "--public-url",
+        "STATESERVICE_PUBLIC_URL",
+        None,
+        settings.public_url,
+        "the service's URL as people and webhooks reach it (e.g. https://stateservice.example): an approval's "
+        "notify sends continuation_url under it",
+        SERVE,
+        metavar="URL",
+        shown="none: continuation_url is the path alone",
+    )
     history_limit: int = setting(
         "--history-limit",
         "STATESERVICE_HISTORY_LIMIT",

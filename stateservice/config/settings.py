@@ -284,6 +284,19 @@ def processes(value: str, source: str) -> int:
     return int(value)
 
 
+def public_url(value: str, source: str) -> str:
+    """The service's own URL as others reach it: http(s), a host, no query (paths are appended)."""
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+        ok = ok and (parts.port is None or parts.port >= 0)  # .port raises for a port that is no number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{source}: {value!r} is not an http:// or https:// URL such as https://stateservice.example")
+    return value.rstrip("/")
+
+
 def redis_url(value: str, source: str) -> str:
     if sentinel.is_sentinel(value):
         try:

@@ -32,10 +32,11 @@ FIELDS = ("name", "sha256", "scopes", "charts")
 
 
 class Scope(Enum):
-    """What a token may do: read gates and views, report states, administer charts."""
+    """What a token may do: read gates and views, report states, resume approvals, administer charts."""
 
     READ = "read"
     REPORT = "report"
+    APPROVE = "approve"
     ADMIN = "admin"
 
 
@@ -50,7 +51,8 @@ class Token:
 
     def allows(self, scope: Scope, chart: str | None = None) -> bool:
         """Whether this token has `scope` and, when a chart is named, may touch that chart."""
-        if scope not in self.scopes:
+        # resuming an approval is an operator's act too: admin may, without a scope of its own for it
+        if scope not in self.scopes and not (scope is Scope.APPROVE and Scope.ADMIN in self.scopes):
             return False
         return chart is None or self.charts is None or chart in self.charts
 

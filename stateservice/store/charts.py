@@ -48,7 +48,8 @@ T = TypeVar("T")
 CONTENDED_FOR = 1.0  # seconds a failed transaction marks its chart as written by other processes too
 BATCH = 500  # charts a pipelined read or a registering transaction covers: 10,000 charts in 20 round trips
 CHUNK_ATTEMPTS = 3  # a registering chunk that meets other writers this often registers one chart at a time
-_GATE_FIELDS = [keys.CURRENT_STATE, keys.ENTERED_AT, keys.HALTED, keys.HALTED_AT]  # what a gate check reads
+# what a gate check reads
+_GATE_FIELDS = [keys.CURRENT_STATE, keys.ENTERED_AT, keys.HALTED, keys.HALTED_AT, keys.CONTINUATION]
 MAX_PAUSE = 0.01  # seconds, at most, a contended chart's next batch waits (see ChartStore._pause)
 
 
@@ -114,13 +115,15 @@ class ChartStore:
 
     async def _current_state(self, chart: Chart) -> Snapshot:
         key = keys.chart_state(chart.name)
-        state, entered, halted, halted_at = await self.redis.hmget(key, _GATE_FIELDS)
+        state, entered, halted, halted_at, continuation = await self.redis.hmget(key, _GATE_FIELDS)
         self.heard = asyncio.get_running_loop().time()
         if state is None:
             return await self.advance(chart)
         fields = {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""}
         if halted:
             fields.update({keys.HALTED: halted, keys.HALTED_AT: halted_at or ""})
+        if continuation:
+            fields[keys.CONTINUATION] = continuation
         snap = codec.decode_snapshot(chart, fields)
         assert snap is not None
         due = rules.next_due(chart, snap) if chart.state(snap.state) else None
@@ -484,7 +487,8 @@ class ChartStore:
             pipe.delete(*keys.visit_keys(chart.name, move.to_state), keys.chart_slots(chart.name, move.from_state))
             self.record(pipe, move)
         if moves:
-            pipe.hdel(key, keys.HALTED, keys.HALTED_AT)  # a halt belongs to the visit it stopped
+            # a halt, and an approval's continuation, belong to the visit they were made in
+            pipe.hdel(key, keys.HALTED, keys.HALTED_AT, keys.CONTINUATION)
             pipe.hset(key, mapping=codec.encode_snapshot(snap))
             pipe.publish(keys.chart_channel(chart.name), snap.state)  # wakes long-polls in every worker
 

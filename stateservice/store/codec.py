@@ -46,7 +46,8 @@ def decode_snapshot(chart: Chart, fields: Mapping[str, str]) -> Snapshot | None:
     start = rules.start_count(known) if known else 0
     halted = fields.get(keys.HALTED) or None
     halted_at = _optional_timestamp(key, keys.HALTED_AT, fields.get(keys.HALTED_AT), chart.name) if halted else None
-    return Snapshot(state, read_counter(chart, fields, state, start), entered_at, halted, halted_at)
+    continuation = fields.get(keys.CONTINUATION) or None
+    return Snapshot(state, read_counter(chart, fields, state, start), entered_at, halted, halted_at, continuation)
 
 
 def _optional_timestamp(key: str, field: str, raw: str | None, chart: str) -> datetime | None:

@@ -15,7 +15,10 @@ stateservice:{CHART}                    hash    current_state, entered_at (UTC I
                                                 halted; slot_hold_total:STATE and
                                                 slot_hold_count:STATE (seconds slots of
                                                 STATE were held, and how many: the mean
-                                                estimates Retry-After)
+                                                estimates Retry-After); continuation (the
+                                                id resuming the approval state it waits
+                                                in) and context (JSON object merged from
+                                                the resumes' inputs)
 stateservice:{CHART}:hosts:STATE        set     hosts counted in the most recent visit of STATE
 stateservice:{CHART}:slots:STATE        hash    concurrency slots held in STATE: host -> JSON
                                                 {granted_at, expires_at} (UTC ISO 8601)
@@ -33,6 +36,14 @@ stateservice:{CHART}:definition         hash    path, digest (SHA-256), source (
                                                 registered_at, of the chart file last served
 stateservice:{CHART}:moves              pubsub  channel (not a key): the new state, published
                                                 by every transaction that moves the chart
+                                                (and when an approval state's continuation
+                                                is made)
+stateservice:{CHART}:continuation:ID    hash    an approval's continuation: state, created_at,
+                                                expires_at (empty: none); outcome (JSON, once
+                                                used or expired); notify_attempts,
+                                                notify_next_at, notified_at (the webhook's)
+stateservice:continuation:ID            string  "chart NAME": whose continuation ID is (its
+                                                own key, so a resume by id finds the chart)
 ======================================  ======  ===============================================
 
 Workers keep no copy of any of these, so a repair made with redis-cli is seen by the next
@@ -79,6 +90,17 @@ HALTED = "halted"
 HALTED_AT = "halted_at"
 SLOT_HOLD_TOTAL_PREFIX = "slot_hold_total:"  # + the state's name: see slot_hold_total_field
 SLOT_HOLD_COUNT_PREFIX = "slot_hold_count:"
+CONTINUATION = "continuation"  # the approval state's continuation id, while the chart waits in one
+CONTEXT = "context"  # JSON object: what resumes have merged in
+
+# fields of a continuation's hash, stateservice:{CHART}:continuation:ID
+CONTINUATION_STATE = "state"
+CONTINUATION_CREATED_AT = "created_at"
+CONTINUATION_EXPIRES_AT = "expires_at"
+CONTINUATION_OUTCOME = "outcome"
+NOTIFY_ATTEMPTS = "notify_attempts"
+NOTIFY_NEXT_AT = "notify_next_at"
+NOTIFIED_AT = "notified_at"
 
 # fields of the definition hash, stateservice:{CHART}:definition
 DEFINITION_PATH = "path"
@@ -142,6 +164,15 @@ def chart_definition(chart: str) -> str:
 def chart_channel(chart: str) -> str:
     """The pub/sub channel on which every move of the chart is announced (the message is the new state)."""
     return f"{PREFIX}:{{{chart}}}:moves"
+
+
+def chart_continuation(chart: str, id: str) -> str:
+    return f"{PREFIX}:{{{chart}}}:continuation:{id}"
+
+
+def continuation_owner(id: str) -> str:
+    """String: "chart NAME" (or "instance ID"): a continuation id's owner, for resumes that name only the id."""
+    return f"{PREFIX}:continuation:{id}"
 
 
 def counter_field(state: str) -> str:

@@ -72,6 +72,8 @@ class Metrics:
     events: Counter
     stream_lag: Gauge
     stream_pending: Gauge
+    notifications: Counter
+    approvals: Counter
 
 
 def _pick_storage() -> None:
@@ -129,6 +131,18 @@ def get() -> Metrics:
             "stateservice_predictions_total", "Rows a model predicted a state for", ["model"], registry=registry
         ),
         events=Counter(EVENTS[0], EVENTS[1], EVENTS[2], registry=registry),
+        notifications=Counter(
+            "stateservice_approval_notifications_total",
+            "Approval webhooks sent by the leader, by outcome (delivered, failed)",
+            ["outcome"],
+            registry=registry,
+        ),
+        approvals=Counter(
+            "stateservice_approvals_total",
+            "Continuations resumed, refused or expired, by outcome (resumed, no_match, used, expired)",
+            ["outcome"],
+            registry=registry,
+        ),
         **_rollout_metrics(registry),
         **_stream_metrics(registry),
     )
@@ -259,6 +273,14 @@ def halted(chart: str, halted: bool) -> None:
 def events(outcome: str, source: str, count: int = 1) -> None:
     """Count events by outcome ("duplicate" for a repeated event id) and source ("http" or "stream")."""
     get().events.labels(outcome, source).inc(count)
+
+
+def notification(outcome: str) -> None:
+    get().notifications.labels(outcome).inc()
+
+
+def approval(outcome: str) -> None:
+    get().approvals.labels(outcome).inc()
 
 
 def stream(lag: float, pending: int) -> None:

@@ -13,6 +13,7 @@ import functools
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -24,7 +25,9 @@ from stateservice.core.machines import Configuration
 from stateservice.errors import StartupError, StoreUnavailable
 from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler, identity
+from stateservice.scheduler.notify import Notifier
 from stateservice.security.tokens import Tokens, TokensRef
+from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
 from stateservice.store.machines import Machines, define_file
@@ -36,6 +39,7 @@ from stateservice.store.stream import StreamConsumer, reader_for
 from stateservice.store.watch import MoveWatcher
 from stateservice.web import auth, middleware
 from stateservice.web.appkeys import (
+    APPROVALS,
     BODY_LIMIT,
     CHARTS,
     MACHINES,
@@ -117,6 +121,7 @@ def _redis_ctx(
         writes = replicated(redis, config.redis_wait_replicas, config.redis_wait_timeout)
         app[STORE] = ChartStore(writes, coalesce=config.coalesce)
         app[ROLLOUTS] = Rollouts(app[STORE])
+        app[APPROVALS] = Approvals(app[STORE], app[CHARTS], timedelta(seconds=config.event_retention))
         app[REGISTRAR] = Registrar(app[STORE], registered)
         app[MACHINES] = Machines(
             writes,
@@ -197,7 +202,15 @@ def _scheduler_ctx(config: Config) -> CleanupContext:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         lease = Lease(app[REDIS], config.lease_ttl, identity(), os.getpid())
         interval = min(0.5, config.lease_ttl / 4)
-        app[SCHEDULER] = Scheduler(app[STORE], lease, app[CHARTS], config.zone(), interval=interval)
+        app[SCHEDULER] = Scheduler(
+            app[STORE],
+            lease,
+            app[CHARTS],
+            config.zone(),
+            interval=interval,
+            approvals=app[APPROVALS],
+            notifier=Notifier(app[STORE], config.public_url),
+        )
         task = asyncio.create_task(app[SCHEDULER].run(), name="scheduler")
         yield
         app[SCHEDULER].halted = True

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from stateservice.core.chart import Chart
 from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler
+from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.machines import Machines
 from stateservice.store.registrar import Registrar
@@ -20,6 +21,7 @@ CHARTS = web.AppKey("charts", dict[str, Chart])
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", ChartStore)
 ROLLOUTS = web.AppKey("rollouts", Rollouts)
+APPROVALS = web.AppKey("approvals", Approvals)  # continuations of the charts' approval states
 MACHINES = web.AppKey("machines", Machines)  # configurations, instances and their events
 ZONE = web.AppKey("zone", tzinfo)  # the server's time zone: deployment windows of charts without their own
 REGISTRAR = web.AppKey("registrar", Registrar)

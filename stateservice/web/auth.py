@@ -42,8 +42,9 @@ def identity(request: web.Request) -> str:
 
 
 def machine_path(path: str) -> bool:
-    """Whether `path` is one of the configurations' and instances' routes (`web/machines.py`)."""
-    return path in MACHINE_PATHS or path.startswith(("/configurations/", "/statemachines/"))
+    """Whether `path` is one of the routes whose chart or configuration the handler checks (`web/machines.py`,
+    and `web/approvals.py`'s continuations, whose chart is known once looked up)."""
+    return path in MACHINE_PATHS or path.startswith(("/configurations/", "/statemachines/", "/continuations/"))
 
 
 def scope_of(request: web.Request) -> Scope:
@@ -51,6 +52,8 @@ def scope_of(request: web.Request) -> Scope:
     instances; report for
     PUT/POST /state, taking or releasing a slot, creating instances and sending events; else read."""
     path = request.path
+    if path.startswith("/continuations/"):
+        return Scope.APPROVE if request.method == "POST" else Scope.READ
     if machine_path(path):
         if request.method == "DELETE":
             return Scope.ADMIN

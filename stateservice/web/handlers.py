@@ -17,6 +17,7 @@ from aiohttp import web
 from stateservice.core import rules
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME, Chart
 from stateservice.errors import (
+    AwaitingApproval,
     BadRequest,
     ChartRequired,
     InvalidName,
@@ -30,7 +31,7 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.lease import holder
 from stateservice.store.rollout import Who
 from stateservice.telemetry import logs
-from stateservice.web import auth, longpoll
+from stateservice.web import auth, longpoll, suspended
 from stateservice.web.appkeys import CHARTS, MAX_WAIT, REDIS, REGISTRAR, ROLLOUTS, STORE, WATCHER, ZONE
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.views import describe
@@ -114,6 +115,8 @@ async def get_state(request: web.Request) -> web.Response:
         except NotCurrent as exc:
             if wait <= 0:
                 raise await longpoll.refused(store, chart, snap, exc) from None
+        except AwaitingApproval as exc:
+            raise await suspended.awaiting(request, chart, exc) from None
         else:
             await _check_window(request, chart, state)
             return _text(state)
@@ -249,7 +252,8 @@ async def show_chart(request: web.Request) -> web.Response:
         chart = await chart_named(request)
         view = await _store(request).view(chart)
         rollout = await request.app[ROLLOUTS].detail(chart, view.snapshot)
-    return web.json_response({**describe(view), **rollout})
+        approval = await suspended.pending_of(request, chart)
+    return web.json_response({**describe(view), **rollout, **approval})
 
 
 async def chart_history(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from stateservice.errors import (
+    AwaitingApproval,
     BadPrediction,
     BadRequest,
     BodyTooLarge,
@@ -36,7 +37,17 @@ from stateservice.errors import (
     UnknownState,
     ValuesRejected,
 )
-from stateservice.web import auth, handlers, machine_events, machines, machines_openapi, predict, prometheus, rollout
+from stateservice.web import (
+    approvals,
+    auth,
+    handlers,
+    machine_events,
+    machines,
+    machines_openapi,
+    predict,
+    prometheus,
+    rollout,
+)
 from stateservice.web.appkeys import MAX_WAIT
 from stateservice.web.openapi import (
     P_CHART,
@@ -98,7 +109,12 @@ def _gate(chart: dict[str, Any]) -> tuple[Operation, Operation]:
         text_answer("the state is current; the body is its name"),
         [Q_STATE, chart, q_wait],
         [
-            Refusal((NotCurrent, OutsideWindow), "the state is not current, or outside its windows", retry_after=True),
+            Refusal(
+                (NotCurrent, OutsideWindow, AwaitingApproval),
+                "the state is not current, or outside its windows (with Retry-After), or it waits for an approval "
+                "(awaiting_approval, with the continuation; no Retry-After)",
+                retry_after=True,
+            ),
             HALTED,
             *CHART_REFUSALS,
         ],
@@ -323,6 +339,9 @@ ROUTES = (
     Route("POST", INSTANCE + "/events", machine_events.post_instance_event, machines_openapi.POST_INSTANCE_EVENT),
     Route("GET", INSTANCE + "/events/{event_id:[^/]+}", machine_events.get_event, machines_openapi.GET_EVENT),
     Route("POST", "/events", machine_events.post_event, machines_openapi.POST_EVENT),
+    Route("GET", "/continuations/{id}", approvals.get_continuation, approvals.GET_CONTINUATION),
+    Route("POST", "/continuations/{id}", approvals.post_continuation, approvals.POST_CONTINUATION),
+    Route("GET", "/approvals", approvals.list_approvals, approvals.LIST_APPROVALS),
     Route("GET", "/healthz", handlers.healthz, Operation("The process is up", json_answer("Status", "up"))),
     Route(
         "GET",

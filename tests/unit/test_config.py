@@ -42,6 +42,7 @@ SAMPLES: dict[str, tuple[list[str], str, Any, Any]] = {
     "configurations": (["--configuration", "a.yaml", "--configuration", "b.yaml"], "c.yaml",
                        (Path("a.yaml"), Path("b.yaml")), (Path("c.yaml"),)),
     "event_retention": (["--event-retention", "90m"], "7d", 5400.0, 7 * 86400.0),
+    "public_url": (["--public-url", "https://ss.example/"], "http://10.0.0.1:8080", "https://ss.example", "http://10.0.0.1:8080"),
     "history_limit": (["--history-limit", "5"], "1000", 5, 1000),
     "stream": (["--no-stream"], "on", False, True),
     "stream_claim_after": (["--stream-claim-after", "5"], "60", 5.0, 60.0),

@@ -1,5 +1,8 @@
 """Advances time states promptly: the worker holding the leader lease checks every chart twice a second.
 
+It also times out approval states (the same way: a due move), makes sure each approval state a
+chart waits in has its continuation, and sends their notifications (`notify.py`).
+
 Correctness never rests on this task: every read of a chart applies the time moves that are
 due (see `store/charts.py`). The leader only makes a move happen within a second of its due
 time for charts nobody is asking about. It advances every chart registered in this Redis,
@@ -20,12 +23,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.core.chart import Chart, Func
 from stateservice.errors import StateServiceError
+from stateservice.scheduler.notify import Notifier
 from stateservice.store import codec, keys
+from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
+
+_TIMED = (Func.TIME, Func.APPROVAL)
 
 
 def identity() -> str:
@@ -42,12 +49,16 @@ class Scheduler:
         zone: tzinfo,
         *,
         interval: float = 0.5,
+        approvals: Approvals | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
         self.charts = charts
         self.zone = zone
         self.interval = interval
+        self.approvals = approvals
+        self.notifier = notifier
         self.leading = False
         self.halted = False
         self._parsed: dict[str, Chart] = {}  # other services' charts, by digest
@@ -79,19 +90,41 @@ class Scheduler:
             metrics.redis_error()
 
     async def tick(self) -> None:
-        """Advance every registered chart whose current time state is due."""
+        """Advance every registered chart whose current time state (or approval's timeout) is due."""
         charts = []
         for name in await self.store.registered():
             chart = self.charts.get(name) or await self._stored(name)
-            # only a time state falls due: a chart without one is moved by reports alone, never by the clock
-            if chart is not None and any(state.func is Func.TIME for state in chart.states):
+            # only these fall due: a chart without them is moved by reports alone, never by the clock
+            if chart is not None and any(state.func in _TIMED for state in chart.states):
                 charts.append(chart)
         # one pipelined read a batch of charts; a transaction only for those with a due move
+        waiting = []
         for chart, result in zip(charts, await self.store.current_states(charts), strict=True):
             if isinstance(result, StateServiceError):
                 log.warning("chart_not_advanced", chart=chart.name, error=result.message)
+            elif (state := chart.state(result.state)) is not None and state.func is Func.APPROVAL:
+                waiting.append(chart)
+        for chart in waiting:
+            await self.suspend(chart)
+
+    async def suspend(self, chart: Chart) -> None:
+        """A chart waits in an approval state: its continuation made, findable by id, and notified."""
+        if self.approvals is None:
+            return
+        try:
+            _, pending = await self.approvals.ensure(chart)
+        except StateServiceError as exc:
+            log.warning("approval_not_checked", chart=chart.name, error=exc.message)
+            return
+        if pending is None:
+            return
+        await self.approvals.own(pending)  # a worker that died between its commit and the owner's expiry
+        if self.notifier is not None:
+            self.notifier.consider(chart, pending, await self.store.clock())
 
     async def stop(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.close()
         if self.leading:
             await self.lease.release()
             self.leading = False

@@ -1,0 +1,153 @@
+"""Approvals over HTTP (issue #16): what a continuation waits for, resuming it, and the pending ones.
+
+    GET  /continuations/{id}      the continuation: chart, state, context, choices, status (read scope)
+    POST /continuations/{id}      resume it with a JSON object (approve or admin scope, for its chart)
+    GET  /approvals[?chart=C]     the continuations waiting now, oldest first (read scope)
+
+A token with a `charts` list may see and resume only its charts' continuations; the check is
+here, not in `auth.py`, since a continuation's chart is known only once it is looked up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from stateservice.core.chart import Chart, Func
+from stateservice.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ContextTooLarge,
+    ContinuationExpired,
+    ContinuationUsed,
+    Forbidden,
+    Halted,
+    InvalidName,
+    NoChoiceMatched,
+    ServiceStopping,
+    StoreBusy,
+    StoreUnavailable,
+    UnknownChart,
+    UnknownContinuation,
+)
+from stateservice.store.approvals import Approvals
+from stateservice.telemetry import metrics
+from stateservice.web import auth
+from stateservice.web.appkeys import APPROVALS, CHARTS
+from stateservice.web.deadline import redis_deadline
+from stateservice.web.handlers import chart_named, who
+from stateservice.web.machines import json_object
+from stateservice.web.openapi import Q_CHART, Operation, Refusal, json_answer
+from stateservice.web.suspended import document, has_approvals
+
+CONTINUATION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+def _approvals(request: web.Request) -> Approvals:
+    return request.app[APPROVALS]
+
+
+def _id(request: web.Request) -> str:
+    raw = request.match_info["id"]
+    if not CONTINUATION_ID.fullmatch(raw):
+        raise BadRequest(
+            f"{raw[:40]!r} is not a continuation id (22 characters of A-Z, a-z, 0-9, '-' and '_')",
+            parameter="id",
+        )
+    return raw
+
+
+def _allow(request: web.Request, chart: str, scope: str) -> None:
+    if not auth.visible(request, chart):
+        raise Forbidden(auth.identity(request), scope, chart)
+
+
+async def get_continuation(request: web.Request) -> web.Response:
+    continuation = _id(request)
+    async with redis_deadline(request):
+        chart, pending, context = await _approvals(request).find(continuation)
+    _allow(request, chart.name, "read")
+    return web.json_response(document(chart, pending, context))
+
+
+async def post_continuation(request: web.Request) -> web.Response:
+    """Resume: 200 with the outcome; 409 used, 410 expired, 422 no choice matched (still usable)."""
+    continuation = _id(request)
+    given = await json_object(request)
+    caller = who(request)
+    async with redis_deadline(request):
+        approvals = _approvals(request)
+        chart = await approvals.owner(continuation)
+        _allow(request, chart.name, "approve")
+        try:
+            outcome = await approvals.resume(continuation, given, caller.actor, caller.remote)
+        except (ContinuationUsed, ContinuationExpired, NoChoiceMatched) as refused:
+            metrics.approval({409: "used", 410: "expired"}.get(refused.status, "no_match"))
+            raise
+    metrics.approval("resumed")
+    return web.json_response({"continuation": continuation, **outcome})
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    """GET /approvals[?chart=C]: the continuations waiting now in the charts the caller may see."""
+    async with redis_deadline(request):
+        if "chart" in request.query:
+            if not request.query["chart"]:
+                raise InvalidName("chart= is empty: name a chart, or leave chart out for every chart", parameter="chart")
+            charts = [await chart_named(request)]
+        else:
+            charts = [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]
+        found = await waiting(_approvals(request), [c for c in charts if has_approvals(c)])
+    found.sort(key=lambda item: (item["created_at"], item["chart"]))
+    return web.json_response({"approvals": found})
+
+
+async def waiting(approvals: Approvals, charts: list[Chart]) -> list[dict[str, Any]]:
+    """The pending continuation of each chart that waits in an approval state."""
+    found = []
+    snaps = await approvals.store.current_states(charts)
+    for chart, snap in zip(charts, snaps, strict=True):
+        if isinstance(snap, Exception):
+            raise snap
+        state = chart.state(snap.state)
+        if state is None or state.func is not Func.APPROVAL:
+            continue
+        _, pending = await approvals.ensure(chart)
+        if pending is not None:
+            found.append(document(chart, pending, await approvals.context(chart)))
+    return found
+
+
+P_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}
+_UNKNOWN = Refusal((UnknownContinuation,), "no such continuation (or forgotten after --event-retention)")
+_UNAVAILABLE = Refusal((StoreUnavailable, ServiceStopping, StoreBusy), "Redis is unreachable or the worker stops")
+GET_CONTINUATION = Operation(
+    "What a continuation waits for: chart, approval state, context, choices, timeout; status pending, used or expired",
+    json_answer({"type": "object"}, "the continuation"),
+    [P_ID],
+    [Refusal((BadRequest,), "the id is malformed"), _UNKNOWN, _UNAVAILABLE],
+)
+POST_CONTINUATION = Operation(
+    "Resume an approval with a JSON object: merged into the chart's context, the first matching choice (else the "
+    "default) is the next state (approve or admin scope)",
+    json_answer({"type": "object"}, "resumed: the outcome (from, to, at, actor, input_keys)"),
+    [P_ID],
+    [
+        Refusal((BadRequest,), "the id is malformed or the body is not a JSON object"),
+        _UNKNOWN,
+        Refusal((ContinuationUsed, Halted), "used already (the body has the first outcome), or the chart is halted"),
+        Refusal((ContinuationExpired,), "its timeout passed, or the chart left the state"),
+        Refusal((BodyTooLarge, ContextTooLarge), "the body is over --max-body, or the context would be over 64 KiB"),
+        Refusal((NoChoiceMatched,), "no choice matches and there is no default: the continuation stays usable"),
+        _UNAVAILABLE,
+    ],
+    body={"type": "object"},
+)
+LIST_APPROVALS = Operation(
+    "The continuations waiting now, oldest first (of one chart with ?chart=)",
+    json_answer({"type": "object"}, "{approvals: [...]}"),
+    [Q_CHART],
+    [Refusal((BadRequest,), "the chart name is malformed"), Refusal((UnknownChart,), "no such chart"), _UNAVAILABLE],
+)

@@ -1,0 +1,141 @@
+"""Approval states of charts over HTTP against a real redis-server: suspend, resume with input, used, expired."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from stateservice.core.chart import Chart
+from stateservice.store import keys
+from tests.support.app import Client, MakeClient
+from tests.support.charts import load
+
+GATE = """
+    name: gate
+    current_state: canary
+    states:
+      - name: canary
+        func: increment
+        current: {key: hosts, value: 0}
+        target: {name: review, when: {key: hosts, value: 1}}
+      - name: review
+        func: approval
+        choices:
+          - {when: {approved: true}, next: fleet}
+          - {when: {approved: false}, next: rolled_back}
+        timeout: {after: %s, next: rolled_back}
+      - name: fleet
+        func: increment
+        current: {key: hosts, value: 0}
+        target: {name: done, when: {key: hosts, value: 2}}
+      - name: done
+      - name: rolled_back
+    """
+
+
+def gate(after: str = "1h") -> Chart:
+    return load(GATE % after)
+
+
+async def suspended(client: Client) -> dict[str, Any]:
+    """Report the canary: the chart waits in `review`; its pending approval."""
+    assert (await client.put("/charts/gate/state?state=canary&host=web1")).status == 200
+    body = await (await client.get("/charts/gate")).json()
+    assert body["current_state"] == "review"
+    pending: dict[str, Any] = body["pending_approval"]
+    return pending
+
+
+async def test_a_suspended_chart_shows_its_continuation_and_gates_say_awaiting_approval(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    pending = await suspended(client)
+    assert len(pending["id"]) == 22 and pending["continuation_url"] == f"/continuations/{pending['id']}"
+    assert pending["status"] == "pending" and pending["state"] == "review" and pending["context"] == {}
+    assert pending["choices"] == [
+        {"when": {"approved": True}, "next": "fleet"},
+        {"when": {"approved": False}, "next": "rolled_back"},
+    ]
+    answer = await client.get("/charts/gate/state?state=review")
+    assert answer.status == 406 and "Retry-After" not in answer.headers
+    body = await answer.json()
+    assert body["error"] == "awaiting_approval" and body["continuation"] == pending["continuation_url"]
+    history = (await (await client.get("/charts/gate/history")).json())["history"]
+    assert [h["cause"] for h in history[:2]] == ["suspend", "put"]
+
+
+async def test_a_resume_merges_its_input_moves_once_and_a_second_is_told_the_first(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    pending = await suspended(client)
+    url = pending["continuation_url"]
+    answer = await client.post(url, json={"approved": True, "ticket": "CHG-1"})
+    assert answer.status == 200, await answer.text()
+    outcome = await answer.json()
+    assert outcome["from"] == "review" and outcome["to"] == "fleet" and outcome["input_keys"] == ["approved", "ticket"]
+    chart = await (await client.get("/charts/gate")).json()
+    assert chart["current_state"] == "fleet" and chart["context"] == {"approved": True, "ticket": "CHG-1"}
+    assert chart["pending_approval"] is None
+    again = await client.post(url, json={"approved": False})
+    body = await again.json()
+    assert again.status == 409 and body["error"] == "continuation_used" and body["outcome"]["to"] == "fleet"
+    record = (await (await client.get("/charts/gate/history")).json())["history"][0]
+    assert record["cause"] == "approval" and record["reason"] == "input keys: approved, ticket"
+    shown = await (await client.get(url)).json()
+    assert shown["status"] == "used" and shown["outcome"]["to"] == "fleet"
+
+
+async def test_no_matching_choice_is_422_and_the_continuation_stays_usable(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    url = (await suspended(client))["continuation_url"]
+    refused = await client.post(url, json={"approved": "yes"})
+    body = await refused.json()
+    assert refused.status == 422 and body["error"] == "no_choice_matched" and len(body["choices"]) == 2
+    assert (await client.post(url, json={"approved": False})).status == 200
+    assert (await (await client.get("/charts/gate")).json())["current_state"] == "rolled_back"
+
+
+async def test_bad_requests_get_clear_4xx(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    url = (await suspended(client))["continuation_url"]
+    assert (await client.post("/continuations/" + "A" * 22, json={})).status == 404
+    assert (await client.get("/continuations/nope")).status == 400
+    not_object = await client.post(url, data=b"[1]", headers={"Content-Type": "application/json"})
+    assert not_object.status == 400
+    big = await client.post(url, json={"approved": True, "blob": "x" * 70_000}, headers={})
+    assert big.status in (413,), await big.text()
+    assert (await client.get(url)).status == 200
+
+
+async def test_a_timeout_expires_the_continuation_and_moves_the_chart(serve: MakeClient) -> None:
+    client = await serve(gate("1s"), scheduler=False)
+    url = (await suspended(client))["continuation_url"]
+    await asyncio.sleep(1.2)
+    late = await client.post(url, json={"approved": True})
+    body = await late.json()
+    assert late.status == 410 and body["error"] == "continuation_expired", body
+    chart = await (await client.get("/charts/gate")).json()
+    assert chart["current_state"] == "rolled_back"
+    causes = [h["cause"] for h in (await (await client.get("/charts/gate/history")).json())["history"]]
+    assert causes.count("timeout") == 1
+    assert (await (await client.get(url)).json())["status"] == "expired"
+
+
+async def test_concurrent_resumes_use_a_continuation_once(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    url = (await suspended(client))["continuation_url"]
+    answers = await asyncio.gather(*(client.post(url, json={"approved": i % 2 == 0}) for i in range(20)))
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200] + [409] * 19
+
+
+async def test_the_redis_keys_are_as_documented(serve: MakeClient, plain: Redis) -> None:
+    client = await serve(gate(), scheduler=False)
+    pending = await suspended(client)
+    assert await plain.hget(keys.chart_state("gate"), "continuation") == pending["id"]
+    assert await plain.get(f"stateservice:continuation:{pending['id']}") == "chart gate"
+    record = await plain.hgetall(f"stateservice:{{gate}}:continuation:{pending['id']}")
+    assert record["state"] == "review" and record["expires_at"] == pending["expires_at"]
+    await client.post(pending["continuation_url"], json={"approved": True})
+    assert json.loads(await plain.hget(keys.chart_state("gate"), "context")) == {"approved": True}
