@@ -583,7 +583,9 @@ class ContinuationExpired(StateServiceError):
     status, code = 410, "continuation_expired"
 
     def __init__(self, continuation: str, why: str, **fields: Any) -> None:
-        super().__init__(f"continuation {continuation!r} can no longer resume: {why}", continuation=continuation, **fields)
+        super().__init__(
+            f"continuation {continuation!r} can no longer resume: {why}", continuation=continuation, **fields
+        )
 
 
 class NoChoiceMatched(StateServiceError):
