@@ -130,7 +130,7 @@ def _value(node: yaml.Node) -> Scalar | _Bad:
     """A `when` value as JSON would read it: numbers, true/false, null, else text."""
     if not isinstance(node, yaml.ScalarNode):
         return _Bad()
-    plain = not node.style  # unquoted: PyYAML says None, libyaml ""
+    plain = not node.style  # PyYAML says None for a plain scalar, libyaml's composer says ""
     if node.tag == _NULL and plain:
         return None
     if plain and node.value in _BOOLEANS:

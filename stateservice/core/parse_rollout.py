@@ -45,7 +45,7 @@ def rollout(checker: Reporter, found: dict[str, Entry], what: str, func: Func | 
     ok = True
     if func is not Func.INCREMENT:
         for key in (k for k in COUNTED_ONLY if k in found):
-            kind = "a final state" if func is None else f"a {func.value} state"
+            kind = "a final state" if func is None else f"{'an' if func is Func.APPROVAL else 'a'} {func.value} state"
             checker.error(
                 found[key][0], f"{what}: `{key}` applies to increment states (where hosts report), not {kind}"
             )

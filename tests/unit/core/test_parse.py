@@ -881,7 +881,8 @@ def test_an_unknown_func_with_a_hint() -> None:
             func: incremnt
         """
     assert messages(text) == [
-        "x.yaml:5: unknown func 'incremnt' in state 'b' (expected increment, time or approval); did you mean 'increment'?"
+        "x.yaml:5: unknown func 'incremnt' in state 'b' (expected increment, time or approval);"
+        " did you mean 'increment'?"
     ]
 
 
@@ -1321,7 +1322,8 @@ def test_many_problems_are_all_reported_sorted_by_line() -> None:
     result = parse(chart(text), "x.yaml")
 
     assert [str(p) for p in result.problems] == [
-        "x.yaml:5: unknown func 'incremnt' in state 'e' (expected increment, time or approval); did you mean 'increment'?",
+        "x.yaml:5: unknown func 'incremnt' in state 'e' (expected increment, time or approval);"
+        " did you mean 'increment'?",
         "x.yaml:9: state 'b': when.key 'm' differs from current.key 'n'",
         "x.yaml:9: target 'nowhere' of state 'b' is not a state of this chart",
         "x.yaml:12: state 'c': func: time takes no `current` (the clock is implied)",
