@@ -6,7 +6,7 @@ choice whose every `when` field equals the input's, else the `default`, else non
 refused and the continuation stays usable). `problems` are what a chart or configuration file
 gets told before it is served.
 
-Not yet wired into charts, configurations or the HTTP API: the first piece of issue #16.
+`parse_approval.py` reads them from chart files, `rules.py` applies them.
 """
 
 from __future__ import annotations
@@ -100,5 +100,9 @@ def problems(approval: Approval, states: Sequence[str]) -> list[str]:
         if approval.timeout.after <= timedelta(0):
             found.append("timeout.after must be a positive duration")
     if approval.default is None and approval.timeout is None:
-        found.append("an approval state needs a default or a timeout: else an input no choice matches waits forever")
+        found.append(
+            "an approval state needs `default` or `timeout`: else a resume no choice matches would wait forever"
+        )
+    elif not approval.choices and approval.default is None:
+        found.append("an approval state needs `choices` or `default`: else no resume could move it")
     return found

@@ -66,6 +66,9 @@ def approval(checker: Checker, node: yaml.Node, found: dict[str, Entry], owner: 
             "would wait forever",
         )
         return None
+    if not choices and default is None:
+        checker.error(node, f"{what}: an approval state needs `choices` or `default`: else no resume could move it")
+        return None
     return Approval(choices, default, timeout, notify)
 
 

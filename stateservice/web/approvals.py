@@ -95,7 +95,7 @@ async def list_approvals(request: web.Request) -> web.Response:
     async with redis_deadline(request):
         if "chart" in request.query:
             if not request.query["chart"]:
-                raise InvalidName("chart= is empty: name a chart, or leave chart out for every chart", parameter="chart")
+                raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
             charts = [await chart_named(request)]
         else:
             charts = [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]

@@ -84,7 +84,7 @@ def test_problems_name_unknown_states_dead_choices_and_a_wait_without_end() -> N
         "timeout.after must be a positive duration",
     ]
     assert problems(Approval((broad,)), STATES) == [
-        "an approval state needs a default or a timeout: else an input no choice matches waits forever"
+        "an approval state needs `default` or `timeout`: else a resume no choice matches would wait forever"
     ]
     assert problems(Approval((broad,), timeout=Timeout(timedelta(hours=1), "stop")), STATES) == []
 

@@ -161,7 +161,10 @@ def test_true_and_one_are_different_choices_not_a_shadowed_one() -> None:
             ["x.yaml:5: target 'nowhere' of state 'ask' is not a state of this chart"],
         ),
         ("default: nope", ["x.yaml:5: target 'nope' of state 'ask' is not a state of this chart"]),
-        ("timeout: {after: 1h, next: nada}", ["x.yaml:5: target 'nada' of state 'ask' is not a state of this chart"]),
+        (
+            "default: go\ntimeout: {after: 1h, next: nada}",
+            ["x.yaml:6: target 'nada' of state 'ask' is not a state of this chart"],
+        ),
         (
             "choices:\n  - {when: {a: 1}, next: x1}\n  - {when: {a: 2}, next: go}\ndefault: x2\ntimeout:\n  after: 1h\n"
             "  next: x3",
@@ -294,7 +297,7 @@ def test_a_state_that_could_wait_forever_is_an_error_at_the_state() -> None:
     ],
 )
 def test_a_bad_timeout(timeout: str, expected: str) -> None:
-    assert messages(ask(f"timeout: {timeout}")) == [expected]
+    assert messages(ask(f"timeout: {timeout}\ndefault: go")) == [expected]
 
 
 @pytest.mark.parametrize(
