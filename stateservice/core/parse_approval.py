@@ -130,9 +130,10 @@ def _value(node: yaml.Node) -> Scalar | _Bad:
     """A `when` value as JSON would read it: numbers, true/false, null, else text."""
     if not isinstance(node, yaml.ScalarNode):
         return _Bad()
-    if node.tag == _NULL and node.style is None:
+    plain = not node.style  # PyYAML's parser says None for a plain scalar, libyaml's (the fast loader) ''
+    if node.tag == _NULL and plain:
         return None
-    if node.style is None and node.value in _BOOLEANS:
+    if plain and node.value in _BOOLEANS:
         return _BOOLEANS[node.value]
     try:
         if node.tag == _INT:
