@@ -62,9 +62,9 @@ def render(
     ]
     if "Comment" in machine:
         lines.append(f"# Comment: {quote(machine['Comment'])}")
-    renamed = [f"{quote(a)} -> {c}" for a, c in names.items() if a != c]
+    renamed = [f"#   {quote(a)} -> {c}" for a, c in names.items() if a != c]
     if renamed:
-        lines.append("# States renamed to chart state names: " + ", ".join(renamed))
+        lines += ["# States renamed to chart state names (letters, digits, '.', '_', '-'):", *renamed]
     lines += [f"name: {_scalar(name)}", f"current_state: {_scalar(names[machine['StartAt']])}", "states:"]
     for out in outs:
         lines += [f"  # {note}" for note in out.notes]

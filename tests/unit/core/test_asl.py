@@ -16,7 +16,7 @@ from stateservice.core.chart import Chart, Func
 from stateservice.core.parse import parse
 from stateservice.errors import AslRefused
 
-SEED = Path(__file__).parents[2] / "support" / "asl" / "incsquare.json"
+SEED = Path(__file__).parents[3] / "examples" / "asl" / "incsquare.json"
 SUSPEND = "module:suspend"
 ONLY = "only StringEquals, NumericEquals or BooleanEquals on a top-level field ($.field), alone or under And"
 CHOICE_ONLY = (
@@ -94,7 +94,10 @@ def test_a_suspend_task_and_its_choice_become_one_approval_state() -> None:
     assert (approval.timeout.after, approval.timeout.next) == (timedelta(days=1), "Too_late")
     assert [s.func for s in chart.states[1:]] == [None, None, None]
     assert text.startswith('# Imported by `stateservice import-asl` from "m.json" (Amazon States Language).\n')
-    assert '# States renamed to chart state names: "Too late" -> Too_late\n' in text
+    assert (
+        "# States renamed to chart state names (letters, digits, '.', '_', '-'):\n"
+        '#   "Too late" -> Too_late\n' in text
+    )
     assert '  # Fail: Error "Refused", Cause "said no\\non ticket 123"\n  - name: Stop\n' in text
 
 
