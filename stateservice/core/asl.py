@@ -163,11 +163,12 @@ class _Importer:
     # -- the states ------------------------------------------------------------------------
 
     def state(self, name: str, body: object, path: str) -> None:
+        self.paths[name] = path
+        self.types[name] = body.get("Type") if isinstance(body, dict) else None  # a malformed state is still one
         if not isinstance(body, dict):
             self.error(path, "a state must be a JSON object")
             return
-        kind = self.types[name] = body.get("Type")
-        self.paths[name] = path
+        kind = body.get("Type")
         readers = {"Pass": self.pass_, "Wait": self.wait, "Choice": self.choice, "Succeed": self.end, "Fail": self.end}
         if kind == "Task" and body.get("Resource") == SUSPEND:
             self.suspend(name, body, path)
@@ -200,7 +201,7 @@ class _Importer:
             elif key.endswith("Path"):
                 reason = f"a chart's values are written in it, not read from the input (use {key[:-4]})"
             else:
-                reason = why.get(key, f"not a field of a {kind} state that imports")
+                reason = why.get(key, f"not a field of a {kind} that imports")
             self.error(at(path, key), f"{key} is not supported: {reason}")
 
     def successor(self, body: dict[str, Any], path: str, by_suspend: bool = False) -> str | None:
@@ -222,7 +223,7 @@ class _Importer:
         return [f"Comment: {quote(body['Comment'])}"] if "Comment" in body else []
 
     def pass_(self, name: str, body: dict[str, Any], path: str) -> None:
-        self.fields(body, path, "Pass", ("Type", "Next", "End", "Comment"))
+        self.fields(body, path, "Pass state", ("Type", "Next", "End", "Comment"))
         target = self.successor(body, path)
         out = Out(name, path, notes=self.note(body))
         if target is not None:
@@ -231,14 +232,19 @@ class _Importer:
 
     def end(self, name: str, body: dict[str, Any], path: str) -> None:
         kind = body["Type"]
-        self.fields(body, path, kind, ("Type", "Comment", "Error", "Cause") if kind == "Fail" else ("Type", "Comment"))
+        self.fields(
+            body,
+            path,
+            f"{kind} state",
+            ("Type", "Comment", "Error", "Cause") if kind == "Fail" else ("Type", "Comment"),
+        )
         notes = self.note(body)
         said = [f"{k} {quote(body[k])}" for k in ("Error", "Cause") if k in body]
         notes += [f"{kind}: " + ", ".join(said)] if said else []
         self.outs.append(Out(name, path, notes=notes))
 
     def wait(self, name: str, body: dict[str, Any], path: str) -> None:
-        self.fields(body, path, "Wait", ("Type", "Next", "End", "Comment", "Seconds", "Timestamp"))
+        self.fields(body, path, "Wait state", ("Type", "Next", "End", "Comment", "Seconds", "Timestamp"))
         if body.get("End") is True and "Next" not in body:
             self.error(
                 at(path, "End"), "a Wait that ends the machine is not supported: give it a Next (a Succeed state)"
@@ -282,7 +288,7 @@ class _Importer:
         return None
 
     def choice(self, name: str, body: dict[str, Any], path: str) -> None:
-        self.fields(body, path, "Choice", ("Type", "Comment", "Choices", "Default"))
+        self.fields(body, path, "Choice state", ("Type", "Comment", "Choices", "Default"))
         rules = asl_choice.rules(body.get("Choices"), at(path, "Choices"), self.error)
         for i, rule in enumerate(rules or ()):
             self.refs.append(_Ref(at(at(at(path, "Choices"), i), "Next"), rule.next, by_suspend=False))
@@ -341,7 +347,7 @@ class _Importer:
         if not isinstance(catcher, dict):
             self.error(path, "a catcher must be a JSON object")
             return None
-        self.fields(catcher, path, "Catch", ("ErrorEquals", "Next", "Comment"))
+        self.fields(catcher, path, "catcher", ("ErrorEquals", "Next", "Comment"))
         errors = catcher.get("ErrorEquals")
         if not isinstance(errors, list) or not errors:
             self.error(at(path, "ErrorEquals"), 'must be a non-empty list such as ["States.Timeout"]')

@@ -121,11 +121,13 @@ def test_a_suspend_task_without_a_choice_goes_on_by_default_and_states_all_catch
 
 
 def test_pass_is_a_one_second_time_state_and_a_final_one_when_it_ends() -> None:
-    text, chart = imported(machine(A={"Type": "Pass", "Next": "B", "Comment": "hi"}, B={"Type": "Pass", "End": True}))
+    text, chart = imported(
+        machine(A={"Type": "Pass", "Next": "B", "Comment": "hi\n  - name: x\u2028y"}, B={"Type": "Pass", "End": True})
+    )
     a, b = chart.states
     assert (a.func, a.target.name, a.target.key, a.target.after) == (Func.TIME, "B", "elapsed", timedelta(seconds=1))
     assert b.final
-    assert '  # Comment: "hi"\n  - name: A\n' in text
+    assert '  # Comment: "hi\\n  - name: x\\u2028y"\n  - name: A\n' in text  # one line, whatever it holds
 
 
 def test_wait_seconds_is_elapsed_and_wait_timestamp_is_clock() -> None:
@@ -170,6 +172,7 @@ def test_values_keep_their_json_types_through_the_yaml() -> None:
         {"Variable": "$.a", "NumericEquals": 1e20, "Next": "End"},
         {"Variable": "$.a", "BooleanEquals": False, "Next": "End"},
         {"Variable": "$.a", "StringEquals": "it's: {x}", "Next": "End"},
+        {"Variable": "$.a", "StringEquals": "é\n\u2028# not a comment", "Next": "End"},
     ]
     document = machine(
         S={"Type": "Task", "Resource": SUSPEND, "Next": "C"},
@@ -178,8 +181,8 @@ def test_values_keep_their_json_types_through_the_yaml() -> None:
     )
     _, chart = imported(document)
     values = [c.when[0][1] for c in state(chart, "S").approval.choices]
-    assert values == ["true", "null", "12", 12, -0.5, 1e20, False, "it's: {x}"]
-    assert [type(v) for v in values] == [str, str, str, int, float, float, bool, str]
+    assert values == ["true", "null", "12", 12, -0.5, 1e20, False, "it's: {x}", "é\n\u2028# not a comment"]
+    assert [type(v) for v in values] == [str, str, str, int, float, float, bool, str, str]
 
 
 def test_two_suspend_tasks_may_share_a_choice() -> None:
@@ -290,6 +293,7 @@ def test_other_types_and_tasks_and_malformed_states_are_refused() -> None:
         E={"Next": "A"},
         F=[],
         G={"Type": 3},
+        H={"Type": "Succeed", "Next": "F"},
     )
     assert refused(document) == [
         f"$.States.A.Type: 'Parallel' is not supported: only {types} import",
@@ -301,7 +305,8 @@ def test_other_types_and_tasks_and_malformed_states_are_refused() -> None:
         f"$.States.E: missing Type (one of {types})",
         "$.States.F: a state must be a JSON object",
         f"$.States.G.Type: 3 is not supported: only {types} import",
-    ]
+        "$.States.H.Next: Next is not supported: not a field of a Succeed state that imports",
+    ]  # F is malformed, not missing: H's Next to it is not reported as naming no state
 
 
 def test_pass_refuses_data_fields_and_needs_exactly_one_of_next_and_end() -> None:
@@ -406,6 +411,7 @@ def test_a_suspend_task_refuses_retry_heartbeats_other_errors_and_an_uncaught_ti
                 {"ErrorEquals": ["States.Timeout"], "Next": "Z"},
                 {"ErrorEquals": [], "Next": "Z"},
                 {"ErrorEquals": ["States.Timeout"]},
+                {"ErrorEquals": ["States.Timeout"], "Next": "Z", "Foo": 1},
             ],
         },
         D={"Type": "Task", "Resource": SUSPEND, "End": True, "TimeoutSecondsPath": "$.t"},
@@ -426,6 +432,7 @@ def test_a_suspend_task_refuses_retry_heartbeats_other_errors_and_an_uncaught_ti
         "$.States.C.Catch[2]: the timeout is already caught by Catch[1]",
         '$.States.C.Catch[3].ErrorEquals: must be a non-empty list such as ["States.Timeout"]',
         "$.States.C.Catch[4]: a catcher needs a Next: the name of a state",
+        "$.States.C.Catch[5].Foo: Foo is not supported: not a field of a catcher that imports",
         "$.States.D.TimeoutSecondsPath: TimeoutSecondsPath is not supported: a chart's values are written in it, "
         "not read from the input (use TimeoutSeconds)",
         "$.States.D.End: a suspend Task needs a Next: the state a resume leads to",
