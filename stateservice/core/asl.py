@@ -7,20 +7,21 @@ states); `Task` with `Resource: "module:suspend"` (an approval state, the stateb
 waiting for a person), whose `Choice` successor becomes its choices and whose `TimeoutSeconds`
 with a `States.Timeout` catch becomes its timeout. Anything else is refused, each construct
 with its JSON path, all of them at once. A statebox file (`{"statemachine": {NAME: machine}}`)
-is read as its one machine.
+is read as its one machine. Choice rules are read by `asl_choice.py`, what spans states is
+checked by `asl_graph.py`, and `asl_render.py` writes the YAML.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from stateservice.core import asl_choice, timing
+from stateservice.core import asl_choice, asl_graph, timing
 from stateservice.core.approvals import Choice
 from stateservice.core.asl_choice import at
+from stateservice.core.asl_graph import Ref
 from stateservice.core.asl_render import Out, quote, render
 from stateservice.core.chart import CHART_NAME, STATE_NAME
 from stateservice.errors import AslProblem, AslRefused
@@ -30,20 +31,9 @@ PASS_AFTER = "1s"  # a Pass state passes at once in ASL; a time state needs a po
 _TIMEOUT_ERRORS = ("States.Timeout", "States.ALL")
 _DATA = ("InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Result", "Arguments", "Output")
 _DATA_WHY = "stateservice moves between states, it does not transform data"
-_CHOICE_ONLY = (
-    'is a Choice, which imports only as the choices of the suspend Task (Resource "module:suspend") whose Next '
-    "it is: its input is what the resume brings; only that Task's Next may lead to it"
-)
 _BAD_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _TOP = ("StartAt", "States", "Comment", "Version", "QueryLanguage")
 _TYPES = 'Pass, Wait, Choice, Succeed, Fail and Task with Resource "module:suspend"'
-
-
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    path: str
-    target: str
-    by_suspend: bool  # a suspend Task's Next: the one reference that may lead to a Choice
 
 
 def convert(document: object, name: str, source: str = "an ASL document") -> str:
@@ -78,7 +68,7 @@ class _Importer:
         self.types: dict[str, object] = {}  # every state's Type, valid or not
         self.outs: list[Out] = []
         self.choices: dict[str, tuple[list[Choice], str | None]] = {}  # Choice state -> (rules, Default)
-        self.refs: list[_Ref] = []
+        self.refs: list[Ref] = []
         self.names: dict[str, str] = {}  # ASL name -> chart name
         self.paths: dict[str, str] = {}  # ASL name -> its JSON path
 
@@ -101,8 +91,9 @@ class _Importer:
         self.rename_all(states, at(base, "States"))
         for state_name, body in states.items():
             self.state(state_name, body, at(at(base, "States"), state_name))
-        self.resolve()
-        self.time_loops()
+        self.problems += asl_graph.references(self.refs, self.types)
+        self.problems += asl_graph.choices_led(self.refs, self.types, self.paths)
+        self.problems += asl_graph.endless(self.outs, self.choices)
         if self.problems:
             return ""
         return render(machine, name, source, self.outs, self.names, self.choices)
@@ -144,7 +135,7 @@ class _Importer:
         if not isinstance(start, str):
             self.error(at(base, "StartAt") if "StartAt" in machine else base, "StartAt must name the first state")
         elif states is not None:
-            self.refs.append(_Ref(at(base, "StartAt"), start, by_suspend=False))
+            self.refs.append(Ref(at(base, "StartAt"), start, by_suspend=False))
         return states
 
     def rename_all(self, states: dict[str, Any], path: str) -> None:
@@ -216,7 +207,7 @@ class _Importer:
         if not isinstance(target, str):
             self.error(at(path, "Next"), "must be the name of a state")
             return None
-        self.refs.append(_Ref(at(path, "Next"), target, by_suspend))
+        self.refs.append(Ref(at(path, "Next"), target, by_suspend))
         return target
 
     def note(self, body: dict[str, Any]) -> list[str]:
@@ -291,12 +282,12 @@ class _Importer:
         self.fields(body, path, "Choice state", ("Type", "Comment", "Choices", "Default"))
         rules = asl_choice.rules(body.get("Choices"), at(path, "Choices"), self.error)
         for i, rule in enumerate(rules or ()):
-            self.refs.append(_Ref(at(at(at(path, "Choices"), i), "Next"), rule.next, by_suspend=False))
+            self.refs.append(Ref(at(at(at(path, "Choices"), i), "Next"), rule.next, by_suspend=False))
         default = body.get("Default")
         if "Default" in body and not isinstance(default, str):
             self.error(at(path, "Default"), "must be the name of a state")
         elif isinstance(default, str):
-            self.refs.append(_Ref(at(path, "Default"), default, by_suspend=False))
+            self.refs.append(Ref(at(path, "Default"), default, by_suspend=False))
         if rules is not None:
             self.choices[name] = (rules, default if isinstance(default, str) else None)
 
@@ -362,56 +353,6 @@ class _Importer:
         if not isinstance(target, str):
             self.error(at(path, "Next") if "Next" in catcher else path, "a catcher needs a Next: the name of a state")
             return None
-        self.refs.append(_Ref(at(path, "Next"), target, by_suspend=False))
+        self.refs.append(Ref(at(path, "Next"), target, by_suspend=False))
         extra = any(key not in ("ErrorEquals", "Next", "Comment") for key in catcher)
         return None if refused or extra else target
-
-    # -- across states ---------------------------------------------------------------------
-
-    def resolve(self) -> None:
-        """Every reference names a state; a Choice is reached by suspend Tasks only; each approval can end."""
-        for ref in self.refs:
-            if ref.target not in self.types:
-                self.error(ref.path, f"{ref.target!r} is not a state of States")
-            elif self.types[ref.target] == "Choice" and not ref.by_suspend:
-                self.error(ref.path, f"{ref.target!r} {_CHOICE_ONLY}")
-        for out in self.outs:
-            rules = self.choices.get(out.next or "") if out.func == "approval" else None
-            if rules is not None and rules[1] is None and out.timeout is None:
-                self.error(
-                    out.path,
-                    f"waits forever for a resume that no rule of Choice {out.next!r} matches: give that Choice "
-                    "a Default, or this Task TimeoutSeconds with a Catch of States.Timeout",
-                )
-        led = {ref.target for ref in self.refs if ref.by_suspend}
-        for name, kind in self.types.items():
-            if kind == "Choice" and name not in led:
-                self.error(
-                    at(self.paths[name], "Type"),
-                    'a Choice imports only as the choices of a suspend Task (Resource "module:suspend") whose '
-                    "Next it is, since its input is what the resume brings; no suspend Task leads here",
-                )
-
-    def time_loops(self) -> None:
-        """Pass and Wait states become time states: one leading to itself, or a loop of them with a clock time,
-        would move forever."""
-        timed = {out.name: out for out in self.outs if out.func == "time"}
-        reported: set[str] = set()
-        for out in timed.values():
-            if out.next == out.name:
-                self.error(at(out.path, "Next"), "leads to itself: a chart's time state cannot (it would never stop)")
-                continue
-            loop = [out.name]
-            step = timed.get(out.next or "")
-            while step is not None and step.name not in loop:
-                loop.append(step.name)
-                step = timed.get(step.next or "")
-            clocks = [timed[n] for n in loop if timed[n].key == "clock"]
-            if step is None or step.name != out.name or not clocks or reported & set(loop):
-                continue
-            reported.update(loop)
-            self.error(
-                at(clocks[0].path, "Timestamp"),
-                "is in a loop of Pass and Wait states (" + " -> ".join([*loop, loop[0]]) + ") that would move "
-                "forever once this time has passed",
-            )

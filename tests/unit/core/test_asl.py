@@ -368,7 +368,7 @@ def test_time_states_that_would_move_forever_are_refused() -> None:
         C={"Type": "Pass", "Next": "B"},
     )
     assert refused(document) == [
-        "$.States.A.Next: leads to itself: a chart's time state cannot (it would never stop)",
+        "$.States.A.Next: leads to itself: a chart's time state cannot (it would never end)",
         "$.States.B.Timestamp: is in a loop of Pass and Wait states (B -> C -> B) that would move forever once "
         "this time has passed",
     ]
