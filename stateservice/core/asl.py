@@ -108,14 +108,14 @@ class _Importer:
         wrapped = document.get("statemachine")
         if "States" in document or "StartAt" in document or not isinstance(wrapped, dict):
             return document, "$"
-        if len(wrapped) != 1 or not isinstance(next(iter(wrapped.values())), dict):
-            self.error(
-                "$.statemachine",
-                f"holds {len(wrapped)} state machines ({', '.join(map(repr, wrapped))}); a chart is one: "
-                "keep one machine in the file",
-            )
+        if len(wrapped) != 1:
+            held = f"{len(wrapped)} state machines ({', '.join(map(repr, wrapped))})" if wrapped else "no state machine"
+            self.error("$.statemachine", f"holds {held}; a chart is one: keep one machine in the file")
             return None, "$"
-        (key, machine), *_ = wrapped.items()
+        ((key, machine),) = wrapped.items()
+        if not isinstance(machine, dict):
+            self.error(at("$.statemachine", key), "a state machine must be a JSON object")
+            return None, "$"
         return machine, at("$.statemachine", key)
 
     def top(self, machine: dict[str, Any], base: str) -> dict[str, Any] | None:

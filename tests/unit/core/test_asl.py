@@ -270,6 +270,11 @@ def test_the_statebox_example_imports_once_its_actions_are_states_a_chart_can_be
             {"statemachine": {"a": {}, "b": {}}},
             ["$.statemachine: holds 2 state machines ('a', 'b'); a chart is one: keep one machine in the file"],
         ),
+        (
+            {"statemachine": {}},
+            ["$.statemachine: holds no state machine; a chart is one: keep one machine in the file"],
+        ),
+        ({"statemachine": {"my one": []}}, ["$.statemachine['my one']: a state machine must be a JSON object"]),
     ],
 )
 def test_the_document_shape_is_checked_with_paths(document: object, messages: list[str]) -> None:
