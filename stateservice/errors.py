@@ -275,6 +275,27 @@ class ChartError(StateServiceError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+@dataclass(frozen=True, slots=True)
+class AslProblem:
+    """One reason an Amazon States Language document does not import: where in it (a JSON path) and why."""
+
+    path: str | None  # None: not a place in the document (the chart name asked for)
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class AslRefused(StateServiceError):
+    """`import-asl`: the document uses what a chart cannot say; `problems` lists every one, in document order."""
+
+    status, code = 422, "asl_refused"
+
+    def __init__(self, problems: Sequence[AslProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems), problems=[str(p) for p in self.problems])
+
+
 class StartupError(StateServiceError):
     """The service cannot start for a reason the operator must fix (message says how)."""
 

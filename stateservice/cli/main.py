@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.cli import client, commands, remote, run
+from stateservice.cli import client, commands, import_asl, remote, run
 from stateservice.cli.parser import OPERATOR, build_parser
 from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
@@ -93,6 +93,8 @@ def _client(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "token":  # no service settings: a bad STATESERVICE_* variable does not stop it
         return commands.token_create(args.name, args.scopes, args.token_charts)
+    if args.command == "import-asl":  # a file to a file: no service settings, no logging set-up
+        return import_asl.run(args.file, args.name, args.output)
     config = Config.load(args, os.environ, tty=sys.stderr.isatty())
     if args.command != "serve" and named("log_level").read(args, os.environ) is None:
         config = dataclasses.replace(config, log_level="warning")  # a one-shot command: only say what matters

@@ -119,6 +119,7 @@ def build_parser() -> Parser:
     _client_commands(commands)
     _operator_commands(commands)
     _token_commands(commands)
+    _import_command(commands)
     return parser
 
 
@@ -162,6 +163,29 @@ def _store_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     reset.add_argument("--url", help="ask this service over HTTP instead of Redis; token from STATESERVICE_TOKEN")
     add_settings(reset, "reset")
+
+
+def _import_command(commands: argparse._SubParsersAction[Parser]) -> None:
+    """`import-asl`: an Amazon States Language document (JSON) to a chart file; no service, no Redis."""
+    command = commands.add_parser(
+        "import-asl",
+        help="convert an Amazon States Language document (JSON) into a chart file",
+        description="Write the chart (YAML) of an Amazon States Language state machine: Pass, Wait, Succeed "
+        'and Fail states, and Task with Resource "module:suspend" (with its Choice) as an approval state. '
+        "Anything else is refused: each refusal on its own line as FILE: $.path: message, exit 1. Exit 2 when "
+        "FILE cannot be read or is not JSON, 0 when the chart is written. See docs/asl.md.",
+        examples="""
+            stateservice import-asl approve.json > approve.yaml
+            stateservice import-asl statebox.json --name rollout --output charts/rollout.yaml
+        """,
+    )
+    command.add_argument("file", metavar="FILE.json", type=Path)
+    command.add_argument(
+        "--name", help="the chart's name (default: a statebox file's machine name, else FILE's name without .json)"
+    )
+    command.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write the chart to FILE (default: standard output)"
+    )
 
 
 def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
