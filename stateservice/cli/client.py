@@ -73,10 +73,12 @@ def settings(url: str | None, environ: Mapping[str, str]) -> tuple[str, str | No
     return check_url(url or environ.get("STATESERVICE_URL") or DEFAULT_URL), environ.get("STATESERVICE_TOKEN")
 
 
-def request(method: str, url: str, token: str | None, timeout: float) -> Answer:
-    """One HTTP request. Raises Unreachable when the service cannot be reached."""
+def request(method: str, url: str, token: str | None, timeout: float, payload: bytes | None = None) -> Answer:
+    """One HTTP request (`payload`: JSON to send). Raises Unreachable when the service cannot be reached."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    req = urllib.request.Request(url, method=method, headers=headers)
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=payload, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return Answer(response.status, response.read().decode("utf-8", "replace"))

@@ -1,4 +1,5 @@
-"""The `stateservice` command: serve, validate, status, reset, token, gate, report, and the operator commands.
+"""The `stateservice` command: serve, validate, status, reset, token, gate, report, run, approve, approvals,
+import-asl, and the operator commands.
 
 `main(argv) -> exit code`: parse the command line (`cli/parser.py`), build the Config, set up
 logging, run the command (`cli/commands.py`). A user mistake prints one clear message to stderr
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stateservice.cli import client, commands, import_asl, remote, run
+from stateservice.cli import approvals, client, commands, import_asl, remote, run
 from stateservice.cli.parser import OPERATOR, build_parser
 from stateservice.config import Config, named
 from stateservice.errors import ChartError, ModelConfigError, StateServiceError
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = {k: getattr(args, k, None) for k in ("reason", "host", "state")}
         print(remote.operate(args.command, base, args.chart, token, **options))
         return 0
-    if args.command in ("gate", "report", "run"):  # clients: no service settings, no logging set-up
+    if args.command in ("gate", "report", "run", "approve", "approvals"):  # clients: no settings, no logging set-up
         try:
             return _client(args)
         except client.UsageError as exc:
@@ -77,6 +78,8 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def _client(args: argparse.Namespace) -> int:
+    if args.command in ("approve", "approvals"):
+        return _approvals(args)
     url, token = client.settings(args.url, os.environ)
     if args.command == "run":
         command = args.command_args
@@ -88,6 +91,13 @@ def _client(args: argparse.Namespace) -> int:
         return client.gate(url, args.state, args.chart, max(0.0, args.wait), token)
     host = args.host or socket.getfqdn()
     return client.report(url, args.state, args.chart, host, token, max(0.0, args.wait))
+
+
+def _approvals(args: argparse.Namespace) -> int:
+    url, token = client.settings(args.url, os.environ)
+    if args.command == "approve":
+        return approvals.approve(url, args.continuation, args.input, token)
+    return approvals.approvals(url, args.chart, token, args.json)
 
 
 def _run(args: argparse.Namespace) -> int:

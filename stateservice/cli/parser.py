@@ -117,6 +117,7 @@ def build_parser() -> Parser:
 
     _store_commands(commands)
     _client_commands(commands)
+    _approval_commands(commands)
     _operator_commands(commands)
     _token_commands(commands)
     _import_command(commands)
@@ -305,6 +306,41 @@ def _run_command(commands: argparse._SubParsersAction[Parser], common: Parser) -
         help="how long to wait for STATE and a slot (default: until they come)",
     )
     run.add_argument("command_args", nargs="*", metavar="-- COMMAND [ARGS ...]")
+
+
+def _approval_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    """Approvals through a running service: resume one (approve scope, or admin), list the waiting ones (read)."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--url", help="the service [env STATESERVICE_URL; default http://127.0.0.1:5000]; token from STATESERVICE_TOKEN"
+    )
+    approve = commands.add_parser(
+        "approve",
+        parents=[common],
+        help="resume the approval ID waits for, with --input: exit 0 resumed, 1 refused, 2 on error",
+        description="Resume a continuation (its id, /continuations/ID, or its whole URL) with a JSON object: it is "
+        "merged into the chart's context and the first matching choice of the approval state (else its default) "
+        "is the next state. Exit 0 resumed (prints `CHART: FROM -> TO`), 1 used already, expired, or no choice "
+        "matched (the choices are printed; the continuation stays usable), 2 any other error, 64 a bad --input.",
+        examples="""
+            stateservice approve 3q2-7wEXAMPLEid0aBcDeF --input '{"approved": true}'
+            stateservice approvals --chart rollout
+        """,
+    )
+    approve.add_argument("continuation", metavar="ID")
+    approve.add_argument("--input", metavar="JSON", help="the resume's input, a JSON object (default {})")
+    listing = commands.add_parser(
+        "approvals",
+        parents=[common],
+        help="list the approvals waiting now: id, chart, state, since, expiry, choices",
+        description="The continuations waiting now, oldest first (of one chart with --chart), with their choices.",
+        examples="""
+            stateservice approvals
+            stateservice approvals --chart rollout --json
+        """,
+    )
+    listing.add_argument("--chart", help="only this chart's")
+    listing.add_argument("--json", action="store_true", help="print the JSON the service answered")
 
 
 def _client_commands(commands: argparse._SubParsersAction[Parser]) -> None:

@@ -7,7 +7,22 @@ import pytest
 from stateservice.cli.main import main
 from stateservice.cli.parser import USAGE, build_parser
 
-COMMANDS = ("serve", "validate", "status", "reset", "gate", "report", "halt", "resume", "advance", "forget", "release")
+COMMANDS = (
+    "serve",
+    "validate",
+    "status",
+    "reset",
+    "gate",
+    "report",
+    "halt",
+    "resume",
+    "advance",
+    "forget",
+    "release",
+    "approve",
+    "approvals",
+    "import-asl",
+)
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -83,6 +98,8 @@ def _required(command: str) -> list[str]:
         "advance": ["c"],
         "forget": ["c", "h"],
         "release": ["c", "h", "--state", "s"],
+        "approve": ["i"],
+        "import-asl": ["f.json"],
     }.get(command, [])
 
 
