@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
+from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.store import keys
 from tests.support.app import Client, MakeClient
 from tests.support.charts import load
+from tests.support.service import run_cli
 
 GATE = """
     name: gate
@@ -139,3 +142,81 @@ async def test_the_redis_keys_are_as_documented(serve: MakeClient, plain: Redis)
     assert record["state"] == "review" and record["expires_at"] == pending["expires_at"]
     await client.post(pending["continuation_url"], json={"approved": True})
     assert json.loads(await plain.hget(keys.chart_state("gate"), "context")) == {"approved": True}
+
+
+TOKENS = f"""
+tokens:
+  - {{name: reader, sha256: {hash_secret("r-secret")}, scopes: [read]}}
+  - {{name: chef, sha256: {hash_secret("c-secret")}, scopes: [read, report]}}
+  - {{name: lead, sha256: {hash_secret("l-secret")}, scopes: [read, approve]}}
+  - {{name: ops, sha256: {hash_secret("o-secret")}, scopes: [read, report, admin]}}
+  - {{name: other, sha256: {hash_secret("x-secret")}, scopes: [read, approve], charts: [elsewhere]}}
+"""
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}-secret"}
+
+
+async def test_resuming_needs_the_approve_scope_or_admin_for_that_chart(serve: MakeClient) -> None:
+    client = await serve(
+        gate(),
+        load(GATE.replace("name: gate", "name: elsewhere") % "1h"),
+        scheduler=False,
+        tokens=parse_tokens(TOKENS, "tokens.yaml"),
+    )
+    assert (await client.put("/charts/gate/state?state=canary&host=w", headers=bearer("c"))).status == 200
+    pending = (await (await client.get("/charts/gate", headers=bearer("r"))).json())["pending_approval"]
+    url = pending["continuation_url"]
+    assert (await client.post(url, json={"approved": True})).status == 401
+    for name in ("r", "c", "x"):
+        answer = await client.post(url, json={"approved": True}, headers=bearer(name))
+        assert answer.status == 403 and (await answer.json())["error"] == "forbidden", name
+    assert (await client.get(url, headers=bearer("x"))).status == 403  # a token bound to other charts sees nothing
+    listed = await (await client.get("/approvals", headers=bearer("x"))).json()
+    assert listed == {"approvals": []}
+    assert (await client.get(url, headers=bearer("r"))).status == 200
+    assert (await client.post(url, json={"approved": True}, headers=bearer("l"))).status == 200
+    # admin may resume too
+    assert (await client.put("/charts/elsewhere/state?state=canary&host=w", headers=bearer("o"))).status == 200
+    other = (await (await client.get("/approvals?chart=elsewhere", headers=bearer("o"))).json())["approvals"][0]
+    assert (await client.post(other["continuation_url"], json={"approved": False}, headers=bearer("o"))).status == 200
+
+
+async def test_approvals_lists_the_waiting_ones(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    assert (await (await client.get("/approvals")).json()) == {"approvals": []}
+    pending = await suspended(client)
+    listed = (await (await client.get("/approvals")).json())["approvals"]
+    assert [item["id"] for item in listed] == [pending["id"]]
+    assert (await client.get("/approvals?chart=")).status == 400
+    assert (await client.get("/approvals?chart=nope")).status == 404
+
+
+async def test_the_cli_lists_and_approves(serve: MakeClient, tmp_path: Path) -> None:
+    client = await serve(gate(), scheduler=False)
+    pending = await suspended(client)
+    base = str(client.make_url("/")).rstrip("/")
+    listed = await asyncio.to_thread(run_cli, "approvals", "--url", base, cwd=tmp_path)
+    assert listed.returncode == 0 and pending["id"] in listed.stdout and '{"approved": true} -> fleet' in listed.stdout
+    bad = await asyncio.to_thread(run_cli, "approve", pending["id"], "--input", "[1]", "--url", base, cwd=tmp_path)
+    assert bad.returncode == 64 and "JSON object" in bad.stderr
+    nomatch = await asyncio.to_thread(
+        run_cli, "approve", pending["id"], "--input", '{"approved": 1}', "--url", base, cwd=tmp_path
+    )
+    assert nomatch.returncode == 1 and "no choice" in nomatch.stderr and "-> rolled_back" in nomatch.stderr
+    done = await asyncio.to_thread(
+        run_cli,
+        "approve",
+        base + pending["continuation_url"],
+        "--input",
+        '{"approved": true}',
+        "--url",
+        base,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "gate: review -> fleet", done.stderr
+    again = await asyncio.to_thread(run_cli, "approve", pending["id"], "--url", base, cwd=tmp_path)
+    assert again.returncode == 1 and "used already" in again.stderr
+    unknown = await asyncio.to_thread(run_cli, "approve", "A" * 22, "--url", base, cwd=tmp_path)
+    assert unknown.returncode == 2
