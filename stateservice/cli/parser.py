@@ -227,7 +227,7 @@ def _token_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         dest="scopes",
         action="append",
         required=True,
-        choices=("read", "report", "admin"),
+        choices=("read", "report", "approve", "admin"),
         help="a scope to grant; repeat for several",
     )
     create.add_argument(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stateservice.core.approvals import Approval
 from stateservice.store import codec
+from stateservice.store.approvals import choices_document
 from stateservice.store.charts import ChartView
 
 
@@ -37,7 +39,19 @@ def describe(view: ChartView) -> dict[str, Any]:
                 "concurrency": s.rollout.concurrency,
                 "max_failures": str(s.rollout.max_failures) if s.rollout.max_failures else None,
                 "windows": [str(w) for w in s.rollout.windows],
+                **({"approval": approval(s.approval)} if s.approval else {}),
             }
             for s in chart.states
         ],
+    }
+
+
+def approval(found: Approval) -> dict[str, Any]:
+    """An approval state's rules as the chart view shows them; whether it notifies, not where (a webhook's URL
+    often holds its secret)."""
+    timeout = found.timeout
+    return {
+        "choices": choices_document(found),
+        "timeout": {"after": timeout.after.total_seconds(), "next": timeout.next} if timeout else None,
+        "notify": found.notify is not None,
     }

@@ -30,7 +30,7 @@ ROOT = REPO
 README = (ROOT / "README.md").read_text()
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 MANUAL = [ROOT / "README.md", *PAGES]  # every file whose blocks may be marked runnable
-RUNNABLE = "<!-- runnable -->"
+RUNNABLE = "<!-- runnable -->"  # or `<!-- runnable examples/CHART.yaml -->`: against a service of that chart
 
 
 def page(name: str) -> str:
@@ -71,6 +71,8 @@ def test_keys_table_names_every_key() -> None:
         keys.chart_history("CHART"): "stream",
         keys.chart_definition("CHART"): "hash",
         keys.chart_channel("CHART"): "pubsub",
+        keys.chart_continuation("CHART", "ID"): "hash",
+        keys.continuation_owner("ID"): "string",
     }
     assert documented == expected
     for key in expected:
@@ -140,6 +142,7 @@ class Block:
     line: int
     kind: str  # console or sh
     text: str
+    chart: str = "examples/states.yaml"  # what the service the block runs against serves
 
     @property
     def name(self) -> str:
@@ -150,13 +153,14 @@ def runnable_blocks(path: Path) -> tuple[list[Block], list[str]]:
     """Every block of `path` marked runnable, and each marker that is not right before a console or sh fence."""
     text = path.read_text()
     blocks, misplaced = [], []
-    for marker in re.finditer(rf"^{re.escape(RUNNABLE)}$", text, re.M):
+    for marker in re.finditer(r"^<!-- runnable(?: (examples/[\w.-]+\.yaml))? -->$", text, re.M):
         line = text.count("\n", 0, marker.start()) + 2  # the fence's line
         fence = re.match(r"\n```(console|sh)\n(.*?)^```$", text[marker.end() :], re.S | re.M)
         if fence is None:
             misplaced.append(f"{path.relative_to(ROOT)}:{line - 1}")
         else:
-            blocks.append(Block(path, line, fence.group(1), fence.group(2)))
+            chart = marker.group(1) or Block.chart
+            blocks.append(Block(path, line, fence.group(1), fence.group(2), chart))
     return blocks, misplaced
 
 
@@ -172,6 +176,7 @@ def test_runnable_blocks_are_found() -> None:
     marked = {block.path.name for block in BLOCKS}
     assert {"README.md", "index.md", "cli.md", "http-api.md", "redis.md", "operating.md", "security.md"} <= marked
     assert "instances.md" in marked
+    assert any(b.path.name == "approvals.md" and b.chart == "examples/release.yaml" for b in BLOCKS)
     readme = [block for block in BLOCKS if block.path.name == "README.md"]
     assert any("/charts/states/history" in block.text for block in readme)
 
@@ -193,7 +198,7 @@ def test_runnable_block_runs_as_written(block: Block) -> None:
     services.watch(workdir / "stateservice-data")
     try:
         shutil.copytree(ROOT / "examples", workdir / "examples")
-        service = services.start("examples/states.yaml")
+        service = services.start(block.chart)
         env = {**service.env, "STATESERVICE_URL": service.url}
         if block.kind == "sh":
             script = "\n".join(shell_command(line, service.url) for line in block.text.splitlines())

@@ -62,6 +62,7 @@ NOT_IN_THE_DOCUMENT = {
     errors.QueryTooLong,
     errors.HeadersTooLarge,
     errors.HTTPRefused,
+    errors.AslRefused,  # the import-asl command's, not a route's
     errors.InternalError,
     # issue #15: raised by core/book.py (the store's reference model) before any route answers them;
     # delete these three when the /configurations and /statemachines routes list them
