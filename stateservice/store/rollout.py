@@ -216,12 +216,15 @@ class Rollouts:
     async def advance(self, chart: Chart, reason: str | None = None, who: Who = Who()) -> Transition:
         """Move the chart to its current state's target now (cause `operator`), whatever its counter or clock.
 
-        Raises NotReportable on a final state. Entering the next state ends a halt, as any move does.
+        Raises NotReportable on a final state and an approval state. Entering the next state ends a halt, as any move does.
         """
 
         async def attempt(pipe: Pipeline) -> Transition:
             now, snap = await self._snapshot(pipe, chart)
             state = rules.current(chart, snap)
+            if state.approval is not None:  # which of its next states is a person's choice, not an operator's guess
+                why = "waits for an approval, whose input picks the next state: resume it with `stateservice approve`"
+                raise NotReportable(chart.name, state.name, why)
             if state.target is None:
                 raise NotReportable(chart.name, state.name, "is final, so there is no next state to advance to")
             move = Transition(

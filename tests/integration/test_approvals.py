@@ -220,3 +220,16 @@ async def test_the_cli_lists_and_approves(serve: MakeClient, tmp_path: Path) -> 
     assert again.returncode == 1 and "used already" in again.stderr
     unknown = await asyncio.to_thread(run_cli, "approve", "A" * 22, "--url", base, cwd=tmp_path)
     assert unknown.returncode == 2
+
+
+async def test_an_operator_cannot_advance_an_approval_but_a_reset_expires_it(serve: MakeClient) -> None:
+    client = await serve(gate(), scheduler=False)
+    url = (await suspended(client))["continuation_url"]
+    refused = await client.post("/charts/gate/advance")
+    body = await refused.json()
+    assert refused.status == 409 and "stateservice approve" in body["message"]
+    assert (await client.post("/charts/gate/reset")).status == 200
+    late = await client.post(url, json={"approved": True})
+    body = await late.json()
+    assert late.status == 410 and "left state 'review'" in body["message"]
+    assert (await (await client.get("/charts/gate")).json())["context"] == {}
