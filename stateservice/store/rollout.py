@@ -216,7 +216,8 @@ class Rollouts:
     async def advance(self, chart: Chart, reason: str | None = None, who: Who = Who()) -> Transition:
         """Move the chart to its current state's target now (cause `operator`), whatever its counter or clock.
 
-        Raises NotReportable on a final state and an approval state. Entering the next state ends a halt, as any move does.
+        Raises NotReportable on a final state and an approval state. Entering the next state ends a halt, as any
+        move does.
         """
 
         async def attempt(pipe: Pipeline) -> Transition:
