@@ -84,13 +84,14 @@ class Notifier:
         fields = {keys.NOTIFY_ATTEMPTS: str(attempt)}
         if status is not None and 200 <= status < 300:
             fields[keys.NOTIFIED_AT] = codec.timestamp(now)
-            reason = f"notified {url}: HTTP {status} (attempt {attempt})"
+            # never the URL: a webhook's often holds its secret, and history is readable with a read token
+            reason = f"notified: HTTP {status} (attempt {attempt})"
             outcome = "delivered"
         else:
             retry = now + backoff(attempt)
             fields[keys.NOTIFY_NEXT_AT] = codec.timestamp(retry)
             why = f"HTTP {status}" if status is not None else error
-            reason = f"notify {url} failed: {why} (attempt {attempt}); next at {codec.timestamp(retry)}"
+            reason = f"notify failed: {why} (attempt {attempt}); next at {codec.timestamp(retry)}"
             outcome = "failed"
         metrics.notification(outcome)
         log.info("approval_notify", chart=chart.name, continuation=pending.id, outcome=outcome, attempt=attempt)
@@ -104,7 +105,8 @@ class Notifier:
             async with self._session.post(url, json=payload, allow_redirects=False) as response:
                 return response.status, ""
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            said = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return None, said.replace(url, "the notify URL")  # some errors quote the URL, and it may hold a secret
 
     async def close(self) -> None:
         for task in list(self._sending.values()):
