@@ -200,10 +200,10 @@ class Approvals:
             pipe.hgetall(keys.chart_continuation(chart.name, continuation))
             pipe.hget(keys.chart_state(chart.name), keys.CONTEXT)
             record, context = await pipe.execute()
-        return record, _context(chart, context)
+        return record, parse_context(chart, context)
 
     async def context(self, chart: Chart) -> dict[str, Any]:
-        return _context(chart, await self.store.redis.hget(keys.chart_state(chart.name), keys.CONTEXT))
+        return parse_context(chart, await self.store.redis.hget(keys.chart_state(chart.name), keys.CONTEXT))
 
     # -- resuming -------------------------------------------------------------------------
 
@@ -251,7 +251,7 @@ class Approvals:
             await self._settle(pipe, chart, snap, moves, created, record_key, outcome)
             return outcome, moves
         rules.refuse_halted(chart, snap)
-        merged = {**_context(chart, context), **given}
+        merged = {**parse_context(chart, context), **given}
         size = len(json.dumps(merged, separators=(",", ":")).encode())
         if size > MAX_CONTEXT:
             raise ContextTooLarge(size, MAX_CONTEXT)
@@ -324,7 +324,8 @@ def _answered(continuation: str, outcome: dict[str, Any]) -> ContinuationUsed | 
     return ContinuationExpired(continuation, str(outcome.get("reason")), outcome=outcome)
 
 
-def _context(chart: Chart, raw: str | None) -> dict[str, Any]:
+def parse_context(chart: Chart, raw: str | None) -> dict[str, Any]:
+    """The chart hash's `context` field as a JSON object. Raises CorruptState."""
     if not raw:
         return {}
     try:

@@ -62,6 +62,7 @@ class ChartView:
     counters: dict[str, int]
     hosts: list[str]
     due_at: datetime | None = None
+    context: str | None = None  # the `context` field as stored (JSON): see store/approvals.py
 
 
 class ChartStore:
@@ -138,7 +139,7 @@ class ChartStore:
             s.name: codec.read_counter(chart, fields, s.name, rules.start_count(s)) for s in chart.states if s.counter
         }
         hosts = sorted(await self.redis.smembers(keys.chart_hosts(chart.name, snap.state)))
-        return ChartView(chart, snap, counters, hosts, rules.next_due(chart, snap))
+        return ChartView(chart, snap, counters, hosts, rules.next_due(chart, snap), fields.get(keys.CONTEXT))
 
     async def history(self, chart: Chart, limit: int) -> list[dict[str, Any]]:
         """The newest `limit` history records, newest first."""

@@ -252,7 +252,7 @@ async def show_chart(request: web.Request) -> web.Response:
         chart = await chart_named(request)
         view = await _store(request).view(chart)
         rollout = await request.app[ROLLOUTS].detail(chart, view.snapshot)
-        approval = await suspended.pending_of(request, chart)
+        approval = await suspended.pending_of(request, view)
     return web.json_response({**describe(view), **rollout, **approval})
 
 

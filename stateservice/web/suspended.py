@@ -13,7 +13,8 @@ from aiohttp import web
 from stateservice.core.chart import Chart, Func
 from stateservice.errors import AwaitingApproval
 from stateservice.store import codec
-from stateservice.store.approvals import Pending, choices_document
+from stateservice.store.approvals import Pending, choices_document, parse_context
+from stateservice.store.charts import ChartView
 from stateservice.web.appkeys import APPROVALS
 
 
@@ -52,11 +53,14 @@ async def awaiting(request: web.Request, chart: Chart, refused: AwaitingApproval
     return AwaitingApproval(chart.name, state, pending.id if pending else None)
 
 
-async def pending_of(request: web.Request, chart: Chart) -> dict[str, Any]:
-    """What GET /charts/{chart} adds: `pending_approval` (or null) and the chart's `context`."""
-    approvals = request.app[APPROVALS]
+async def pending_of(request: web.Request, view: ChartView) -> dict[str, Any]:
+    """What GET /charts/{chart} adds: `pending_approval` (or null) and the chart's `context` (as `view` read it)."""
+    chart = view.chart
+    context = parse_context(chart, view.context)
     if not has_approvals(chart):
-        return {"pending_approval": None, "context": await approvals.context(chart)}
+        return {"pending_approval": None, "context": context}
+    approvals = request.app[APPROVALS]
     _, pending = await approvals.ensure(chart)
-    context = await approvals.context(chart)
+    if pending is not None:  # made just now, or a resume merged input since the view read it
+        context = await approvals.context(chart)
     return {"pending_approval": document(chart, pending, context) if pending else None, "context": context}
