@@ -29,12 +29,16 @@ def parse_input(text: str | None) -> bytes:
     if text is None:
         return b"{}"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise client.UsageError(f"--input is not JSON ({exc}); write it as '{{\"approved\": true}}'") from None
     if not isinstance(value, dict):
         raise client.UsageError("--input must be a JSON object such as '{\"approved\": true}'")
     return json.dumps(value).encode()
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def approve(base: str, given: str, input_text: str | None, token: str | None) -> int:

@@ -186,6 +186,9 @@ def gate(
         if answer.status != 406:
             print(f"stateservice {name}: {answer.explain()}", file=sys.stderr)
             return ERROR
+        if answer.json().get("error") == "awaiting_approval":  # a person resumes it, and then it is left: no 200 comes
+            print(f"stateservice {name}: {answer.explain()}", file=sys.stderr)
+            return NO
         remaining = attempts.deadline - time.monotonic()
         if remaining <= 0:
             if not quiet:

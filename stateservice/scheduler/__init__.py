@@ -78,6 +78,8 @@ class Scheduler:
             leading = (self.leading and await self.lease.renew()) or await self.lease.acquire()
             if leading != self.leading:
                 log.info("leader_acquired" if leading else "leader_lost")
+                if not leading and self.notifier is not None:
+                    await self.notifier.drop()
             self.leading = leading
             metrics.leader(leading)
             if leading:
@@ -85,6 +87,8 @@ class Scheduler:
         except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
             if self.leading:
                 log.warning("leader_unsure", error=str(exc) or type(exc).__name__)
+                if self.notifier is not None:
+                    await self.notifier.drop()
             self.leading = False  # renew (or re-acquire) once Redis answers again
             metrics.leader(False)
             metrics.redis_error()

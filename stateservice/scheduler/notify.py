@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from stateservice.core.chart import Chart, Transition
 from stateservice.store import codec, keys
-from stateservice.store.approvals import Pending, note
+from stateservice.store.approvals import Pending, note, read
 from stateservice.store.charts import ChartStore
 from stateservice.telemetry import metrics
 
@@ -33,7 +33,8 @@ ATTEMPT_TIMEOUT = 5.0  # seconds a receiver has to answer one attempt
 
 def backoff(attempts: int) -> timedelta:
     """How long after its `attempts`-th failed attempt the next one is due."""
-    return timedelta(seconds=min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY))
+    doublings = min(max(attempts - 1, 0), 20)  # 2**20 s is past the cap already; 2**1024 would not be a float
+    return timedelta(seconds=min(FIRST_RETRY * 2**doublings, LONGEST_RETRY))
 
 
 def body(chart: Chart, pending: Pending, base: str | None) -> dict[str, Any]:
@@ -76,8 +77,20 @@ class Notifier:
             await self._deliver(chart, pending, url)
         except (RedisError, OSError) as exc:  # the next tick after Redis returns tries again
             log.warning("approval_notify_unrecorded", chart=chart.name, error=str(exc) or type(exc).__name__)
+        except Exception:  # a bug must not leave a task whose error nobody reads, nor stop the other sends
+            log.exception("approval_notify_failed", chart=chart.name, continuation=pending.id)
 
     async def _deliver(self, chart: Chart, pending: Pending, url: str) -> None:
+        # the tick read `pending` a few round trips ago: an attempt that ended since (here, or in a leader
+        # before this one) has moved it on, and must not be made again
+        latest = await read(self.store, chart.name, pending.id)
+        if latest is None:
+            return
+        pending = latest
+        if pending.notified_at is not None or pending.outcome is not None:
+            return
+        if pending.notify_next_at is not None and pending.notify_next_at > await self.store.clock():
+            return
         attempt = pending.notify_attempts + 1
         status, error = await self._post(url, body(chart, pending, self.public_url))
         now = await self.store.clock()
@@ -108,9 +121,13 @@ class Notifier:
             said = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return None, said.replace(url, "the notify URL")  # some errors quote the URL, and it may hold a secret
 
-    async def close(self) -> None:
+    async def drop(self) -> None:
+        """Stop the sends in flight: this worker no longer leads, and the next leader sends."""
         for task in list(self._sending.values()):
             task.cancel()
         await asyncio.gather(*self._sending.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drop()
         if self._session is not None:
             await self._session.close()

@@ -16,18 +16,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from stateservice.core import rules
 from stateservice.core.approvals import Approval
-from stateservice.core.chart import Chart, Func, Snapshot, Transition
+from stateservice.core.chart import Chart, Snapshot, Transition
 from stateservice.errors import (
     ContextTooLarge,
     ContinuationExpired,
     ContinuationUsed,
     CorruptState,
+    InvalidJSON,
     NoChoiceMatched,
     UnknownContinuation,
 )
@@ -108,47 +110,65 @@ class Approvals:
 
     async def ensure(self, chart: Chart) -> tuple[Snapshot, Pending | None]:
         """The chart's snapshot after due moves, and the continuation of the approval state it waits in (made now
-        if this visit has none); None when it waits in none."""
+        if this visit has none, its record repaired if it is missing or was written under another timeout);
+        None when it waits in none."""
         owner = new_id()
         made = await self.store.transact(chart, "suspend", lambda pipe: self._suspend(pipe, chart, owner))
-        snap, moves, pending, fresh = made
+        snap, moves, pending, written = made
         log_moves(moves)
-        if fresh and pending is not None:
+        if written and pending is not None:
             await self._owned(pending)
-            log.info("approval_waiting", chart=chart.name, state=pending.state, continuation=pending.id)
+            if pending.id == owner:
+                log.info("approval_waiting", chart=chart.name, state=pending.state, continuation=pending.id)
         return snap, pending
 
     async def _suspend(
         self, pipe: Pipeline, chart: Chart, new: str
     ) -> tuple[Snapshot, list[Transition], Pending | None, bool]:
+        """(snapshot, due moves, the visit's continuation, whether its record was written now)."""
         now = await self.store.clock()
         snap, created, _ = await self.store._read(pipe, chart, now)
         snap, moves = timed(rules.advance(chart, snap, now))
         state = rules.current(chart, snap)
-        if state.func is not Func.APPROVAL or state.approval is None:
+        if state.approval is None:
             await self._commit(pipe, chart, snap, moves, created)
             return snap, moves, None, False
+        timeout = state.approval.timeout
+        expires = snap.entered_at + timeout.after if timeout else None  # the chart served now decides
         if snap.continuation is not None and not moves:
             fields = await pipe.hgetall(keys.chart_continuation(chart.name, snap.continuation))
-            if fields:
-                return snap, moves, decode(snap.continuation, chart.name, fields), False
+            found = decode(snap.continuation, chart.name, fields) if fields else None
+            if found is not None and found.expires_at == expires and found.state == snap.state:
+                return snap, moves, found, False
+            # lost, or written under a timeout a reload has changed: the same id, its record made right
+            pending = replace(found, state=snap.state, expires_at=expires) if found else None
+            pending = pending or Pending(snap.continuation, chart.name, snap.state, now, expires)
+            pipe.multi()
+            self._keep(pipe, pending)
+            await execute(pipe)
+            log.warning("continuation_repaired", chart=chart.name, continuation=pending.id)
+            return snap, moves, pending, True
         # the owner string first: the id must never be stored where a resume cannot find its chart
         await self.store.redis.set(keys.continuation_owner(new), f"chart {chart.name}", ex=ORPHAN_TTL)
-        timeout = state.approval.timeout
-        pending = Pending(new, chart.name, snap.state, now, snap.entered_at + timeout.after if timeout else None)
+        pending = Pending(new, chart.name, snap.state, now, expires)
         snap = replace(snap, continuation=new)
         pipe.multi()
         self.store.write(pipe, chart, snap, moves, created)
-        key = keys.chart_state(chart.name)
-        pipe.hset(key, keys.CONTINUATION, new)
-        record = keys.chart_continuation(chart.name, new)
-        pipe.hset(record, mapping=_record(pending))
-        if pending.expires_at is not None:
-            pipe.expireat(record, pending.expires_at + self.retention)
+        pipe.hset(keys.chart_state(chart.name), keys.CONTINUATION, new)
+        self._keep(pipe, pending)
         self.store.record(pipe, Transition(chart.name, snap.state, snap.state, "suspend", now, reason=new))
         pipe.publish(keys.chart_channel(chart.name), snap.state)
         await execute(pipe)
         return snap, moves, pending, True
+
+    def _keep(self, pipe: Pipeline, pending: Pending) -> None:
+        """Queue the continuation's record, kept until its expiry and retention (without one, until settled)."""
+        record = keys.chart_continuation(pending.chart, pending.id)
+        pipe.hset(record, mapping=_record(pending))
+        if pending.expires_at is not None:
+            pipe.expireat(record, pending.expires_at + self.retention)
+        else:
+            pipe.persist(record)
 
     async def _commit(
         self, pipe: Pipeline, chart: Chart, snap: Snapshot, moves: list[Transition], created: bool
@@ -159,18 +179,24 @@ class Approvals:
             await execute(pipe)
 
     async def _owned(self, pending: Pending) -> None:
-        """The owner string lives as long as the record: until expiry and retention, or (none) until used."""
-        key = keys.continuation_owner(pending.id)
+        """Write the owner string to live as long as the record: until expiry and retention, or until settled."""
+        key, value = keys.continuation_owner(pending.id), f"chart {pending.chart}"
         if pending.expires_at is None:
-            await self.store.redis.persist(key)
+            await self.store.redis.set(key, value)
         else:
-            await self.store.redis.expireat(key, pending.expires_at + self.retention)
+            await self.store.redis.set(key, value, exat=pending.expires_at + self.retention)
 
     async def own(self, pending: Pending) -> None:
-        """Write the owner string if it is missing (a worker stopped between its commit and `_owned`)."""
-        key = keys.continuation_owner(pending.id)
-        if await self.store.redis.set(key, f"chart {pending.chart}", nx=True):
-            log.warning("continuation_owner_repaired", chart=pending.chart, continuation=pending.id)
+        """Repair the owner string (the leader, for every pending one): missing, or left with the orphans' expiry
+        by a worker stopped between its commit and `_owned`."""
+        ttl = await self.store.redis.ttl(keys.continuation_owner(pending.id))
+        if pending.expires_at is None:
+            right = ttl == -1
+        else:
+            due = (pending.expires_at + self.retention - await self.store.clock()).total_seconds()
+            right = ttl >= 0 and abs(ttl - due) < 60
+        if not right:
+            log.warning("continuation_owner_repaired", chart=pending.chart, continuation=pending.id, ttl=ttl)
             await self._owned(pending)
 
     async def owner(self, continuation: str) -> Chart:
@@ -182,18 +208,18 @@ class Approvals:
             raise UnknownContinuation(continuation)
         return chart
 
-    async def find(self, continuation: str) -> tuple[Chart, Pending, dict[str, Any]]:
-        """The continuation, its chart and the chart's context. Raises UnknownContinuation."""
-        chart = await self.owner(continuation)
-        await self.ensure(chart)  # applies a due timeout: a continuation past it reads as expired
-        record, context = await self._fetch(chart, continuation)
+    async def find(self, chart: Chart, continuation: str) -> tuple[Pending, dict[str, Any]]:
+        """The continuation of `chart` (see `owner`) and the chart's context. Raises UnknownContinuation."""
+        _, waiting = await self.ensure(chart)  # applies a due timeout: a continuation past it reads as expired
+        record, context = await self._fetch(chart, continuation)  # after: a resume meanwhile shows as used
         if not record:
             raise UnknownContinuation(continuation)
         pending = decode(continuation, chart.name, record)
-        current = await self.store.redis.hget(keys.chart_state(chart.name), keys.CONTINUATION)
-        if pending.outcome is None and current != continuation:
+        if pending.outcome is None and (waiting is None or waiting.id != continuation):
             pending = replace(pending, outcome=_left(pending, None, await self.store.clock()))
-        return chart, pending, context
+        elif waiting is not None and waiting.id == continuation and pending.outcome is None:
+            pending = waiting  # its expiry as the chart served now has it
+        return pending, context
 
     async def _fetch(self, chart: Chart, continuation: str) -> tuple[dict[str, str], dict[str, Any]]:
         async with self.store.redis.pipeline(transaction=False) as pipe:
@@ -246,15 +272,19 @@ class Approvals:
         if pending.outcome is not None:
             raise _answered(continuation, pending.outcome)
         snap, moves = timed(rules.advance(chart, snap, now))
-        if snap.continuation != continuation:  # the visit ended: its timeout, an operator, a reset
+        if snap.continuation != continuation or rules.current(chart, snap).approval is None:
+            # the visit ended (its timeout, a reset), or a reloaded chart file made the state another kind
             outcome = _left(pending, snap, now)
             await self._settle(pipe, chart, snap, moves, created, record_key, outcome)
             return outcome, moves
         rules.refuse_halted(chart, snap)
         merged = {**parse_context(chart, context), **given}
-        size = len(json.dumps(merged, separators=(",", ":")).encode())
-        if size > MAX_CONTEXT:
-            raise ContextTooLarge(size, MAX_CONTEXT)
+        try:
+            stored = orjson.dumps(merged)
+        except orjson.JSONEncodeError:  # orjson reads 1,024 levels but writes 254
+            raise InvalidJSON("the body nests too deeply: at most 200 levels of objects and arrays") from None
+        if len(stored) > MAX_CONTEXT:
+            raise ContextTooLarge(len(stored), MAX_CONTEXT)
         decided = rules.resume(chart, snap, continuation, given, now, actor)
         if decided is None:
             approval = rules.current(chart, snap).approval
@@ -273,7 +303,7 @@ class Approvals:
         }
         pipe.multi()
         self.store.write(pipe, chart, after, [move])
-        pipe.hset(keys.chart_state(chart.name), keys.CONTEXT, json.dumps(merged, separators=(",", ":")))
+        pipe.hset(keys.chart_state(chart.name), keys.CONTEXT, stored)
         pipe.hset(record_key, keys.CONTINUATION_OUTCOME, json.dumps(outcome))
         pipe.expire(record_key, self.retention)
         await execute(pipe)
@@ -342,6 +372,12 @@ def parse_context(chart: Chart, raw: str | None) -> dict[str, Any]:
 
 def _pairs(record: Any) -> dict[str, str]:
     return dict(record) if isinstance(record, dict) else dict(zip(record[::2], record[1::2], strict=True))
+
+
+async def read(store: ChartStore, chart: str, continuation: str) -> Pending | None:
+    """A continuation's record as Redis has it now; None when it is gone."""
+    fields = await store.redis.hgetall(keys.chart_continuation(chart, continuation))
+    return decode(continuation, chart, fields) if fields else None
 
 
 async def note(store: ChartStore, chart: str, continuation: str, fields: dict[str, str], record: Transition) -> bool:

@@ -18,6 +18,7 @@ the snapshot it was decided from, racing workers cannot apply it twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,6 +78,7 @@ class ChartStore:
         history_length: int = 10_000,
         lock_timeout: float = 10.0,
         coalesce: bool = True,
+        retention: float = 86400.0,
     ) -> None:
         self.redis = redis
         self.clock = clock or RedisClock(redis).now
@@ -84,6 +86,7 @@ class ChartStore:
         self.history_length = history_length
         self.lock_timeout = lock_timeout
         self.coalesce = coalesce
+        self.retention = retention  # seconds a settled approval's continuation is kept (--event-retention)
         self.commits = 0  # transactions that went through, and retries after a conflict: for benchmarks and logs
         self.retries = 0
         self.heard = -math.inf  # loop time Redis last answered a read or transaction here (see web/deadline.py)
@@ -263,9 +266,9 @@ class ChartStore:
         """Put the chart back to its initial state, every counter at its start, and record it (with who did it)."""
         key = keys.chart_state(chart.name)
 
-        async def attempt(pipe: Pipeline) -> Transition:
+        async def attempt(pipe: Pipeline) -> tuple[Transition, str | None]:
             now = await self.clock()  # before WATCH: the window another write can fail us in stays short
-            [previous] = await watched(pipe, key, ("HGET", key, keys.CURRENT_STATE))
+            [(previous, waiting)] = await watched(pipe, key, ("HMGET", key, keys.CURRENT_STATE, keys.CONTINUATION))
             prior = Snapshot(previous, 0, now) if previous else None
             snap, move = rules.reset(chart, prior, now, host)
             move = replace(move, actor=actor, remote=remote)
@@ -274,12 +277,23 @@ class ChartStore:
             self.record(pipe, move)
             self._define(pipe, chart, now)
             pipe.publish(keys.chart_channel(chart.name), snap.state)
+            if waiting:
+                self._settle(pipe, chart, waiting, previous, now)
             await execute(pipe)
-            return move
+            return move, waiting
 
-        move = await self.transact(chart, "reset", attempt)
+        move, waiting = await self.transact(chart, "reset", attempt)
+        if waiting:  # outside the chart's slot, so not in its transaction
+            await self.redis.expire(keys.continuation_owner(waiting), int(self.retention))
         log_moves([move])
         return move
+
+    def _settle(self, pipe: Pipeline, chart: Chart, continuation: str, state: str, now: datetime) -> None:
+        """Queue the outcome of an approval's continuation whose visit a reset ends (kept for the retention)."""
+        record = keys.chart_continuation(chart.name, continuation)
+        why = {"used": False, "state": state, "reason": "the chart was reset", "at": codec.timestamp(now)}
+        pipe.hset(record, keys.CONTINUATION_OUTCOME, json.dumps(why))
+        pipe.expire(record, int(self.retention))
 
     async def register(self, chart: Chart) -> Snapshot:
         """Record that this chart is served: its definition, and its state when Redis has none.

@@ -119,7 +119,7 @@ def _redis_ctx(
         redis = connect(url, cluster=config.redis_cluster)
         app[REDIS] = redis
         writes = replicated(redis, config.redis_wait_replicas, config.redis_wait_timeout)
-        app[STORE] = ChartStore(writes, coalesce=config.coalesce)
+        app[STORE] = ChartStore(writes, coalesce=config.coalesce, retention=config.event_retention)
         app[ROLLOUTS] = Rollouts(app[STORE])
         app[APPROVALS] = Approvals(app[STORE], app[CHARTS], timedelta(seconds=config.event_retention))
         app[REGISTRAR] = Registrar(app[STORE], registered)

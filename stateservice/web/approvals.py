@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from stateservice.core.chart import Chart, Func
@@ -27,6 +28,7 @@ from stateservice.errors import (
     InvalidName,
     NoChoiceMatched,
     ServiceStopping,
+    StateServiceError,
     StoreBusy,
     StoreUnavailable,
     UnknownChart,
@@ -41,6 +43,8 @@ from stateservice.web.handlers import chart_named, who
 from stateservice.web.machines import json_object
 from stateservice.web.openapi import Q_CHART, Operation, Refusal, json_answer
 from stateservice.web.suspended import document, has_approvals
+
+log = structlog.get_logger(__name__)
 
 CONTINUATION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
@@ -67,8 +71,9 @@ def _allow(request: web.Request, chart: str, scope: str) -> None:
 async def get_continuation(request: web.Request) -> web.Response:
     continuation = _id(request)
     async with redis_deadline(request):
-        chart, pending, context = await _approvals(request).find(continuation)
-    _allow(request, chart.name, "read")
+        chart = await _approvals(request).owner(continuation)
+        _allow(request, chart.name, "read")  # before anything is read or made of another's chart
+        pending, context = await _approvals(request).find(chart, continuation)
     return web.json_response(document(chart, pending, context))
 
 
@@ -109,8 +114,9 @@ async def waiting(approvals: Approvals, charts: list[Chart]) -> list[dict[str, A
     found = []
     snaps = await approvals.store.current_states(charts)
     for chart, snap in zip(charts, snaps, strict=True):
-        if isinstance(snap, Exception):
-            raise snap
+        if isinstance(snap, StateServiceError):  # a corrupt chart: the others are still listed
+            log.warning("approvals_not_listed", chart=chart.name, error=snap.message)
+            continue
         state = chart.state(snap.state)
         if state is None or state.func is not Func.APPROVAL:
             continue

@@ -123,6 +123,8 @@ async def get_state(request: web.Request) -> web.Response:
     # waiting is no Redis work: the long-poll gives each of its reads a deadline of its own
     await longpoll.wait_until_current(request, store, request.app[WATCHER], chart, state, wait)
     async with redis_deadline(request):
+        if (found := chart.state(state)) is not None and found.approval is not None:  # current, but not open
+            raise await suspended.awaiting(request, chart, AwaitingApproval(chart.name, state, None))
         await _check_window(request, chart, state)
     return _text(state)
 

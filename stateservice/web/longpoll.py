@@ -46,8 +46,13 @@ def wait_param(request: web.Request, max_wait: float) -> float:
 
 
 def retry_after(chart: Chart, snap: Snapshot, now: datetime) -> str:
-    """When to ask again: until the current time state falls due, else the default."""
-    due = rules.next_due(chart, snap) if chart.state(snap.state) else None
+    """When to ask again: until the current time state falls due, else the default.
+
+    Not until an approval's timeout: a person may answer in a minute, and a host told to come back
+    in a day would sleep through it.
+    """
+    current = chart.state(snap.state)
+    due = rules.next_due(chart, snap) if current is not None and current.approval is None else None
     if due is None:
         return str(RETRY_AFTER_DEFAULT)
     return str(max(1, math.ceil((due - now).total_seconds())))

@@ -10,8 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+from stateservice.core import rules
 from stateservice.core.chart import Chart, Func
-from stateservice.errors import AwaitingApproval
+from stateservice.errors import AwaitingApproval, StateServiceError
 from stateservice.store import codec
 from stateservice.store.approvals import Pending, choices_document, parse_context
 from stateservice.store.charts import ChartView
@@ -44,12 +45,18 @@ def has_approvals(chart: Chart) -> bool:
     return any(s.func is Func.APPROVAL for s in chart.states)
 
 
-async def awaiting(request: web.Request, chart: Chart, refused: AwaitingApproval) -> AwaitingApproval:
-    """A gate's awaiting_approval, naming the continuation (made now if the visit has none yet)."""
+async def awaiting(request: web.Request, chart: Chart, refused: AwaitingApproval) -> StateServiceError:
+    """A gate's awaiting_approval, naming the continuation (made now if the visit has none yet); the gate's
+    answer anew when the chart left the state meanwhile (its timeout fell due)."""
     if refused.fields.get("continuation"):
         return refused
-    _, pending = await request.app[APPROVALS].ensure(chart)
     state = str(refused.fields["state"])
+    snap, pending = await request.app[APPROVALS].ensure(chart)
+    if pending is None or pending.state != state:
+        try:
+            rules.check(chart, snap, state)
+        except StateServiceError as answer:
+            return answer
     return AwaitingApproval(chart.name, state, pending.id if pending else None)
 
 
@@ -57,7 +64,8 @@ async def pending_of(request: web.Request, view: ChartView) -> dict[str, Any]:
     """What GET /charts/{chart} adds: `pending_approval` (or null) and the chart's `context` (as `view` read it)."""
     chart = view.chart
     context = parse_context(chart, view.context)
-    if not has_approvals(chart):
+    current = chart.state(view.snapshot.state)
+    if current is None or current.approval is None:
         return {"pending_approval": None, "context": context}
     approvals = request.app[APPROVALS]
     _, pending = await approvals.ensure(chart)

@@ -231,5 +231,5 @@ async def test_an_operator_cannot_advance_an_approval_but_a_reset_expires_it(ser
     assert (await client.post("/charts/gate/reset")).status == 200
     late = await client.post(url, json={"approved": True})
     body = await late.json()
-    assert late.status == 410 and "left state 'review'" in body["message"]
+    assert late.status == 410 and "the chart was reset" in body["message"]
     assert (await (await client.get("/charts/gate")).json())["context"] == {}
