@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -341,21 +342,31 @@ def test_only_the_leader_notifies_once_per_suspension(
 ) -> None:
     hook = receiver(0)
     chart = chart_file(tmp_path, gate(notify=hook.url, again="canary"))  # approved: back to canary, another round
-    fleet = start_all(services, chart, redis_url, workers=(1, 1))
+    args = ["--lease-ttl", "1", "--public-url", PUBLIC]
+    with ThreadPoolExecutor(2) as pool:
+        fleet = list(pool.map(lambda _: services.start(chart, redis_url=redis_url, args=args), range(2)))
     chief = leading_service(fleet, wait_for_leader(fleet, 5))
-    made = None
+    previous = None
     for round_ in (1, 2):
         report_canary(fleet[round_ % 2])
-        made = wait_for_continuation(plain_sync, 2, other_than=made)
-        assert wait_until(lambda: len(hook.posts) >= round_, 3), hook.posts
-        assert wait_until(lambda: plain_sync.hexists(keys.chart_continuation("gate", made), keys.NOTIFIED_AT), 2)
-        time.sleep(0.6)  # more ticks of the leader, and of the other service seeking the lease
-        assert len(hook.posts) == round_, hook.posts
-        assert hook.posts[-1].body["continuation_url"] == f"/continuations/{made}"
-        status, body = post_json(f"{fleet[0].url}/continuations/{made}", {"approved": True})
+        previous = notified_once(plain_sync, hook, round_, previous)
+        status, body = post_json(f"{fleet[0].url}/continuations/{previous}", {"approved": True})
         assert status == 200 and body["to"] == "canary", body
     delivered = [e for s in fleet for e in s.events("approval_notify")]
     assert [(e["outcome"], e["pid"]) for e in delivered] == [("delivered", chief.pid)] * 2
+
+
+def notified_once(plain_sync: redis.Redis, hook: Receiver, round_: int, previous: str | None) -> str:
+    """Wait for this round's continuation and its one notification (sent with --public-url); its id."""
+    made = wait_for_continuation(plain_sync, 2, other_than=previous)
+    record = keys.chart_continuation("gate", made)
+    assert wait_until(lambda: len(hook.posts) >= round_, 3), hook.posts
+    assert wait_until(lambda: plain_sync.hexists(record, keys.NOTIFIED_AT), 2)
+    time.sleep(0.6)  # more ticks of the leader, and of the other service seeking the lease
+    assert len(hook.posts) == round_, hook.posts
+    assert hook.posts[-1].body["continuation_url"] == f"{PUBLIC}/continuations/{made}"
+    assert plain_sync.hget(record, keys.NOTIFY_ATTEMPTS) == "1"
+    return made
 
 
 # -- the owner string ----------------------------------------------------------------------------------
