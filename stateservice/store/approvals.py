@@ -344,6 +344,12 @@ def _pairs(record: Any) -> dict[str, str]:
     return dict(record) if isinstance(record, dict) else dict(zip(record[::2], record[1::2], strict=True))
 
 
+async def reread(store: ChartStore, chart: str, continuation: str) -> Pending | None:
+    """The continuation as Redis holds it now; None if its record is gone. Raises CorruptState."""
+    fields = _pairs(await store.redis.hgetall(keys.chart_continuation(chart, continuation)))
+    return decode(continuation, chart, fields) if fields else None
+
+
 async def note(store: ChartStore, chart: str, continuation: str, fields: dict[str, str], record: Transition) -> bool:
     """Write a notify attempt's bookkeeping on a continuation and its history record; False if the record is gone
     (used and forgotten, or deleted), so that nothing makes a half record again."""

@@ -26,7 +26,10 @@ import redis
 from aiohttp import web
 from redis.asyncio import Redis
 
+from stateservice.scheduler.notify import Notifier
 from stateservice.store import keys
+from stateservice.store.approvals import Approvals
+from stateservice.store.charts import ChartStore
 from stateservice.telemetry import metrics
 from tests.integration.test_leader_failover import (
     leading_service,
@@ -331,6 +334,39 @@ async def test_with_a_public_url_the_continuation_url_sent_is_absolute(
         "continuation_url": f"{PUBLIC}/continuations/{pending['id']}",
         "expires_at": None,  # no timeout: it waits for a person as long as it takes
     }
+
+
+@pytest.mark.parametrize("failing", [0, 1], ids=["delivered", "failed"])
+async def test_a_tick_that_read_before_an_attempt_was_written_down_sends_nothing_early(
+    clients: Callable[[], Redis], receiver: Callable[[int], Receiver], failing: int
+) -> None:
+    hook = receiver(failing)
+    chart = charts.load(gate(notify=hook.url))
+    store = ChartStore(clients())
+    approvals = Approvals(store, {"gate": chart}, timedelta(days=1))
+    await store.register(chart)
+    await store.report(chart, "canary", "web1")
+    _, pending = await approvals.ensure(chart)
+    assert pending is not None
+    record = keys.chart_continuation("gate", pending.id)
+    notifier = Notifier(store)
+    try:
+        notifier.consider(chart, pending, await store.clock())
+
+        async def written_down() -> bool:
+            return await store.redis.hget(record, keys.NOTIFY_ATTEMPTS) == "1"
+
+        assert await eventually(written_down, 3)
+        await asyncio.sleep(0.05)  # the attempt's task has ended
+        # the leader's next tick read the continuation before that attempt wrote its outcome down, and
+        # considers it only now (its reads and the attempt interleave on one loop)
+        notifier.consider(chart, pending, await store.clock())
+        await asyncio.sleep(0.5)  # a local receiver answers within this; a retry would be due only after 1 s
+    finally:
+        await notifier.close()
+    assert [p.status for p in hook.posts] == [500 if failing else 200]
+    assert await store.redis.hget(record, keys.NOTIFY_ATTEMPTS) == "1"
+    assert [r["cause"] for r in await store.history(chart, 10)].count("notify") == 1
 
 
 def test_only_the_leader_notifies_once_per_suspension(
