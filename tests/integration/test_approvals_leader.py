@@ -405,6 +405,38 @@ def notified_once(plain_sync: redis.Redis, hook: Receiver, round_: int, previous
     return made
 
 
+def test_a_new_leader_goes_on_with_the_retries_where_the_killed_one_stopped(
+    services: Services,
+    redis_url: str,
+    plain_sync: redis.Redis,
+    tmp_path: Path,
+    receiver: Callable[[int], Receiver],
+) -> None:
+    hook = receiver(2)  # 500, 500, then 200
+    fleet = start_all(services, chart_file(tmp_path, gate(after="1h", notify=hook.url)), redis_url, workers=(1, 1))
+    old_id = wait_for_leader(fleet, 5)
+    old = leading_service(fleet, old_id)
+    [survivor] = [s for s in fleet if s is not old]
+    report_canary(survivor)
+    made = wait_for_continuation(plain_sync, 2)
+    record = keys.chart_continuation("gate", made)
+    # the first attempt failed and is written down (its retry due 1 s later): the leader dies now
+    assert wait_until(lambda: plain_sync.hget(record, keys.NOTIFY_ATTEMPTS) == "1", 3), hook.posts
+    old.kill()
+
+    assert wait_until(lambda: plain_sync.hexists(record, keys.NOTIFIED_AT), 8), hook.posts
+    assert [p.status for p in hook.posts] == [500, 500, 200]
+    first, second, third = hook.posts
+    assert second.at - first.at >= 0.95 and third.at - second.at >= 1.95  # the backoff kept in Redis
+    assert plain_sync.hget(record, keys.NOTIFY_ATTEMPTS) == "3"
+    notes = [r for r in records(plain_sync, "gate") if r["cause"] == "notify"]
+    assert [r["reason"].split("(attempt ")[1][0] for r in notes] == ["1", "2", "3"]
+    assert [(e["attempt"], e["outcome"]) for e in survivor.events("approval_notify")] == [
+        (2, "failed"),
+        (3, "delivered"),
+    ]
+
+
 # -- the owner string ----------------------------------------------------------------------------------
 
 
