@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from stateservice.scheduler.notify import Notifier
-from stateservice.store import keys
+from stateservice.store import codec, keys
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.telemetry import metrics
@@ -465,7 +465,6 @@ def test_a_time_state_that_falls_due_suspends_the_chart_by_the_leader_alone(
     services: Services, redis_url: str, plain_sync: redis.Redis, tmp_path: Path
 ) -> None:
     service = services.start(chart_file(tmp_path, SOAKED), redis_url=redis_url, args=["--lease-ttl", "1"])
-    assert plain_sync.hget(keys.chart_state("gate"), keys.CURRENT_STATE) == "soak"
     made = wait_for_continuation(plain_sync, 3)  # nobody asked: the leader moved it on and made the continuation
 
     status, _, body = http("GET", f"{service.url}/approvals")
@@ -476,3 +475,25 @@ def test_a_time_state_that_falls_due_suspends_the_chart_by_the_leader_alone(
     assert (moved["from"], moved["to"], moved["cause"]) == ("soak", "review", "time")
     assert (suspend["cause"], suspend["reason"]) == ("suspend", made)
     assert ts(waiting["expires_at"]) == ts(moved["due_at"]) + timedelta(hours=1)
+
+
+async def test_a_soak_that_fell_due_while_nothing_ran_is_caught_up_into_the_approval(
+    serve: MakeClient, plain: Redis, clients: Callable[[], Redis]
+) -> None:
+    chart = charts.load(SOAKED)
+    await ChartStore(clients()).register(chart)
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)  # the soak began while nothing ran
+    await plain.hset(keys.chart_state("gate"), keys.ENTERED_AT, codec.timestamp(began))
+    client = await serve(chart, scheduler=True, lease_ttl=1)
+
+    async def suspended() -> bool:
+        return bool(await plain.hget(keys.chart_state("gate"), keys.CONTINUATION))
+
+    assert await eventually(suspended, 3)  # nobody asked: the leader caught up and made the continuation
+    made = await plain.hget(keys.chart_state("gate"), keys.CONTINUATION)
+    causes = [(r["from"], r["to"], r["cause"]) for r in await history(client)]
+    assert causes == [("soak", "review", "time"), ("review", "review", "suspend")]
+    [waiting] = (await (await client.get("/approvals")).json())["approvals"]
+    assert waiting["id"] == made and waiting["status"] == "pending"
+    # the review began when the soak fell due, not when the leader caught up
+    assert ts(waiting["expires_at"]) == began + timedelta(seconds=1, hours=1)
