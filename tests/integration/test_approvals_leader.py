@@ -253,7 +253,7 @@ def test_a_timeout_after_the_leader_is_killed_moves_the_chart_once(
 
     report_canary(survivor)  # enters review; from now on nobody reads the chart
     made = wait_for_continuation(plain_sync, 2)  # the leader made its continuation
-    assert any(e.get("continuation") == made for e in old.events("approval_waiting"))
+    old.wait_for("approval_waiting", where=lambda e: e.get("continuation") == made, deadline=time.monotonic() + 5)
     old.kill()  # SIGKILL, well before the timeout is due
 
     wait_for_state(plain_sync, "rolled_back", 6, chart="gate")
