@@ -19,8 +19,9 @@ import structlog
 from redis.exceptions import RedisError
 
 from stateservice.core.chart import Chart, Transition
+from stateservice.errors import StateServiceError
 from stateservice.store import codec, keys
-from stateservice.store.approvals import Pending, note, read
+from stateservice.store.approvals import Pending, note, reread
 from stateservice.store.charts import ChartStore
 from stateservice.telemetry import metrics
 
@@ -48,6 +49,15 @@ def body(chart: Chart, pending: Pending, base: str | None) -> dict[str, Any]:
     }
 
 
+def due(pending: Pending, now: datetime) -> bool:
+    """Whether `pending` is to be notified now: not yet delivered, still waiting, its retry time come."""
+    if pending.notified_at is not None or pending.outcome is not None:
+        return False
+    if pending.notify_next_at is not None and pending.notify_next_at > now:
+        return False
+    return pending.expires_at is None or pending.expires_at > now
+
+
 class Notifier:
     """Sends due notifications in the background (a slow receiver never holds the leader's tick)."""
 
@@ -62,11 +72,7 @@ class Notifier:
         """Send `pending`'s notification now if its state has a notify URL and one is due."""
         state = chart.state(pending.state)
         url = state.approval.notify if state is not None and state.approval is not None else None
-        if url is None or pending.notified_at is not None or pending.outcome is not None or pending.id in self._sending:
-            return
-        if pending.notify_next_at is not None and pending.notify_next_at > now:
-            return
-        if pending.expires_at is not None and pending.expires_at <= now:
+        if url is None or pending.id in self._sending or not due(pending, now):
             return
         task = asyncio.create_task(self._attempt(chart, pending, url), name=f"notify {pending.id[:6]}")
         self._sending[pending.id] = task
@@ -74,23 +80,19 @@ class Notifier:
 
     async def _attempt(self, chart: Chart, pending: Pending, url: str) -> None:
         try:
-            await self._deliver(chart, pending, url)
+            # `pending` may have been read before the previous attempt wrote its outcome down (a tick's
+            # read and that attempt interleave): decided on it, a delivered notification went again
+            fresh = await reread(self.store, chart.name, pending.id)
+            if fresh is not None and due(fresh, await self.store.clock()):
+                await self._deliver(chart, fresh, url)
         except (RedisError, OSError) as exc:  # the next tick after Redis returns tries again
             log.warning("approval_notify_unrecorded", chart=chart.name, error=str(exc) or type(exc).__name__)
+        except StateServiceError as exc:  # a record that cannot be read: the tick's own read says so too
+            log.warning("approval_notify_unrecorded", chart=chart.name, error=exc.message)
         except Exception:  # a bug must not leave a task whose error nobody reads, nor stop the other sends
             log.exception("approval_notify_failed", chart=chart.name, continuation=pending.id)
 
     async def _deliver(self, chart: Chart, pending: Pending, url: str) -> None:
-        # the tick read `pending` a few round trips ago: an attempt that ended since (here, or in a leader
-        # before this one) has moved it on, and must not be made again
-        latest = await read(self.store, chart.name, pending.id)
-        if latest is None:
-            return
-        pending = latest
-        if pending.notified_at is not None or pending.outcome is not None:
-            return
-        if pending.notify_next_at is not None and pending.notify_next_at > await self.store.clock():
-            return
         attempt = pending.notify_attempts + 1
         status, error = await self._post(url, body(chart, pending, self.public_url))
         now = await self.store.clock()

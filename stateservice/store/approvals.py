@@ -374,9 +374,9 @@ def _pairs(record: Any) -> dict[str, str]:
     return dict(record) if isinstance(record, dict) else dict(zip(record[::2], record[1::2], strict=True))
 
 
-async def read(store: ChartStore, chart: str, continuation: str) -> Pending | None:
-    """A continuation's record as Redis has it now; None when it is gone."""
-    fields = await store.redis.hgetall(keys.chart_continuation(chart, continuation))
+async def reread(store: ChartStore, chart: str, continuation: str) -> Pending | None:
+    """The continuation as Redis holds it now; None if its record is gone. Raises CorruptState."""
+    fields = _pairs(await store.redis.hgetall(keys.chart_continuation(chart, continuation)))
     return decode(continuation, chart, fields) if fields else None
 
 
