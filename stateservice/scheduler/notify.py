@@ -11,6 +11,7 @@ that down makes its successor send again: receivers get at least one, and the sa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,13 +39,22 @@ def backoff(attempts: int) -> timedelta:
 
 def body(chart: Chart, pending: Pending, base: str | None) -> dict[str, Any]:
     """What a receiver is sent: who waits, in which state, where to resume it, until when."""
-    path = f"/continuations/{pending.id}"
+    return about({"chart": chart.name}, pending.id, pending.state, pending.expires_at, base)
+
+
+def about(owner: dict[str, str], id: str, state: str, expires_at: datetime | None, base: str | None) -> dict[str, Any]:
+    """A notification's body; `owner` says who waits ({"chart": NAME} or {"instance": ID, "configuration": REF})."""
+    path = f"/continuations/{id}"
     return {
-        "chart": chart.name,
-        "state": pending.state,
+        **owner,
+        "state": state,
         "continuation_url": f"{base}{path}" if base else path,
-        "expires_at": codec.timestamp(pending.expires_at) if pending.expires_at else None,
+        "expires_at": codec.timestamp(expires_at) if expires_at else None,
     }
+
+
+# keeps an attempt's bookkeeping: (fields of the continuation's record, the history's reason, when)
+Note = Callable[[dict[str, str], str, datetime], Awaitable[object]]
 
 
 class Notifier:
@@ -67,19 +77,31 @@ class Notifier:
             return
         if pending.expires_at is not None and pending.expires_at <= now:
             return
-        task = asyncio.create_task(self._attempt(chart, pending, url), name=f"notify {pending.id[:6]}")
-        self._sending[pending.id] = task
-        task.add_done_callback(lambda _: self._sending.pop(pending.id, None))
 
-    async def _attempt(self, chart: Chart, pending: Pending, url: str) -> None:
+        def record(fields: dict[str, str], reason: str, now: datetime) -> Awaitable[bool]:
+            entry = Transition(chart.name, pending.state, pending.state, "notify", now, actor="leader", reason=reason)
+            return note(self.store, chart.name, pending.id, fields, entry)
+
+        self.send(pending.id, url, body(chart, pending, self.public_url), pending.notify_attempts, record)
+
+    def send(self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note) -> None:
+        """POST `payload` to `url` in the background unless continuation `id`'s is under way; `record` keeps what
+        came of it (`attempts` were made before)."""
+        if id in self._sending:
+            return
+        task = asyncio.create_task(self._attempt(id, url, payload, attempts, record), name=f"notify {id[:6]}")
+        self._sending[id] = task
+        task.add_done_callback(lambda _: self._sending.pop(id, None))
+
+    async def _attempt(self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note) -> None:
         try:
-            await self._deliver(chart, pending, url)
+            await self._deliver(id, url, payload, attempts, record)
         except (RedisError, OSError) as exc:  # the next tick after Redis returns tries again
-            log.warning("approval_notify_unrecorded", chart=chart.name, error=str(exc) or type(exc).__name__)
+            log.warning("approval_notify_unrecorded", continuation=id, error=str(exc) or type(exc).__name__)
 
-    async def _deliver(self, chart: Chart, pending: Pending, url: str) -> None:
-        attempt = pending.notify_attempts + 1
-        status, error = await self._post(url, body(chart, pending, self.public_url))
+    async def _deliver(self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note) -> None:
+        attempt = attempts + 1
+        status, error = await self._post(url, payload)
         now = await self.store.clock()
         fields = {keys.NOTIFY_ATTEMPTS: str(attempt)}
         if status is not None and 200 <= status < 300:
@@ -93,9 +115,9 @@ class Notifier:
             reason = f"notify {url} failed: {why} (attempt {attempt}); next at {codec.timestamp(retry)}"
             outcome = "failed"
         metrics.notification(outcome)
-        log.info("approval_notify", chart=chart.name, continuation=pending.id, outcome=outcome, attempt=attempt)
-        record = Transition(chart.name, pending.state, pending.state, "notify", now, actor="leader", reason=reason)
-        await note(self.store, chart.name, pending.id, fields, record)
+        who = {k: v for k, v in payload.items() if k in ("chart", "instance")}
+        log.info("approval_notify", **who, continuation=id, outcome=outcome, attempt=attempt)
+        await record(fields, reason, now)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int | None, str]:
         if self._session is None:

@@ -2,10 +2,12 @@
 
     GET  /continuations/{id}      the continuation: chart, state, context, choices, status (read scope)
     POST /continuations/{id}      resume it with a JSON object (approve or admin scope, for its chart)
-    GET  /approvals[?chart=C]     the continuations waiting now, oldest first (read scope)
+    GET  /approvals[?chart=C | ?configuration=REF]   the continuations waiting now, oldest first (read scope)
 
-A token with a `charts` list may see and resume only its charts' continuations; the check is
-here, not in `auth.py`, since a continuation's chart is known only once it is looked up.
+Instances' continuations are `web/machine_approvals.py`'s: each handler sends a continuation
+there when its id names an instance's (`machine_approvals.owned`). A token with a `charts` list
+may see and resume only its charts' continuations; the check is here, not in `auth.py`, since a
+continuation's chart is known only once it is looked up.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from stateservice.core.chart import Chart, Func
+from stateservice.core.machines import Invalid, parse_ref
 from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
@@ -34,11 +37,11 @@ from stateservice.errors import (
 )
 from stateservice.store.approvals import Approvals
 from stateservice.telemetry import metrics
-from stateservice.web import auth
+from stateservice.web import auth, machine_approvals
 from stateservice.web.appkeys import APPROVALS, CHARTS
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import chart_named, who
-from stateservice.web.machines import json_object
+from stateservice.web.machines import allow, json_object
 from stateservice.web.openapi import Q_CHART, Operation, Refusal, json_answer
 from stateservice.web.suspended import document, has_approvals
 
@@ -67,6 +70,8 @@ def _allow(request: web.Request, chart: str, scope: str) -> None:
 async def get_continuation(request: web.Request) -> web.Response:
     continuation = _id(request)
     async with redis_deadline(request):
+        if await machine_approvals.owned(request, continuation):
+            return await machine_approvals.get_continuation(request, continuation)
         chart, pending, context = await _approvals(request).find(continuation)
     _allow(request, chart.name, "read")
     return web.json_response(document(chart, pending, context))
@@ -76,13 +81,9 @@ async def post_continuation(request: web.Request) -> web.Response:
     """Resume: 200 with the outcome; 409 used, 410 expired, 422 no choice matched (still usable)."""
     continuation = _id(request)
     given = await json_object(request)
-    caller = who(request)
     async with redis_deadline(request):
-        approvals = _approvals(request)
-        chart = await approvals.owner(continuation)
-        _allow(request, chart.name, "approve")
         try:
-            outcome = await approvals.resume(continuation, given, caller.actor, caller.remote)
+            outcome = await _resume(request, continuation, given)
         except (ContinuationUsed, ContinuationExpired, NoChoiceMatched) as refused:
             metrics.approval({409: "used", 410: "expired"}.get(refused.status, "no_match"))
             raise
@@ -90,18 +91,52 @@ async def post_continuation(request: web.Request) -> web.Response:
     return web.json_response({"continuation": continuation, **outcome})
 
 
+async def _resume(request: web.Request, continuation: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Resume a chart's continuation, or an instance's (`web/machine_approvals.py`)."""
+    if await machine_approvals.owned(request, continuation):
+        return await machine_approvals.resume(request, continuation, given)
+    approvals = _approvals(request)
+    chart = await approvals.owner(continuation)
+    _allow(request, chart.name, "approve")
+    caller = who(request)
+    return await approvals.resume(continuation, given, caller.actor, caller.remote)
+
+
 async def list_approvals(request: web.Request) -> web.Response:
-    """GET /approvals[?chart=C]: the continuations waiting now in the charts the caller may see."""
+    """GET /approvals[?chart=C | ?configuration=REF]: the continuations waiting now in the charts and instances the
+    caller may see (only a chart's with chart=, only a configuration's instances' with configuration=)."""
+    ref = _configuration(request)
     async with redis_deadline(request):
-        if "chart" in request.query:
-            if not request.query["chart"]:
-                raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
-            charts = [await chart_named(request)]
+        if ref is not None:
+            found = await machine_approvals.waiting(request, ref)
         else:
-            charts = [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]
-        found = await waiting(_approvals(request), [c for c in charts if has_approvals(c)])
-    found.sort(key=lambda item: (item["created_at"], item["chart"]))
+            found = await waiting(_approvals(request), [c for c in await _charts(request) if has_approvals(c)])
+            if "chart" not in request.query:
+                found += await machine_approvals.waiting(request, None)
+    found.sort(key=lambda item: (item["created_at"], item.get("chart") or item["instance"]))
     return web.json_response({"approvals": found})
+
+
+async def _charts(request: web.Request) -> list[Chart]:
+    if "chart" not in request.query:
+        return [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]
+    if not request.query["chart"]:
+        raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
+    return [await chart_named(request)]
+
+
+def _configuration(request: web.Request) -> str | None:
+    if "configuration" not in request.query:
+        return None
+    if "chart" in request.query:
+        raise BadRequest("give chart= or configuration=, not both", parameter="configuration")
+    ref = request.query["configuration"]
+    try:
+        parse_ref(ref)
+    except Invalid as invalid:
+        raise InvalidName(str(invalid), parameter="configuration") from None
+    allow(request, ref)
+    return ref
 
 
 async def waiting(approvals: Approvals, charts: list[Chart]) -> list[dict[str, Any]]:
