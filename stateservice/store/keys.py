@@ -75,14 +75,14 @@ stateservice:{machines}:buried:ENTRY                string  "1" once ENTRY is de
                                                             (one letter per entry), expiring after
                                                             --event-retention
 stateservice:{machines}:changes                     pubsub  channel: "ID FROM TO" per transition
-stateservice:{machines}:continuation:ID             hash    an instance's approval continuation:
+stateservice:{machines}:continuation:CID            hash    an instance's approval continuation:
                                                             instance, configuration, state, created_at,
                                                             expires_at (empty: none); outcome (JSON,
                                                             once used or ended); notify_attempts,
                                                             notify_next_at, notified_at; expires at
                                                             expires_at + --event-retention, or that
                                                             long after its outcome
-stateservice:{machines}:continuations               hash    instance id -> the continuation it waits
+stateservice:{machines}:continuations               hash    instance id -> the continuation (CID) it waits
                                                             for (while in an approval state)
 stateservice:{machines}:timeouts                    zset    continuation ids by their timeout (epoch ms)
 stateservice:{machines}:notify                      zset    continuation ids whose notification is due,

@@ -2,7 +2,7 @@
 
     GET  /continuations/{id}      the continuation: chart, state, context, choices, status (read scope)
     POST /continuations/{id}      resume it with a JSON object (approve or admin scope, for its chart)
-    GET  /approvals[?chart=C | ?configuration=REF]   the continuations waiting now, oldest first (read scope)
+    GET  /approvals[?chart=C][&configuration=REF]   the continuations waiting now, oldest first (read scope)
 
 Instances' continuations are `web/machine_approvals.py`'s: each handler sends a continuation
 there when its id names an instance's (`machine_approvals.owned`). A token with a `charts` list
@@ -42,6 +42,7 @@ from stateservice.web.appkeys import APPROVALS, CHARTS
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import chart_named, who
 from stateservice.web.machines import allow, json_object
+from stateservice.web.machines_openapi import Q_CONFIGURATION
 from stateservice.web.openapi import Q_CHART, Operation, Refusal, json_answer
 from stateservice.web.suspended import document, has_approvals
 
@@ -103,16 +104,15 @@ async def _resume(request: web.Request, continuation: str, given: dict[str, Any]
 
 
 async def list_approvals(request: web.Request) -> web.Response:
-    """GET /approvals[?chart=C | ?configuration=REF]: the continuations waiting now in the charts and instances the
-    caller may see (only a chart's with chart=, only a configuration's instances' with configuration=)."""
+    """GET /approvals[?chart=C][&configuration=REF]: the continuations waiting now in the charts and instances the
+    caller may see; with either filter, only what the filters name (a chart's, a configuration's instances')."""
     ref = _configuration(request)
     async with redis_deadline(request):
-        if ref is not None:
-            found = await machine_approvals.waiting(request, ref)
-        else:
+        found = []
+        if ref is None or "chart" in request.query:
             found = await waiting(_approvals(request), [c for c in await _charts(request) if has_approvals(c)])
-            if "chart" not in request.query:
-                found += await machine_approvals.waiting(request, None)
+        if "chart" not in request.query or ref is not None:
+            found += await machine_approvals.waiting(request, ref)
     found.sort(key=lambda item: (item["created_at"], item.get("chart") or item["instance"]))
     return web.json_response({"approvals": found})
 
@@ -128,8 +128,6 @@ async def _charts(request: web.Request) -> list[Chart]:
 def _configuration(request: web.Request) -> str | None:
     if "configuration" not in request.query:
         return None
-    if "chart" in request.query:
-        raise BadRequest("give chart= or configuration=, not both", parameter="configuration")
     ref = request.query["configuration"]
     try:
         parse_ref(ref)
@@ -181,8 +179,9 @@ POST_CONTINUATION = Operation(
     body={"type": "object"},
 )
 LIST_APPROVALS = Operation(
-    "The continuations waiting now, oldest first (of one chart with ?chart=)",
+    "The continuations waiting now, oldest first (of one chart with ?chart=, of one configuration's instances "
+    "with ?configuration=)",
     json_answer({"type": "object"}, "{approvals: [...]}"),
-    [Q_CHART],
+    [Q_CHART, {**Q_CONFIGURATION, "required": False}],
     [Refusal((BadRequest,), "the chart name is malformed"), Refusal((UnknownChart,), "no such chart"), _UNAVAILABLE],
 )

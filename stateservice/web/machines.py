@@ -229,8 +229,9 @@ async def post_instance(request: web.Request) -> web.Response:
         machines = machines_of(request)
         instance, made = await machines.create(ref, instance, properties)
         found = await machines.instance(instance)
-    if found is None:
-        raise UnknownInstance(instance)  # removed by an operator between the two calls
+        if found is None:
+            raise UnknownInstance(instance)  # removed by an operator between the two calls
+        found["pending_approval"] = await pending_approval(request, instance)
     logs.bind(configuration=ref, instance=instance)
     return web.json_response(found, status=201 if made else 200, headers={"Location": f"/statemachines/{instance}"})
 

@@ -145,7 +145,7 @@ async def test_bad_requests_get_clear_4xx(client: Client) -> None:
     await refused(client, "POST", "/continuations/" + "A" * 22, 404, "unknown_continuation", json={})
     await refused(client, "POST", url, 413, "context_too_large", json={"approved": True, "blob": "x" * 70_000})
     await refused(client, "GET", "/approvals?configuration=orders", 400, "invalid_name")
-    await refused(client, "GET", "/approvals?configuration=orders:v1&chart=c", 400, "bad_request")
+    await refused(client, "GET", "/approvals?configuration=orders:v1&chart=c", 404, "unknown_chart")
     assert (await ok(client, "GET", url))["status"] == "pending"
 
 
