@@ -55,9 +55,20 @@ class Found:
     message: str
 
 
-def read_state(value: Mapping[str, Any], path: Path) -> tuple[ApprovalState | None, list[Found]]:
-    """An approval state's object, its next states not yet resolved. None when a key is unusable."""
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What `read_state` made of a state's object: the state (None when a key is unusable), the problems found
+    so far, and the names of the next states by their paths (resolved by `check` once every state is known)."""
+
+    state: ApprovalState | None
+    found: list[Found]
+    refs: list[tuple[Path, str]]
+
+
+def read_state(value: Mapping[str, Any], path: Path) -> Read:
+    """An approval state's object, its next states not yet resolved."""
     found: list[Found] = []
+    refs: list[tuple[Path, str]] = []
     for key in value:
         if key not in KEYS:
             found.append(Found((*path, str(key)), f"unknown key; expected {', '.join(sorted(KEYS))}"))
@@ -66,34 +77,27 @@ def read_state(value: Mapping[str, Any], path: Path) -> tuple[ApprovalState | No
         found.append(Found((*path, "name"), f"{name!r} is not a state name: letters, digits, '.', '_', '-'"))
     if value.get("type") != "approval":
         found.append(Found((*path, "type"), f"{value.get('type')!r}: a state given as an object has type approval"))
-    choices = _choices(value.get("choices", []), (*path, "choices"), found)
-    default = _name(value["default"], (*path, "default"), found) if "default" in value else None
-    timeout, after = _timeout(value["timeout"], (*path, "timeout"), found) if "timeout" in value else (None, None)
+    choices = _choices(value.get("choices", []), (*path, "choices"), found, refs)
+    default = _name(value["default"], (*path, "default"), found, refs) if "default" in value else None
+    timeout, after = _timeout(value["timeout"], (*path, "timeout"), found, refs) if "timeout" in value else (None, None)
     notify = value.get("notify")
     problem = notify_problem(notify) if isinstance(notify, str) else "must be an http:// or https:// URL"
     if notify is not None and problem is not None:
         found.append(Found((*path, "notify"), problem))
     if found:
-        return None, found
+        return Read(None, found, refs)
     assert isinstance(name, str) and choices is not None
-    return ApprovalState(name, Approval(choices, default, timeout, notify), after), found
+    return Read(ApprovalState(name, Approval(choices, default, timeout, notify), after), found, refs)
 
 
-def check(state: ApprovalState, states: Sequence[str], path: Path) -> list[Found]:
-    """What is wrong with `state` now that every state is known: unknown next states, then the approval rules."""
+def check(read: Read, states: Sequence[str], path: Path) -> list[Found]:
+    """What is wrong with a state now that every state is known: unknown next states, then (for a state read
+    whole) the approval rules."""
     known = set(states)
-    found = []
-    approval = state.approval
-    for i, choice in enumerate(approval.choices):
-        if choice.next not in known:
-            found.append(Found((*path, "choices", i, "next"), _unknown(choice.next, states)))
-    if approval.default is not None and approval.default not in known:
-        found.append(Found((*path, "default"), _unknown(approval.default, states)))
-    if approval.timeout is not None and approval.timeout.next not in known:
-        found.append(Found((*path, "timeout", "next"), _unknown(approval.timeout.next, states)))
-    if found:
+    found = [Found(where, _unknown(name, states)) for where, name in read.refs if name not in known]
+    if found or read.state is None:
         return found
-    for message in problems(approval, states):
+    for message in problems(read.state.approval, states):
         where = _CHOICE_PREFIX.match(message)
         found.append(Found((*path, "choices", int(where.group(1))) if where else path, message))
     return found
@@ -103,14 +107,15 @@ def _unknown(name: str, states: Sequence[str]) -> str:
     return f"unknown state {name!r}; the states are {', '.join(states)}"
 
 
-def _name(value: Any, path: Path, found: list[Found]) -> str | None:
+def _name(value: Any, path: Path, found: list[Found], refs: list[tuple[Path, str]]) -> str | None:
     if isinstance(value, str) and STATE_NAME.fullmatch(value):
+        refs.append((path, value))
         return value
     found.append(Found(path, f"{value!r} is not a state name"))
     return None
 
 
-def _choices(value: Any, path: Path, found: list[Found]) -> tuple[Choice, ...] | None:
+def _choices(value: Any, path: Path, found: list[Found], refs: list[tuple[Path, str]]) -> tuple[Choice, ...] | None:
     if not isinstance(value, list):
         found.append(Found(path, "must be a list of {when: {FIELD: VALUE}, next: STATE}"))
         return None
@@ -119,7 +124,7 @@ def _choices(value: Any, path: Path, found: list[Found]) -> tuple[Choice, ...] |
         if not isinstance(item, Mapping) or set(item) != {"when", "next"}:
             found.append(Found((*path, i), "a choice is {when: {FIELD: VALUE}, next: STATE}"))
             continue
-        target = _name(item["next"], (*path, i, "next"), found)
+        target = _name(item["next"], (*path, i, "next"), found, refs)
         when = _when(item["when"], (*path, i, "when"), found)
         if target is not None and when is not None:
             out.append(Choice(when, target))
@@ -136,11 +141,13 @@ def _when(value: Any, path: Path, found: list[Found]) -> tuple[tuple[str, Scalar
     return None if bad else tuple((str(k), v) for k, v in value.items())
 
 
-def _timeout(value: Any, path: Path, found: list[Found]) -> tuple[Timeout | None, str | None]:
+def _timeout(
+    value: Any, path: Path, found: list[Found], refs: list[tuple[Path, str]]
+) -> tuple[Timeout | None, str | None]:
     if not isinstance(value, Mapping) or set(value) != {"after", "next"}:
         found.append(Found(path, "timeout is {after: DURATION, next: STATE}"))
         return None, None
-    target = _name(value["next"], (*path, "next"), found)
+    target = _name(value["next"], (*path, "next"), found, refs)
     after = value["after"]
     try:
         duration = parse_duration(after) if isinstance(after, str) else None

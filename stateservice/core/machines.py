@@ -18,7 +18,7 @@ from typing import Any
 
 from stateservice.core.approvals import Approval
 from stateservice.core.chart import CHART_NAME, STATE_NAME
-from stateservice.core.machine_approvals import ApprovalState, check, read_state
+from stateservice.core.machine_approvals import ApprovalState, Read, check, read_state
 
 # A configuration's name and version join as "name:version" in URLs and keys, so neither may
 # hold a colon; the same closed alphabet as chart names keeps them safe in keys and headers.
@@ -250,19 +250,19 @@ def configuration_from(data: Any) -> Configuration:
     start = reader.start(data, states)
     transitions = reader.transitions(data, states)
     reader.unknown(data, {"name", "version", "states", "transitions", "starting_state"}, ())
-    for i, approval in reader.approvals:
-        reader.findings.extend(Finding(f.path, f.message) for f in check(approval, states, ("states", i)))
+    for i, read in reader.approvals:
+        reader.findings.extend(Finding(f.path, f.message) for f in check(read, states, ("states", i)))
     if reader.findings:
         raise Invalid(reader.findings)
     assert name is not None and version is not None and start is not None
-    approvals = tuple(a for _, a in reader.approvals)
+    approvals = tuple(read.state for _, read in reader.approvals if read.state is not None)
     return Configuration(name, version, tuple(states), tuple(transitions), start, approvals)
 
 
 class _Reader:
     def __init__(self) -> None:
         self.findings: list[Finding] = []
-        self.approvals: list[tuple[int, ApprovalState]] = []  # by their index in `states`
+        self.approvals: list[tuple[int, Read]] = []  # by their index in `states`
 
     def fail(self, path: Path, message: str) -> None:
         self.findings.append(Finding(path, message))
@@ -305,13 +305,11 @@ class _Reader:
 
     def approval(self, value: Mapping[str, Any], i: int) -> str | None:
         """The name of the approval state `value` (states.i), kept for `check` once every state is known."""
-        state, found = read_state(value, ("states", i))
-        self.findings.extend(Finding(f.path, f.message) for f in found)
-        if state is None:
-            name = value.get("name")
-            return name if isinstance(name, str) and STATE_NAME.fullmatch(name) else None
-        self.approvals.append((i, state))
-        return state.name
+        read = read_state(value, ("states", i))
+        self.findings.extend(Finding(f.path, f.message) for f in read.found)
+        self.approvals.append((i, read))
+        name = value.get("name")
+        return name if isinstance(name, str) and STATE_NAME.fullmatch(name) else None
 
     def start(self, data: Mapping[str, Any], states: list[str]) -> str | None:
         value = data.get("starting_state")
