@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from stateservice.security.tokens import hash_secret, parse_tokens
@@ -257,3 +258,34 @@ async def test_tokens_resume_only_what_they_may(serve: MakeClient) -> None:
     assert outcome["actor"] == "approver"
     history = (await ok(client, "GET", "/statemachines/o1", headers=bearer("shop")))["history"]
     assert history[0]["originator"] == "approver"
+
+
+async def test_the_leader_notifies_with_the_instance_and_retries(serve: MakeClient, aiohttp_server: Any) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=500 if len(received) == 1 else 204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = await aiohttp_server(receiver)
+    client = await serve(public_url="https://state.example")
+    await ok(client, "POST", "/configurations", 201, json=orders(notify=str(server.make_url("/hook"))))
+    pending = await suspended(client)
+    for _ in range(60):
+        await asyncio.sleep(0.1)
+        if (await ok(client, "GET", pending["continuation_url"]))["notified_at"]:
+            break
+    shown = await ok(client, "GET", pending["continuation_url"])
+    assert shown["notified_at"] and shown["notify_attempts"] == 2
+    assert len(received) == 2 and received[0] == received[1]
+    assert received[0] == {
+        "instance": "o1",
+        "configuration": "orders:v1",
+        "state": "review",
+        "continuation_url": f"https://state.example{pending['continuation_url']}",
+        "expires_at": pending["expires_at"],
+    }
+    causes = [h.get("cause") for h in (await ok(client, "GET", "/statemachines/o1"))["history"]]
+    assert causes[:2] == ["notify", "notify"]
