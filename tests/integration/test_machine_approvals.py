@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from stateservice.core.parse_configuration import parse_configuration
 from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.store import keys
+from stateservice.store.clock import local_clock
+from stateservice.store.machines import Machines, define_file
 from tests.support.app import Client, MakeClient
 
 
@@ -226,8 +230,6 @@ async def test_the_redis_keys_are_as_documented(client: Client, plain: Redis) ->
 
 
 def _epoch(text: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
@@ -289,3 +291,33 @@ async def test_the_leader_notifies_with_the_instance_and_retries(serve: MakeClie
     }
     causes = [h.get("cause") for h in (await ok(client, "GET", "/statemachines/o1"))["history"]]
     assert causes[:2] == ["notify", "notify"]
+
+
+GATED_FILE = """\
+name: gated
+version: v1
+states:
+  - new
+  - name: review
+    type: approval
+    choices:
+      - {when: {approved: true}, next: done}
+    default: new
+    timeout: {after: 2h, next: new}
+  - done
+starting_state: new
+transitions:
+  - {from: new, to: review, event: submit}
+"""
+
+
+async def test_a_configuration_file_with_an_approval_state_is_defined_again_alike(clients: Any) -> None:
+    """A restart defines the file again: the stored document reads back equal (when values keep their types)."""
+    configuration = parse_configuration(GATED_FILE, "gated.yaml")
+    store = Machines(clients(), local_clock())
+    await define_file(store, configuration)
+    again = Machines(clients(), local_clock())
+    await define_file(again, parse_configuration(GATED_FILE, "gated.yaml"))  # raises if stored differently
+    assert await again.configuration("gated:v1") == configuration
+    await store.close()
+    await again.close()
