@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 
 from stateservice.core.chart import Chart, Func
-from stateservice.core.machines import Invalid, parse_ref
 from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
@@ -41,7 +40,7 @@ from stateservice.web import auth, machine_approvals
 from stateservice.web.appkeys import APPROVALS, CHARTS
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import chart_named, who
-from stateservice.web.machines import allow, json_object
+from stateservice.web.machines import json_object
 from stateservice.web.machines_openapi import Q_CONFIGURATION
 from stateservice.web.openapi import Q_CHART, Operation, Refusal, json_answer
 from stateservice.web.suspended import document, has_approvals
@@ -106,7 +105,7 @@ async def _resume(request: web.Request, continuation: str, given: dict[str, Any]
 async def list_approvals(request: web.Request) -> web.Response:
     """GET /approvals[?chart=C][&configuration=REF]: the continuations waiting now in the charts and instances the
     caller may see; with either filter, only what the filters name (a chart's, a configuration's instances')."""
-    ref = _configuration(request)
+    ref = machine_approvals.configuration_filter(request)
     async with redis_deadline(request):
         found = []
         if ref is None or "chart" in request.query:
@@ -123,18 +122,6 @@ async def _charts(request: web.Request) -> list[Chart]:
     if not request.query["chart"]:
         raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
     return [await chart_named(request)]
-
-
-def _configuration(request: web.Request) -> str | None:
-    if "configuration" not in request.query:
-        return None
-    ref = request.query["configuration"]
-    try:
-        parse_ref(ref)
-    except Invalid as invalid:
-        raise InvalidName(str(invalid), parameter="configuration") from None
-    allow(request, ref)
-    return ref
 
 
 async def waiting(approvals: Approvals, charts: list[Chart]) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from stateservice.core.machines import Configuration
-from stateservice.errors import ForbiddenConfiguration
+from stateservice.core.machines import Configuration, Invalid, parse_ref
+from stateservice.errors import ForbiddenConfiguration, InvalidName
 from stateservice.store import codec
 from stateservice.store.approvals import choices_document
 from stateservice.store.machine_approvals import MachineApprovals, Waiting
@@ -92,6 +92,19 @@ async def waiting(request: web.Request, ref: str | None) -> list[dict[str, Any]]
         _, configuration, context = await approvals.find(pending.id)
         found.append(document(pending, configuration, context))
     return found
+
+
+def configuration_filter(request: web.Request) -> str | None:
+    """GET /approvals's `configuration=REF`, checked (400 malformed, 403 for a token not bound to it), or None."""
+    if "configuration" not in request.query:
+        return None
+    ref = request.query["configuration"]
+    try:
+        parse_ref(ref)
+    except Invalid as invalid:
+        raise InvalidName(str(invalid), parameter="configuration") from None
+    allow(request, ref)
+    return ref
 
 
 async def pending_approval(request: web.Request, instance: str) -> dict[str, Any] | None:
