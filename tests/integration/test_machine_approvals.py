@@ -16,7 +16,9 @@ from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.store import keys
 from stateservice.store.clock import local_clock
 from stateservice.store.machines import Machines, define_file
+from tests.integration.test_approvals import GATE
 from tests.support.app import Client, MakeClient
+from tests.support.charts import load
 
 
 def review(after: str = "1h", **extra: Any) -> dict[str, Any]:
@@ -321,3 +323,30 @@ async def test_a_configuration_file_with_an_approval_state_is_defined_again_alik
     assert await again.configuration("gated:v1") == configuration
     await store.close()
     await again.close()
+
+
+async def test_charts_are_still_notified_through_the_generalised_notifier(
+    serve: MakeClient, aiohttp_server: Any
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = await aiohttp_server(receiver)
+    chart = load(
+        GATE.replace(
+            "timeout: {after: %s, next: rolled_back}",
+            f"default: rolled_back\n        notify: {server.make_url('/hook')}",
+        )
+    )
+    client = await serve(chart)
+    assert (await client.put("/charts/gate/state?state=canary&host=web1")).status == 200
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if received:
+            break
+    assert [(r["chart"], r["state"]) for r in received] == [("gate", "review")]
