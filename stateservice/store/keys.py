@@ -300,10 +300,10 @@ def machine_moves() -> str:
     return f"{MACHINES}:changes"
 
 
-def instance_continuation(id: str) -> str:
+def instance_continuation(cid: str) -> str:
     """Hash: an instance's approval continuation (instance, configuration, state, created_at, expires_at, outcome,
     notify bookkeeping); found by its id alone."""
-    return f"{MACHINES}:continuation:{id}"
+    return f"{MACHINES}:continuation:{cid}"
 
 
 def instance_continuations() -> str:
