@@ -495,9 +495,11 @@ class TransitionNotAllowed(StateServiceError):
     status, code = 409, "transition_not_allowed"
 
     def __init__(self, outcome: Mapping[str, Any], allowed: Sequence[str]) -> None:
+        waiting = outcome.get("continuation")  # an instance in an approval state (issue #16)
         super().__init__(
             f"event {outcome['event']!r} is not allowed in state {outcome['state']!r}"
-            + (f"; allowed: {', '.join(allowed)}" if allowed else "; no event is allowed there"),
+            + (f"; allowed: {', '.join(allowed)}" if allowed else "; no event is allowed there")
+            + (f"; the instance awaits an approval: resume it with POST {waiting}" if waiting else ""),
             **outcome,
             allowed=list(allowed),
         )

@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stateservice.core.approvals import Approval
 from stateservice.core.chart import CHART_NAME, STATE_NAME
+from stateservice.core.machine_approvals import ApprovalState, Read, check, read_state
 
 # A configuration's name and version join as "name:version" in URLs and keys, so neither may
 # hold a colon; the same closed alphabet as chart names keeps them safe in keys and headers.
@@ -108,14 +110,22 @@ class Configuration:
     states: tuple[str, ...]
     transitions: tuple[Transition, ...]
     starting_state: str
+    approvals: tuple[ApprovalState, ...] = ()  # the states given as approval objects (issue #16)
     # Not an __init__ argument: `dataclasses.replace` would pass the old index on, stale and shared.
     _by_event: dict[str, dict[str, Transition]] = field(init=False, compare=False, repr=False)
+    _approvals: dict[str, ApprovalState] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_event: dict[str, dict[str, Transition]] = {}
         for t in self.transitions:
             by_event.setdefault(t.event, {})[t.source] = t
         object.__setattr__(self, "_by_event", by_event)
+        object.__setattr__(self, "_approvals", {a.name: a for a in self.approvals})
+
+    def approval(self, state: str) -> Approval | None:
+        """The approval `state` waits for, or None for a plain state."""
+        found = self._approvals.get(state)
+        return found.approval if found is not None else None
 
     @property
     def ref(self) -> str:
@@ -137,7 +147,7 @@ class Configuration:
         return {
             "name": self.name,
             "version": self.version,
-            "states": list(self.states),
+            "states": [self._approvals[s].document() if s in self._approvals else s for s in self.states],
             "transitions": [t.document() for t in self.transitions],
             "starting_state": self.starting_state,
         }
@@ -240,15 +250,19 @@ def configuration_from(data: Any) -> Configuration:
     start = reader.start(data, states)
     transitions = reader.transitions(data, states)
     reader.unknown(data, {"name", "version", "states", "transitions", "starting_state"}, ())
+    for i, read in reader.approvals:
+        reader.findings.extend(Finding(f.path, f.message) for f in check(read, states, ("states", i)))
     if reader.findings:
         raise Invalid(reader.findings)
     assert name is not None and version is not None and start is not None
-    return Configuration(name, version, tuple(states), tuple(transitions), start)
+    approvals = tuple(read.state for _, read in reader.approvals if read.state is not None)
+    return Configuration(name, version, tuple(states), tuple(transitions), start, approvals)
 
 
 class _Reader:
     def __init__(self) -> None:
         self.findings: list[Finding] = []
+        self.approvals: list[tuple[int, Read]] = []  # by their index in `states`
 
     def fail(self, path: Path, message: str) -> None:
         self.findings.append(Finding(path, message))
@@ -277,6 +291,10 @@ class _Reader:
             self.fail(("states",), f"at most {MAX_STATES} states; got {len(value)}")
         seen: dict[str, None] = {}  # ordered, and a thousand states need no quadratic scan
         for i, state in enumerate(value):
+            if isinstance(state, Mapping):
+                state = self.approval(state, i)
+                if state is None:
+                    continue
             if not isinstance(state, str) or not STATE_NAME.fullmatch(state):
                 self.fail(("states", i), f"{state!r} is not a state name: letters, digits, '.', '_', '-'")
             elif state in seen:
@@ -284,6 +302,14 @@ class _Reader:
             else:
                 seen[state] = None
         return list(seen)
+
+    def approval(self, value: Mapping[str, Any], i: int) -> str | None:
+        """The name of the approval state `value` (states.i), kept for `check` once every state is known."""
+        read = read_state(value, ("states", i))
+        self.findings.extend(Finding(f.path, f.message) for f in read.found)
+        self.approvals.append((i, read))
+        name = value.get("name")
+        return name if isinstance(name, str) and STATE_NAME.fullmatch(name) else None
 
     def start(self, data: Mapping[str, Any], states: list[str]) -> str | None:
         value = data.get("starting_state")

@@ -129,6 +129,13 @@ class _Bad:
     pass
 
 
+def scalar(node: yaml.Node) -> tuple[bool, Scalar]:
+    """A `when` value as JSON would read it (configuration files use this too): (True, value), or (False, None)
+    for a list or a mapping."""
+    read = _value(node)
+    return (False, None) if isinstance(read, _Bad) else (True, read)
+
+
 def _value(node: yaml.Node) -> Scalar | _Bad:
     """A `when` value as JSON would read it: numbers, true/false, null, else text."""
     if not isinstance(node, yaml.ScalarNode):

@@ -4,7 +4,9 @@ Pure: takes the text and the path to name in messages, reads nothing. The text i
 `parse.compose` (so `yes`/`on` and timestamps stay text, as in chart files), turned into the plain
 data a JSON POST carries, and checked by `configuration_from`; each of its findings goes on the
 line of the node at the finding's path. Scalars are read as the text written (`version: 1.10`
-is "1.10", not 1.1); only a null (`~`, or nothing) is not text.
+is "1.10", not 1.1); only a null (`~`, or nothing) is not text, and an approval state's `when`
+values, which are read as JSON would read them (`approved: true` is true, `level: 2` is 2), as
+chart files read them (parse_approval.scalar).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import yaml
 
 from stateservice.core.machines import Configuration, Invalid, Path, configuration_from
 from stateservice.core.parse import compose
+from stateservice.core.parse_approval import scalar
 from stateservice.errors import ChartError, Problem
 
 _NULL = "tag:yaml.org,2002:null"
@@ -47,6 +50,7 @@ def parse_configuration(text: str, path: str) -> Configuration:
         data = builder.plain(root)
     except _Refused as refused:
         raise ChartError(sorted([*builder.problems, refused.problem], key=lambda p: p.line)) from None
+    _type_when(root, data)
     try:
         configuration = configuration_from(data)
     except Invalid as invalid:
@@ -72,6 +76,35 @@ def line_at(root: yaml.Node, path: Path) -> int:
         else:
             break
     return line
+
+
+def node_at(root: yaml.Node, path: Path) -> yaml.Node | None:
+    """The node at `path`, or None."""
+    node: yaml.Node | None = root
+    for element in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(element, str):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == element), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(element, int) and 0 <= element < len(node.value):
+            node = node.value[element]
+        else:
+            return None
+    return node
+
+
+def _type_when(root: yaml.Node, data: Any) -> None:
+    """Give the `when` values of approval states their JSON types, in place (the rest stays text)."""
+    states = data.get("states") if isinstance(data, dict) else None
+    for i, state in enumerate(states if isinstance(states, list) else []):
+        choices = state.get("choices") if isinstance(state, dict) else None
+        for j, choice in enumerate(choices if isinstance(choices, list) else []):
+            when = choice.get("when") if isinstance(choice, dict) else None
+            node = node_at(root, ("states", i, "choices", j, "when"))
+            if not isinstance(when, dict) or not isinstance(node, yaml.MappingNode):
+                continue
+            for key, value in node.value:
+                plain, read = scalar(value)
+                if isinstance(key, yaml.ScalarNode) and key.value in when and plain:
+                    when[key.value] = read
 
 
 class _Refused(Exception):

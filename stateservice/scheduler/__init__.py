@@ -1,7 +1,8 @@
 """Advances time states promptly: the worker holding the leader lease checks every chart twice a second.
 
 It also times out approval states (the same way: a due move), makes sure each approval state a
-chart waits in has its continuation, and sends their notifications (`notify.py`).
+chart waits in has its continuation, and sends their notifications (`notify.py`); for instances'
+approval states it times out the continuations that are due and sends their notifications.
 
 Correctness never rests on this task: every read of a chart applies the time moves that are
 due (see `store/charts.py`). The leader only makes a move happen within a second of its due
@@ -13,6 +14,7 @@ lease up when its worker stops, so that another takes over at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from datetime import tzinfo
@@ -23,11 +25,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.core.chart import Chart, Func
 from stateservice.errors import StateServiceError
-from stateservice.scheduler.notify import Notifier
+from stateservice.scheduler.notify import Notifier, about
 from stateservice.store import codec, keys
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
+from stateservice.store.machine_approvals import MachineApprovals
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -51,6 +54,7 @@ class Scheduler:
         interval: float = 0.5,
         approvals: Approvals | None = None,
         notifier: Notifier | None = None,
+        machine_approvals: MachineApprovals | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -59,6 +63,7 @@ class Scheduler:
         self.interval = interval
         self.approvals = approvals
         self.notifier = notifier
+        self.machine_approvals = machine_approvals
         self.leading = False
         self.halted = False
         self._parsed: dict[str, Chart] = {}  # other services' charts, by digest
@@ -110,6 +115,26 @@ class Scheduler:
                 waiting.append(chart)
         for chart in waiting:
             await self.suspend(chart)
+        await self.instances()
+
+    async def instances(self) -> None:
+        """Time out the instances' continuations that are due, and send the notifications that are."""
+        if self.machine_approvals is None:
+            return
+        try:
+            due = await self.machine_approvals.due()
+        except StateServiceError as exc:
+            log.warning("instance_approvals_not_checked", error=exc.message)
+            return
+        for waiting in due:
+            configuration = await self.machine_approvals.machines.configuration(waiting.configuration)
+            approval = configuration.approval(waiting.state) if configuration is not None else None
+            if self.notifier is None or approval is None or approval.notify is None:
+                continue
+            owner = {"instance": waiting.instance, "configuration": waiting.configuration}
+            payload = about(owner, waiting.id, waiting.state, waiting.expires_at, self.notifier.public_url)
+            record = functools.partial(self.machine_approvals.noted, waiting)
+            self.notifier.send(waiting.id, approval.notify, payload, waiting.notify_attempts, record)
 
     async def suspend(self, chart: Chart) -> None:
         """A chart waits in an approval state: its continuation made, findable by id, and notified."""

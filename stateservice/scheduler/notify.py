@@ -11,6 +11,7 @@ that down makes its successor send again: receivers get at least one, and the sa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,12 +41,17 @@ def backoff(attempts: int) -> timedelta:
 
 def body(chart: Chart, pending: Pending, base: str | None) -> dict[str, Any]:
     """What a receiver is sent: who waits, in which state, where to resume it, until when."""
-    path = f"/continuations/{pending.id}"
+    return about({"chart": chart.name}, pending.id, pending.state, pending.expires_at, base)
+
+
+def about(owner: dict[str, str], id: str, state: str, expires_at: datetime | None, base: str | None) -> dict[str, Any]:
+    """A notification's body; `owner` says who waits ({"chart": NAME} or {"instance": ID, "configuration": REF})."""
+    path = f"/continuations/{id}"
     return {
-        "chart": chart.name,
-        "state": pending.state,
+        **owner,
+        "state": state,
         "continuation_url": f"{base}{path}" if base else path,
-        "expires_at": codec.timestamp(pending.expires_at) if pending.expires_at else None,
+        "expires_at": codec.timestamp(expires_at) if expires_at else None,
     }
 
 
@@ -56,6 +62,12 @@ def due(pending: Pending, now: datetime) -> bool:
     if pending.notify_next_at is not None and pending.notify_next_at > now:
         return False
     return pending.expires_at is None or pending.expires_at > now
+
+
+# keeps an attempt's bookkeeping: (fields of the continuation's record, the history's reason, when)
+Note = Callable[[dict[str, str], str, datetime], Awaitable[object]]
+# how many attempts were made, read again just before sending; None: none is due any more
+Recount = Callable[[], Awaitable[int | None]]
 
 
 class Notifier:
@@ -74,27 +86,51 @@ class Notifier:
         url = state.approval.notify if state is not None and state.approval is not None else None
         if url is None or pending.id in self._sending or not due(pending, now):
             return
-        task = asyncio.create_task(self._attempt(chart, pending, url), name=f"notify {pending.id[:6]}")
-        self._sending[pending.id] = task
-        task.add_done_callback(lambda _: self._sending.pop(pending.id, None))
 
-    async def _attempt(self, chart: Chart, pending: Pending, url: str) -> None:
-        try:
+        def record(fields: dict[str, str], reason: str, now: datetime) -> Awaitable[bool]:
+            entry = Transition(chart.name, pending.state, pending.state, "notify", now, actor="leader", reason=reason)
+            return note(self.store, chart.name, pending.id, fields, entry)
+
+        async def recount() -> int | None:
             # `pending` may have been read before the previous attempt wrote its outcome down (a tick's
             # read and that attempt interleave): decided on it, a delivered notification went again
             fresh = await reread(self.store, chart.name, pending.id)
-            if fresh is not None and due(fresh, await self.store.clock()):
-                await self._deliver(chart, fresh, url)
-        except (RedisError, OSError) as exc:  # the next tick after Redis returns tries again
-            log.warning("approval_notify_unrecorded", chart=chart.name, error=str(exc) or type(exc).__name__)
-        except StateServiceError as exc:  # a record that cannot be read: the tick's own read says so too
-            log.warning("approval_notify_unrecorded", chart=chart.name, error=exc.message)
-        except Exception:  # a bug must not leave a task whose error nobody reads, nor stop the other sends
-            log.exception("approval_notify_failed", chart=chart.name, continuation=pending.id)
+            return fresh.notify_attempts if fresh is not None and due(fresh, await self.store.clock()) else None
 
-    async def _deliver(self, chart: Chart, pending: Pending, url: str) -> None:
-        attempt = pending.notify_attempts + 1
-        status, error = await self._post(url, body(chart, pending, self.public_url))
+        payload = body(chart, pending, self.public_url)
+        self.send(pending.id, url, payload, pending.notify_attempts, record, recount)
+
+    def send(
+        self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note, recount: Recount | None = None
+    ) -> None:
+        """POST `payload` to `url` in the background unless continuation `id`'s is under way; `record` keeps what
+        came of it (`attempts` were made before; `recount`, when given, says so again right before sending)."""
+        if id in self._sending:
+            return
+        task = asyncio.create_task(self._attempt(id, url, payload, attempts, record, recount), name=f"notify {id[:6]}")
+        self._sending[id] = task
+        task.add_done_callback(lambda _: self._sending.pop(id, None))
+
+    async def _attempt(
+        self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note, recount: Recount | None
+    ) -> None:
+        try:
+            if recount is not None:
+                counted = await recount()
+                if counted is None:
+                    return
+                attempts = counted
+            await self._deliver(id, url, payload, attempts, record)
+        except (RedisError, OSError) as exc:  # the next tick after Redis returns tries again
+            log.warning("approval_notify_unrecorded", continuation=id, error=str(exc) or type(exc).__name__)
+        except StateServiceError as exc:  # a record that cannot be read: the tick's own read says so too
+            log.warning("approval_notify_unrecorded", continuation=id, error=exc.message)
+        except Exception:  # a bug must not leave a task whose error nobody reads, nor stop the other sends
+            log.exception("approval_notify_failed", continuation=id)
+
+    async def _deliver(self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note) -> None:
+        attempt = attempts + 1
+        status, error = await self._post(url, payload)
         now = await self.store.clock()
         fields = {keys.NOTIFY_ATTEMPTS: str(attempt)}
         if status is not None and 200 <= status < 300:
@@ -109,9 +145,9 @@ class Notifier:
             reason = f"notify failed: {why} (attempt {attempt}); next at {codec.timestamp(retry)}"
             outcome = "failed"
         metrics.notification(outcome)
-        log.info("approval_notify", chart=chart.name, continuation=pending.id, outcome=outcome, attempt=attempt)
-        record = Transition(chart.name, pending.state, pending.state, "notify", now, actor="leader", reason=reason)
-        await note(self.store, chart.name, pending.id, fields, record)
+        who = {k: v for k, v in payload.items() if k in ("chart", "instance")}
+        log.info("approval_notify", **who, continuation=id, outcome=outcome, attempt=attempt)
+        await record(fields, reason, now)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int | None, str]:
         if self._session is None:

@@ -75,7 +75,22 @@ stateservice:{machines}:buried:ENTRY                string  "1" once ENTRY is de
                                                             (one letter per entry), expiring after
                                                             --event-retention
 stateservice:{machines}:changes                     pubsub  channel: "ID FROM TO" per transition
+stateservice:{machines}:continuation:CID            hash    an instance's approval continuation:
+                                                            instance, configuration, state, created_at,
+                                                            expires_at (empty: none); outcome (JSON,
+                                                            once used or ended); notify_attempts,
+                                                            notify_next_at, notified_at; expires at
+                                                            expires_at + --event-retention, or that
+                                                            long after its outcome
+stateservice:{machines}:continuations               hash    instance id -> the continuation (CID) it waits
+                                                            for (while in an approval state)
+stateservice:{machines}:timeouts                    zset    continuation ids by their timeout (epoch ms)
+stateservice:{machines}:notify                      zset    continuation ids whose notification is due,
+                                                            by when (epoch ms)
 ==================================================  ======  ===========================================
+
+An instance's continuation needs no `stateservice:continuation:ID` string: its record's key is
+built from the id alone (the hash tag is fixed), so a resume finds it directly.
 """
 
 from __future__ import annotations
@@ -101,6 +116,10 @@ CONTINUATION_OUTCOME = "outcome"
 NOTIFY_ATTEMPTS = "notify_attempts"
 NOTIFY_NEXT_AT = "notify_next_at"
 NOTIFIED_AT = "notified_at"
+
+# fields an instance's continuation adds, stateservice:{machines}:continuation:ID
+CONTINUATION_INSTANCE = "instance"
+CONTINUATION_CONFIGURATION = "configuration"
 
 # fields of the definition hash, stateservice:{CHART}:definition
 DEFINITION_PATH = "path"
@@ -279,3 +298,24 @@ def machine_moves() -> str:
     Not `...:moves`: the chart watcher's pattern `stateservice:{*}:moves` would match it, and every
     worker would read every instance's transition."""
     return f"{MACHINES}:changes"
+
+
+def instance_continuation(cid: str) -> str:
+    """Hash: an instance's approval continuation (instance, configuration, state, created_at, expires_at, outcome,
+    notify bookkeeping); found by its id alone."""
+    return f"{MACHINES}:continuation:{cid}"
+
+
+def instance_continuations() -> str:
+    """Hash: instance id -> the continuation it waits for, while it is in an approval state."""
+    return f"{MACHINES}:continuations"
+
+
+def approval_timeouts() -> str:
+    """Sorted set: instances' continuations by the epoch ms their approval state times out (the leader's)."""
+    return f"{MACHINES}:timeouts"
+
+
+def approval_notifications() -> str:
+    """Sorted set: instances' continuations whose notification is due, by when (epoch ms; the leader's)."""
+    return f"{MACHINES}:notify"

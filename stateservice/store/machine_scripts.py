@@ -15,9 +15,11 @@ in another slot: fine on one Redis (or Sentinel), refused for a Cluster by store
 
 from __future__ import annotations
 
-# Shared by both scripts: make an instance at its starting state, with its indexes and counts.
+from stateservice.store.machine_approval_scripts import WAIT
+
+# Shared by both scripts: make an instance at its starting state, with its indexes and counts (and its
+# continuation, when it starts in an approval state). `T` is each script's: see machine_approval_scripts.
 _CREATE = """
-local P = ARGV[1]
 local function create(id, ref, c)
   redis.call('HSET', KEYS[1], id, ref .. ' ' .. c.start)
   redis.call('SADD', P .. ':in:' .. ref .. ':' .. c.start, id)
@@ -26,13 +28,22 @@ local function create(id, ref, c)
     redis.call('HSET', P .. ':properties', id, c.properties)
     for _, key in ipairs(c.with) do redis.call('SADD', key, id) end
   end
+  if c.approval then suspend(id, ref, c.start, c.approval, c.cid) end
 end
 """
 
+
+def _prelude(times: str) -> str:
+    """The prefix, the script's times (`T`), and the shared functions."""
+    return f"\nlocal P = ARGV[1]\nlocal T = {times}\n" + WAIT + _CREATE
+
+
 CREATE = (
-    _CREATE
+    _prelude("{now = ARGV[4], now_ms = tonumber(ARGV[5]), retention = tonumber(ARGV[6])}")
     + """
--- ARGV[2] = id, ARGV[3] = JSON {ref, start, properties (JSON text) | absent, with = [index keys]}
+-- ARGV[2] = id, ARGV[3] = JSON {ref, start, properties (JSON text) | absent, with = [index keys],
+--   approval = {ttl, notify} | absent (the starting state is an approval state), cid = its continuation id},
+-- ARGV[4] = now (UTC ISO 8601), ARGV[5] = now (epoch ms), ARGV[6] = outcome retention (ms)
 -- returns [1, record] when made, [0, record] when the id already existed (record: "REF STATE")
 local found = redis.call('HGET', KEYS[1], ARGV[2])
 if found then return {0, found} end
@@ -43,13 +54,16 @@ return {1, c.ref .. ' ' .. c.start}
 )
 
 APPLY = (
-    _CREATE
+    _prelude("{now = ARGV[2], now_ms = tonumber(ARGV[9]), retention = tonumber(ARGV[3])}")
     + """
 -- ARGV[2] = now (UTC ISO 8601), ARGV[3] = outcome retention (ms), ARGV[4] = history limit,
 -- ARGV[5] = JSON list of events, each {id, event, event_id, history (a JSON object's text: the record
---   but for from and to), create = {ref, start, properties, with} | absent (first use creates),
---   entry = stream entry id | absent, dead = [field, value, ...] (what a dead letter carries)},
--- ARGV[6] = the events stream, ARGV[7] = its consumer group, ARGV[8] = the dead-letter stream
+--   but for from and to), create = {ref, start, properties, with, approval, cid} | absent (first use creates),
+--   entry = stream entry id | absent, dead = [field, value, ...] (what a dead letter carries),
+--   cid = the continuation id to use if the event enters an approval state},
+-- ARGV[6] = the events stream, ARGV[7] = its consumer group, ARGV[8] = the dead-letter stream,
+-- ARGV[9] = now (epoch ms)
+-- A transition into an approval state carries {ttl, notify} as `approval` in the transitions table.
 -- returns JSON: for each event [its outcome (JSON text), 1 if it was a duplicate else 0]
 local function refused(e, why, extra)
   local out = {event_id = e.event_id, outcome = why, instance = e.id, event = e.event}
@@ -73,22 +87,21 @@ local function apply(e)
   local space = string.find(record, ' ', 1, true)
   local ref, state = string.sub(record, 1, space - 1), string.sub(record, space + 1)
   local spec = redis.call('HGET', P .. ':transitions:' .. ref, state .. ' ' .. e.event)
-  if not spec then return refused(e, 'transition_not_allowed', {state = state, configuration = ref}) end
+  if not spec then
+    local waiting = redis.call('HGET', P .. ':continuations', e.id)
+    local extra = {state = state, configuration = ref}
+    if waiting then extra.continuation = '/continuations/' .. waiting end
+    return refused(e, 'transition_not_allowed', extra)
+  end
   spec = cjson.decode(spec)
   if spec.key and not requirement_met(spec) then
     return refused(e, 'requirement_not_met', {state = state, configuration = ref})
   end
-  redis.call('HSET', KEYS[1], e.id, ref .. ' ' .. spec.to)
-  if spec.to ~= state then
-    redis.call('SMOVE', P .. ':in:' .. ref .. ':' .. state, P .. ':in:' .. ref .. ':' .. spec.to, e.id)
-    redis.call('HINCRBY', P .. ':counts:' .. ref, state, -1)
-    redis.call('HINCRBY', P .. ':counts:' .. ref, spec.to, 1)
-  end
-  local history = P .. ':history:' .. e.id
-  redis.call('LPUSH', history,
-    '{"from":' .. cjson.encode(state) .. ',"to":' .. cjson.encode(spec.to) .. ',' .. string.sub(e.history, 2))
-  redis.call('LTRIM', history, 0, tonumber(ARGV[4]) - 1)
-  redis.call('PUBLISH', P .. ':changes', e.id .. ' ' .. state .. ' ' .. spec.to)
+  leave(e.id, 'the instance left the state by event ' .. e.event)
+  move(e.id, ref, state, spec.to,
+    '{"from":' .. cjson.encode(state) .. ',"to":' .. cjson.encode(spec.to) .. ',' .. string.sub(e.history, 2),
+    tonumber(ARGV[4]))
+  if spec.approval then suspend(e.id, ref, spec.to, spec.approval, e.cid) end
   return {event_id = e.event_id, outcome = 'ok', instance = e.id, event = e.event,
           from = state, to = spec.to, at = ARGV[2], configuration = ref}
 end
@@ -129,15 +142,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-FORGET = """
--- KEYS[1] = the instances hash / ARGV[1] = the prefix, ARGV[2] = the instance id
+FORGET = (
+    _prelude("{now = ARGV[3], now_ms = tonumber(ARGV[4]), retention = tonumber(ARGV[5])}")
+    + """
+-- KEYS[1] = the instances hash / ARGV[1] = the prefix, ARGV[2] = the instance id, ARGV[3] = now (UTC ISO 8601),
+-- ARGV[4] = now (epoch ms), ARGV[5] = retention (ms)
 -- removes the instance with its index entries, count, properties, context and history (kept outcomes
--- expire by themselves); returns its record "REF STATE", or false when there was none
-local P, id = ARGV[1], ARGV[2]
+-- expire by themselves) and ends its continuation; returns its record "REF STATE", or false when there was none
+local id = ARGV[2]
 local record = redis.call('HGET', KEYS[1], id)
 if not record then return false end
 local space = string.find(record, ' ', 1, true)
 local ref, state = string.sub(record, 1, space - 1), string.sub(record, space + 1)
+leave(id, 'the instance was deleted')
 redis.call('HDEL', KEYS[1], id)
 redis.call('SREM', P .. ':in:' .. ref .. ':' .. state, id)
 redis.call('HINCRBY', P .. ':counts:' .. ref, state, -1)
@@ -153,3 +170,4 @@ redis.call('DEL', P .. ':history:' .. id)
 redis.call('PUBLISH', P .. ':changes', id .. ' ' .. state .. ' -')
 return record
 """
+)

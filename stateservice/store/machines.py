@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from stateservice.core.approvals import Approval
 from stateservice.core.machines import (
     Configuration,
     Invalid,
@@ -35,6 +37,7 @@ from stateservice.errors import (
     UnknownConfiguration,
 )
 from stateservice.store import codec, keys
+from stateservice.store.approvals import new_id
 from stateservice.store.clock import Clock
 from stateservice.store.group import GroupCommit
 from stateservice.store.machine_scripts import APPLY, CREATE, DEFINE, FORGET
@@ -110,9 +113,9 @@ class Machines:
         table = [
             item
             for t in configuration.transitions
-            for item in (f"{t.source} {t.event}", orjson.dumps(self._rule(t)).decode())
+            for item in (f"{t.source} {t.event}", orjson.dumps(self._rule(configuration, t)).decode())
         ]
-        stored = await self._run(
+        stored = await self.run(
             self._define,
             keys=[keys.configurations(), keys.transitions(configuration.ref)],
             args=[configuration.ref, document, *table],
@@ -126,7 +129,7 @@ class Machines:
         if not await self.define(configuration):
             raise ConfigurationExists(configuration.ref)
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run a writing script; with --redis-wait-replicas, as a transaction, which WAITs for the replicas
         (store/redis/replicated.py) before answering: an event acknowledged survives the master's loss."""
         if not isinstance(self.redis, ReplicatedRedis):
@@ -135,8 +138,11 @@ class Machines:
             await script(keys=keys, args=args, client=pipe)
             return (await pipe.execute())[0]
 
-    def _rule(self, transition: Any) -> dict[str, Any]:
+    def _rule(self, configuration: Configuration, transition: Any) -> dict[str, Any]:
         rule: dict[str, Any] = {"to": transition.target}
+        approval = waits(configuration.approval(transition.target))
+        if approval is not None:
+            rule["approval"] = approval
         requires = transition.requires
         if requires is None:
             return rule
@@ -186,8 +192,10 @@ class Machines:
             _check_id(instance)
         else:
             instance = str(uuid.uuid4())
-        made, record = await self._run(
-            self._create, keys=[keys.instances()], args=[keys.MACHINES, instance, self._made(configuration, properties)]
+        made, record = await self.run(
+            self._create,
+            keys=[keys.instances()],
+            args=[keys.MACHINES, instance, self._made(configuration, properties), *await self._times()],
         )
         if not made and not properties:
             raise InstanceExists(instance, str(record).partition(" ")[0])
@@ -198,11 +206,12 @@ class Machines:
         configuration = await self.require(ref)
         for instance in ids:
             _check_id(instance)
-        plain = self._made(configuration, None)
-        wanted = [(i, plain) for i in ids] + [(instance_id(ref, p), self._made(configuration, p)) for p in properties]
+        wanted = [(i, self._made(configuration, None)) for i in ids]
+        wanted += [(instance_id(ref, p), self._made(configuration, p)) for p in properties]
+        times = await self._times()
         async with self.redis.pipeline(transaction=False) as pipe:
             for instance, made in wanted:
-                await self._create(keys=[keys.instances()], args=[keys.MACHINES, instance, made], client=pipe)
+                await self._create(keys=[keys.instances()], args=[keys.MACHINES, instance, made, *times], client=pipe)
             results = await pipe.execute()
         return sum(1 for made, _ in results if made)
 
@@ -212,6 +221,9 @@ class Machines:
 
     def _creation(self, configuration: Configuration, properties: Mapping[str, str] | None) -> dict[str, Any]:
         made: dict[str, Any] = {"ref": configuration.ref, "start": configuration.starting_state}
+        approval = waits(configuration.approval(configuration.starting_state))
+        if approval is not None:  # it starts waiting: its continuation's id, used only if it is made
+            made["approval"], made["cid"] = approval, new_id()
         if properties:
             made["properties"] = canonical_properties(properties)
             made["with"] = [keys.instances_with(configuration.ref, k, v) for k, v in sorted(properties.items())]
@@ -241,7 +253,9 @@ class Machines:
         """Remove an instance, its indexes, count, properties, context and history: (configuration, state) it
         had, or None when there was none. Its kept outcomes expire with --event-retention (an event id sent
         again meanwhile still answers as a duplicate)."""
-        record = await self._run(self._forget, keys=[keys.instances()], args=[keys.MACHINES, instance])
+        record = await self.run(
+            self._forget, keys=[keys.instances()], args=[keys.MACHINES, instance, *await self._times()]
+        )
         if not record:
             return None
         ref, _, state = str(record).partition(" ")
@@ -265,9 +279,10 @@ class Machines:
         """Apply `events` in order, in one script: those with an `entry` are acknowledged on `stream` with them."""
         if not events:
             return []
-        now = codec.timestamp(await self.clock())
+        at = await self.clock()
+        now = codec.timestamp(at)
         batch = [await self._encode(e, now) for e in events]
-        reply = await self._run(
+        reply = await self.run(
             self._apply,
             keys=[keys.instances()],
             args=[
@@ -279,6 +294,7 @@ class Machines:
                 stream or keys.events_stream(),
                 group or keys.MACHINES_GROUP,
                 keys.dead_letters(),
+                epoch_ms(at),
             ],
         )
         return [Outcome(orjson.loads(text), bool(dup)) for text, dup in orjson.loads(reply)]
@@ -297,6 +313,7 @@ class Machines:
             "event_id": event.event_id,
             "history": orjson.dumps(history).decode(),
             "dead": list(event.dead),
+            "cid": new_id(),  # the continuation's, if the event enters an approval state
         }
         if event.ref is not None and event.properties is not None:
             configuration = await self.configuration(event.ref)
@@ -305,6 +322,11 @@ class Machines:
         if event.entry is not None:
             encoded["entry"] = event.entry
         return encoded
+
+    async def _times(self) -> tuple[str, int, int]:
+        """Now as the scripts' `T` takes it: UTC ISO 8601, epoch ms, and the retention (ms)."""
+        now = await self.clock()
+        return codec.timestamp(now), epoch_ms(now), self.retention_ms
 
     async def outcome(self, instance: str, event_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(keys.event_outcome(instance, event_id))
@@ -363,6 +385,22 @@ async def define_file(
             f"configuration {configuration.ref} is already defined differently in Redis; a configuration never "
             "changes: give the file a new version"
         )
+
+
+def epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def waits(approval: Approval | None) -> dict[str, Any] | None:
+    """An approval state as the scripts take it: {ttl: timeout in ms, notify: true}, each only if it has one."""
+    if approval is None:
+        return None
+    found: dict[str, Any] = {}
+    if approval.timeout is not None:
+        found["ttl"] = int(approval.timeout.after.total_seconds() * 1000)
+    if approval.notify is not None:
+        found["notify"] = True
+    return found
 
 
 def _check_id(instance: str) -> None:

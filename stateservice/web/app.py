@@ -30,6 +30,7 @@ from stateservice.security.tokens import Tokens, TokensRef
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
+from stateservice.store.machine_approvals import MachineApprovals
 from stateservice.store.machines import Machines, define_file
 from stateservice.store.redis.connect import connect
 from stateservice.store.redis.replicated import replicated
@@ -42,6 +43,7 @@ from stateservice.web.appkeys import (
     APPROVALS,
     BODY_LIMIT,
     CHARTS,
+    MACHINE_APPROVALS,
     MACHINES,
     MAX_WAIT,
     MODELS,
@@ -130,6 +132,7 @@ def _redis_ctx(
             history_limit=config.history_limit,
             cluster=config.redis_cluster,
         )
+        app[MACHINE_APPROVALS] = MachineApprovals(app[MACHINES])
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
         await app[REGISTRAR].try_all(app[CHARTS].values())
         defining = asyncio.create_task(define_all(app[MACHINES], configurations), name="define_configurations")
@@ -210,6 +213,7 @@ def _scheduler_ctx(config: Config) -> CleanupContext:
             interval=interval,
             approvals=app[APPROVALS],
             notifier=Notifier(app[STORE], config.public_url),
+            machine_approvals=app[MACHINE_APPROVALS],
         )
         task = asyncio.create_task(app[SCHEDULER].run(), name="scheduler")
         yield

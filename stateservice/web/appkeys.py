@@ -12,6 +12,7 @@ from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
+from stateservice.store.machine_approvals import MachineApprovals
 from stateservice.store.machines import Machines
 from stateservice.store.registrar import Registrar
 from stateservice.store.rollout import Rollouts
@@ -22,6 +23,7 @@ REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", ChartStore)
 ROLLOUTS = web.AppKey("rollouts", Rollouts)
 APPROVALS = web.AppKey("approvals", Approvals)  # continuations of the charts' approval states
+MACHINE_APPROVALS = web.AppKey("machine_approvals", MachineApprovals)  # continuations of instances' approvals
 MACHINES = web.AppKey("machines", Machines)  # configurations, instances and their events
 ZONE = web.AppKey("zone", tzinfo)  # the server's time zone: deployment windows of charts without their own
 REGISTRAR = web.AppKey("registrar", Registrar)

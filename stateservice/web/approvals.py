@@ -2,10 +2,12 @@
 
     GET  /continuations/{id}      the continuation: chart, state, context, choices, status (read scope)
     POST /continuations/{id}      resume it with a JSON object (approve or admin scope, for its chart)
-    GET  /approvals[?chart=C]     the continuations waiting now, oldest first (read scope)
+    GET  /approvals[?chart=C][&configuration=REF]   the continuations waiting now, oldest first (read scope)
 
-A token with a `charts` list may see and resume only its charts' continuations; the check is
-here, not in `auth.py`, since a continuation's chart is known only once it is looked up.
+Instances' continuations are `web/machine_approvals.py`'s: each handler sends a continuation
+there when its id names an instance's (`machine_approvals.owned`). A token with a `charts` list
+may see and resume only its charts' continuations; the check is here, not in `auth.py`, since a
+continuation's chart is known only once it is looked up.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ from stateservice.errors import (
 )
 from stateservice.store.approvals import Approvals
 from stateservice.telemetry import metrics
-from stateservice.web import auth
+from stateservice.web import auth, machine_approvals
 from stateservice.web.appkeys import APPROVALS, CHARTS
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import chart_named, who
 from stateservice.web.machines import json_object
+from stateservice.web.machines_openapi import Q_CONFIGURATION
 from stateservice.web.openapi import Q_CHART, Operation, Refusal, json_answer
 from stateservice.web.suspended import document, has_approvals
 
@@ -71,6 +74,8 @@ def _allow(request: web.Request, chart: str, scope: str) -> None:
 async def get_continuation(request: web.Request) -> web.Response:
     continuation = _id(request)
     async with redis_deadline(request):
+        if await machine_approvals.owned(request, continuation):
+            return await machine_approvals.get_continuation(request, continuation)
         chart = await _approvals(request).owner(continuation)
         _allow(request, chart.name, "read")  # before anything is read or made of another's chart
         pending, context = await _approvals(request).find(chart, continuation)
@@ -81,13 +86,9 @@ async def post_continuation(request: web.Request) -> web.Response:
     """Resume: 200 with the outcome; 409 used, 410 expired, 422 no choice matched (still usable)."""
     continuation = _id(request)
     given = await json_object(request)
-    caller = who(request)
     async with redis_deadline(request):
-        approvals = _approvals(request)
-        chart = await approvals.owner(continuation)
-        _allow(request, chart.name, "approve")
         try:
-            outcome = await approvals.resume(continuation, given, caller.actor, caller.remote)
+            outcome = await _resume(request, continuation, given)
         except (ContinuationUsed, ContinuationExpired, NoChoiceMatched) as refused:
             metrics.approval({409: "used", 410: "expired"}.get(refused.status, "no_match"))
             raise
@@ -95,18 +96,37 @@ async def post_continuation(request: web.Request) -> web.Response:
     return web.json_response({"continuation": continuation, **outcome})
 
 
+async def _resume(request: web.Request, continuation: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Resume a chart's continuation, or an instance's (`web/machine_approvals.py`)."""
+    if await machine_approvals.owned(request, continuation):
+        return await machine_approvals.resume(request, continuation, given)
+    approvals = _approvals(request)
+    chart = await approvals.owner(continuation)
+    _allow(request, chart.name, "approve")
+    caller = who(request)
+    return await approvals.resume(continuation, given, caller.actor, caller.remote)
+
+
 async def list_approvals(request: web.Request) -> web.Response:
-    """GET /approvals[?chart=C]: the continuations waiting now in the charts the caller may see."""
+    """GET /approvals[?chart=C][&configuration=REF]: the continuations waiting now in the charts and instances the
+    caller may see; with either filter, only what the filters name (a chart's, a configuration's instances')."""
+    ref = machine_approvals.configuration_filter(request)
     async with redis_deadline(request):
-        if "chart" in request.query:
-            if not request.query["chart"]:
-                raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
-            charts = [await chart_named(request)]
-        else:
-            charts = [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]
-        found = await waiting(_approvals(request), [c for c in charts if has_approvals(c)])
-    found.sort(key=lambda item: (item["created_at"], item["chart"]))
+        found = []
+        if ref is None or "chart" in request.query:
+            found = await waiting(_approvals(request), [c for c in await _charts(request) if has_approvals(c)])
+        if "chart" not in request.query or ref is not None:
+            found += await machine_approvals.waiting(request, ref)
+    found.sort(key=lambda item: (item["created_at"], item.get("chart") or item["instance"]))
     return web.json_response({"approvals": found})
+
+
+async def _charts(request: web.Request) -> list[Chart]:
+    if "chart" not in request.query:
+        return [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]
+    if not request.query["chart"]:
+        raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
+    return [await chart_named(request)]
 
 
 async def waiting(approvals: Approvals, charts: list[Chart]) -> list[dict[str, Any]]:
@@ -152,8 +172,9 @@ POST_CONTINUATION = Operation(
     body={"type": "object"},
 )
 LIST_APPROVALS = Operation(
-    "The continuations waiting now, oldest first (of one chart with ?chart=)",
+    "The continuations waiting now, oldest first (of one chart with ?chart=, of one configuration's instances "
+    "with ?configuration=)",
     json_answer({"type": "object"}, "{approvals: [...]}"),
-    [Q_CHART],
+    [Q_CHART, {**Q_CONFIGURATION, "required": False}],
     [Refusal((BadRequest,), "the chart name is malformed"), Refusal((UnknownChart,), "no such chart"), _UNAVAILABLE],
 )

@@ -39,7 +39,6 @@ from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
     Forbidden,
-    ForbiddenConfiguration,
     InvalidConfiguration,
     InvalidField,
     InvalidJSON,
@@ -56,6 +55,8 @@ from stateservice.web import auth
 from stateservice.web.appkeys import BODY_LIMIT, MACHINES, REDIS
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import who
+from stateservice.web.machine_approvals import allow as allow  # the check every instance route makes
+from stateservice.web.machine_approvals import pending_approval
 
 log = structlog.get_logger(__name__)
 
@@ -67,13 +68,6 @@ ID_RULE = "letters, digits, '.', '_', '-'; starting with a letter or digit; at m
 
 def machines_of(request: web.Request) -> Machines:
     return request.app[MACHINES]
-
-
-def allow(request: web.Request, ref: str) -> None:
-    """Raise ForbiddenConfiguration unless the caller's token may touch configuration `ref` (by its name)."""
-    name = ref.partition(":")[0]
-    if not auth.visible(request, name):
-        raise ForbiddenConfiguration(auth.identity(request), auth.scope_of(request).value, name)
 
 
 async def allow_instance(request: web.Request, instance: str) -> None:
@@ -235,8 +229,9 @@ async def post_instance(request: web.Request) -> web.Response:
         machines = machines_of(request)
         instance, made = await machines.create(ref, instance, properties)
         found = await machines.instance(instance)
-    if found is None:
-        raise UnknownInstance(instance)  # removed by an operator between the two calls
+        if found is None:
+            raise UnknownInstance(instance)  # removed by an operator between the two calls
+        found["pending_approval"] = await pending_approval(request, instance)
     logs.bind(configuration=ref, instance=instance)
     return web.json_response(found, status=201 if made else 200, headers={"Location": f"/statemachines/{instance}"})
 
@@ -245,9 +240,10 @@ async def get_instance(request: web.Request) -> web.Response:
     instance = path_id(request)
     async with redis_deadline(request):
         found = await machines_of(request).instance(instance)
-    if found is None:
-        raise UnknownInstance(instance)
-    allow(request, found["configuration"])
+        if found is None:
+            raise UnknownInstance(instance)
+        allow(request, found["configuration"])
+        found["pending_approval"] = await pending_approval(request, instance)
     return web.json_response(found)
 
 

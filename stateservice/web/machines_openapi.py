@@ -87,6 +87,33 @@ PROPERTIES = {
     "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_PROPERTY_VALUE},
     "description": "property names are letters, digits, '.', '_', '-'; equal sets name one instance, in any order",
 }
+APPROVAL_STATE = {
+    "type": "object",
+    "description": "an approval state (docs/instances.md#approval-states): waits for POST /continuations/{id}",
+    "required": ["name", "type"],
+    "additionalProperties": False,
+    "properties": {
+        "name": _pattern(STATE_NAME),
+        "type": {"enum": ["approval"]},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["when", "next"],
+                "additionalProperties": False,
+                "properties": {"when": {"type": "object"}, "next": _pattern(STATE_NAME)},
+            },
+        },
+        "default": _pattern(STATE_NAME),
+        "timeout": {
+            "type": "object",
+            "required": ["after", "next"],
+            "additionalProperties": False,
+            "properties": {"after": {"type": "string"}, "next": _pattern(STATE_NAME)},
+        },
+        "notify": {"type": "string", "format": "uri"},
+    },
+}
 CONFIGURATION = {
     "type": "object",
     "required": ["name", "version", "states", "starting_state"],
@@ -99,7 +126,7 @@ CONFIGURATION = {
             "minItems": 1,
             "maxItems": MAX_STATES,
             "uniqueItems": True,
-            "items": _pattern(STATE_NAME),
+            "items": {"oneOf": [_pattern(STATE_NAME), APPROVAL_STATE]},
         },
         "starting_state": _pattern(STATE_NAME),
         "transitions": {
@@ -123,7 +150,9 @@ CONFIGURATION = {
 }
 HISTORY = {
     "type": "object",
-    "properties": {k: {} for k in ("event_id", "event", "from", "to", "at", "originator", "details")},
+    "properties": {
+        k: {} for k in ("event_id", "event", "from", "to", "at", "originator", "details", "cause", "continuation")
+    },
 }
 INSTANCE = {
     "type": "object",
@@ -135,6 +164,10 @@ INSTANCE = {
         "properties": {"type": "object", "additionalProperties": {"type": "string"}},
         "context": {"type": "object"},
         "history": {"type": "array", "items": HISTORY, "description": "newest first, bounded by --history-limit"},
+        "pending_approval": {
+            "type": ["object", "null"],
+            "description": "the continuation the instance waits for in an approval state",
+        },
     },
 }
 DELETED = {

@@ -96,7 +96,14 @@ def test_machine_keys_table_names_every_machine_key() -> None:
         keys.dead_letters(): "stream",
         keys.buried("ENTRY"): "string",
         keys.machine_moves(): "pubsub",
+        keys.instance_continuation("CID"): "hash",
+        keys.instance_continuations(): "hash",
+        keys.approval_timeouts(): "zset",
+        keys.approval_notifications(): "zset",
     }
+    approvals = [keys.instance_continuation("CID"), keys.instance_continuations()]
+    for key in [*approvals, keys.approval_timeouts(), keys.approval_notifications()]:
+        assert key in (keys.__doc__ or ""), f"{key} missing from the keys module docstring"
 
 
 @pytest.mark.parametrize("path", sorted(ROOT.glob("examples/**/*.yaml")), ids=lambda p: p.name)

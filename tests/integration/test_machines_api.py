@@ -156,7 +156,7 @@ async def test_an_instance_by_id(client: Client) -> None:
     assert resp.headers["Location"] == "/statemachines/order-1"
     made = await resp.json()
     expected = {"id": "order-1", "configuration": "orders:v1", "state": "new", "properties": {}, "context": {}}
-    assert made == {**expected, "history": []}
+    assert made == {**expected, "history": [], "pending_approval": None}
     assert await ok(client, "GET", "/statemachines/order-1") == made
     body = await refused(
         client, "POST", "/statemachines", 409, "instance_exists", json={"configuration": "orders:v1", "id": "order-1"}
