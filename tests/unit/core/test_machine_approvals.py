@@ -77,7 +77,7 @@ def test_plain_states_keep_working_and_compare_unequal_to_approvals() -> None:
         (review(timeout={"after": "1h"}), "states.1.timeout: timeout is {after: DURATION, next: STATE}"),
         (review(type="wait"), "states.1.type: 'wait': a state given as an object has type approval"),
         (review(colour="red"), "states.1.colour: unknown key"),
-        (review(notify="ftp://x"), "states.1.notify: notify 'ftp://x' must be an http:// or https:// URL"),
+        (review(notify="ftp://x"), "states.1.notify: notify must be an http:// or https:// URL with a host, not one"),
         (review(choices=[{"when": {"a": [1]}, "next": "go"}]), "states.1.choices.0.when.a: must be a single value"),
         (review(choices=[{"next": "go"}]), "states.1.choices.0: a choice is {when: {FIELD: VALUE}, next: STATE}"),
         (review(choices=[{"when": {}, "next": "go"}]), "states.1.choices.0: choices[0]: `when` is empty"),
