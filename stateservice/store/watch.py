@@ -161,7 +161,7 @@ class MoveWatcher:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             channel = str(message["channel"])
-                            chart = channel[len(prefix) : channel.rindex(":")]
+                            chart = channel[len(prefix) : channel.rindex("}")]  # names hold no braces
                             if channel.endswith(suffix):
                                 self.moved(chart)
                             self._tell(chart)
