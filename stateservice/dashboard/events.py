@@ -88,6 +88,8 @@ async def stream(
             listener.changed.clear()
             seen = await _send(response, event, build, seen)
             await _idle(response, watcher, listener.changed)
+    except ConnectionResetError:
+        pass  # the client went away (noticed at a write when the runner does not cancel the handler)
     finally:
         watcher.unlisten(listener)
     return response

@@ -108,7 +108,7 @@ async def chart(request: web.Request, who: Viewer) -> web.StreamResponse:
 async def signin_form(request: web.Request, status: int = 200, problem: str | None = None) -> web.StreamResponse:
     """The sign-in page (tokens on), or the overview's address when there is nothing to sign in to."""
     if not request.app[auth.AUTH_ON]:
-        raise web.HTTPSeeOther("/")
+        return access.redirect(request, "/")
     session = await access.session_of(request)
     csrf = (await request.app[access.SESSIONS].get(request)).csrf(session)
     context = {"csrf": csrf, "problem": problem, "title": "Sign in", "who": None}

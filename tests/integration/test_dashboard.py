@@ -208,3 +208,9 @@ async def test_a_stream_needs_a_token_when_tokens_are_on(serve: MakeClient) -> N
     headers = {"Authorization": f"Bearer {READER}"}
     async with client.get("/dashboard/events/charts/rollout", headers=headers) as stream:
         assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
+
+
+async def test_without_tokens_there_is_nothing_to_sign_in_to(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    answer = await client.get("/dashboard/signin", headers=HTML, allow_redirects=False)
+    assert answer.status == 303 and answer.headers["Location"] == "/"
