@@ -29,6 +29,7 @@ ACTIONS = {  # what each button does, and the scope its HTTP route needs (web/au
     "advance": Scope.ADMIN,
     "forget": Scope.ADMIN,
     "release": Scope.REPORT,
+    "approve": Scope.APPROVE,  # or admin (Token.allows), as POST /continuations/{id}
 }
 
 

@@ -12,12 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+from stateservice.core.chart import Chart, Func, Snapshot
 from stateservice.dashboard import svg, view
 from stateservice.dashboard.access import Viewer
 from stateservice.errors import StateServiceError
 from stateservice.store import codec, overview
 from stateservice.store.lease import holder
-from stateservice.web.appkeys import CHARTS, MACHINES, REDIS, REGISTRAR, STORE
+from stateservice.web import suspended
+from stateservice.web.appkeys import APPROVALS, CHARTS, MACHINES, REDIS, REGISTRAR, STORE
 from stateservice.web.deadline import redis_deadline
 from stateservice.web.handlers import chart_named
 
@@ -44,12 +46,26 @@ async def overview_page(request: web.Request, who: Viewer, query: str, page: int
         rollouts = await overview.rollouts(request.app[REDIS], readable)
         now = await store.clock()
         counted = await _configurations(request, who)
+        approvals = [await pending_approval(request, chart, snap) for chart, snap in readable]
     summaries = [
-        view.summarize(chart, snap, rollout.counters, rollout.held, rollout.failures, now)
-        for (chart, snap), rollout in zip(readable, rollouts, strict=True)
+        view.summarize(chart, snap, rollout.counters, rollout.held, rollout.failures, now, approval)
+        for (chart, snap), rollout, approval in zip(readable, rollouts, approvals, strict=True)
     ]
     broken = [(c.name, s.message) for c, s in zip(picked, snaps, strict=True) if isinstance(s, StateServiceError)]
     return view.Overview(tuple(summaries), query, page, view.pages(total), total, counted, tuple(broken))
+
+
+async def pending_approval(request: web.Request, chart: Chart, snap: Snapshot) -> dict[str, Any] | None:
+    """The chart's pending approval as GET /charts/{chart} shows it, when it waits in an approval state (the
+    continuation is made now if the visit has none yet, as that route does)."""
+    state = chart.state(snap.state)
+    if state is None or state.func is not Func.APPROVAL:
+        return None
+    approvals = request.app[APPROVALS]
+    _, pending = await approvals.ensure(chart)
+    if pending is None:
+        return None
+    return suspended.document(chart, pending, await approvals.context(chart))
 
 
 async def _configurations(request: web.Request, who: Viewer) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
@@ -76,7 +92,8 @@ async def chart_page(request: web.Request) -> tuple[view.ChartPage, svg.Diagram]
         history = await store.history(chart, HISTORY)
         now = await store.clock()
         leader = await holder(request.app[REDIS], now)
-    summary = view.summarize(chart, snap, shown.counters, len(visit.slots), len(visit.failures), now)
+        approval = await pending_approval(request, chart, snap)
+    summary = view.summarize(chart, snap, shown.counters, len(visit.slots), len(visit.failures), now, approval)
     expires = leader["expires_at"]
     leader = {**leader, "expires_at": codec.timestamp(expires) if expires else None}
     page = view.chart_page(

@@ -128,6 +128,11 @@ class Overview:
     def halted(self) -> int:
         return sum(1 for chart in self.charts if chart.halted is not None)
 
+    @property
+    def waiting(self) -> int:
+        """Charts of this page with an approval pending."""
+        return sum(1 for chart in self.charts if chart.approval is not None)
+
 
 def duration(seconds: float) -> str:
     """A short human duration: `45s`, `3m 20s`, `2h 5m`, `3d 4h` (never negative)."""

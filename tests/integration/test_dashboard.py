@@ -214,3 +214,65 @@ async def test_without_tokens_there_is_nothing_to_sign_in_to(serve: MakeClient) 
     client = await serve(ROLLOUT, dashboard=True, scheduler=False)
     answer = await client.get("/dashboard/signin", headers=HTML, allow_redirects=False)
     assert answer.status == 303 and answer.headers["Location"] == "/"
+
+
+GATE = load(
+    """
+    name: gate
+    current_state: canary
+    states:
+      - name: canary
+        func: increment
+        current: {key: hosts, value: 0}
+        target: {name: review, when: {key: hosts, value: 1}}
+      - name: review
+        func: approval
+        choices:
+          - {when: {approved: true}, next: fleet}
+          - {when: {approved: false}, next: rolled_back}
+        timeout: {after: 1h, next: rolled_back}
+      - name: fleet
+      - name: rolled_back
+    """
+)
+
+
+async def test_a_pending_approval_shows_and_is_resumed_from_the_page(serve: MakeClient) -> None:
+    client = await serve(GATE, dashboard=True, scheduler=False)
+    await client.put("/charts/gate/state?state=canary&host=web1")
+    overview = await (await client.get("/", headers=HTML)).text()
+    assert "Waiting for approval" in overview and "1 waiting for approval" in overview
+    html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
+    assert "Waiting for approval in review" in html and "Choose: go to fleet" in html
+    pending = (await (await client.get("/charts/gate")).json())["pending_approval"]
+    form = {"csrf": csrf(html), "continuation": pending["id"], "state": "review", "input": '{"approved": true}'}
+    asked = await client.post("/dashboard/charts/gate/approve", data=form)
+    assert asked.status == 200 and "Yes, approve" in await asked.text()
+    assert (await (await client.get("/charts/gate")).json())["current_state"] == "review"
+    done = await client.post("/dashboard/charts/gate/approve", data={**form, "confirmed": "yes"}, allow_redirects=False)
+    assert done.status == 303
+    chart_json = await (await client.get("/charts/gate")).json()
+    assert chart_json["current_state"] == "fleet" and chart_json["pending_approval"] is None
+    again = await client.post("/dashboard/charts/gate/approve", data={**form, "confirmed": "yes"}, headers=HTML)
+    assert again.status == 409  # used: the page says so, as the API would
+
+
+async def test_approving_needs_the_approve_scope_and_a_json_object(serve: MakeClient) -> None:
+    tokens = Tokens(
+        (
+            Token("viewer", hash_secret(READER), frozenset({Scope.READ})),
+            Token("approver", hash_secret(ADMIN), frozenset({Scope.READ, Scope.REPORT, Scope.APPROVE})),
+        )
+    )
+    client = await serve(GATE, dashboard=True, scheduler=False, tokens=tokens)
+    await client.put("/charts/gate/state?state=canary&host=web1", headers={"Authorization": f"Bearer {ADMIN}"})
+    await sign_in(client, READER)
+    html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
+    assert "Waiting for approval in review" in html and "/approve" not in html
+    await sign_in(client, ADMIN)
+    html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
+    assert 'id="approve"' in html and 'id="halt"' not in html
+    pending = await (await client.get("/charts/gate", headers={"Authorization": f"Bearer {ADMIN}"})).json()
+    form = {"csrf": csrf(html), "continuation": pending["pending_approval"]["id"], "state": "review"}
+    bad = await client.post("/dashboard/charts/gate/approve", data={**form, "input": "[1]"}, headers=HTML)
+    assert bad.status == 400

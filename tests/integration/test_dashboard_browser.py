@@ -43,6 +43,26 @@ CANARY = chart(
     increment("fleet", "done", 40),
     final("done"),
 )
+GATE = """name: release
+current_state: canary
+states:
+  - name: canary
+    func: increment
+    current: {key: hosts, value: 0}
+    target: {name: review, when: {key: hosts, value: 1}}
+  - name: review
+    func: approval
+    choices:
+      - {when: {approved: true}, next: fleet}
+      - {when: {approved: false}, next: rolled_back}
+    timeout: {after: 4h, next: rolled_back}
+  - name: fleet
+    func: increment
+    current: {key: hosts, value: 0}
+    target: {name: done, when: {key: hosts, value: 20}}
+  - name: done
+  - name: rolled_back
+"""
 LIVE_WITHIN = 1.0  # seconds: the issue's bar for a change to show on an open page
 SWAPPED = (StaleElementReferenceException,)  # the live part of the page is replaced while a wait reads it
 
@@ -78,7 +98,9 @@ def browse(browser: WebDriver) -> Iterator[WebDriver]:
 
 def _serve(services: Services, tmp_path: Path, redis_url: str, *, tokens: bool = False) -> ServiceProcess:
     (tmp_path / "payments.yaml").write_text(CANARY)
-    charts = [tmp_path / "payments.yaml", REPO / "examples" / "rollout.yaml", REPO / "examples" / "states.yaml"]
+    (tmp_path / "release.yaml").write_text(GATE)
+    charts = [tmp_path / "payments.yaml", tmp_path / "release.yaml", REPO / "examples" / "rollout.yaml"]
+    charts.append(REPO / "examples" / "states.yaml")
     args = ["--max-wait", "5"]
     if tokens:
         (tmp_path / "tokens.yaml").write_text(TOKENS)
@@ -124,17 +146,23 @@ def test_the_overview_renders_every_chart(
     _put(service, "charts/payments/slots/web-2?state=canary")
     _put(service, "charts/payments/state?state=canary&host=web-3&result=failure&reason=disk%20full")
     _put(service, "charts/states/state?state=green_state&host=a")
+    _put(service, "charts/release/state?state=canary&host=web-1")  # now waits for an approval
     browse.get(service.url + "/")
     rows = browse.find_elements(By.CSS_SELECTOR, "tr.chart")
-    assert [row.get_attribute("data-chart") for row in rows] == ["payments", "rollout", "states"]
+    assert [row.get_attribute("data-chart") for row in rows] == ["payments", "release", "rollout", "states"]
     payments = rows[0].text
     assert "canary" in payments and "1 / 3" in payments and "Running" in payments
+    assert "Waiting for approval" in rows[1].text
     _live(browse)
     IMAGES.mkdir(exist_ok=True)
     browse.save_screenshot(str(IMAGES / "dashboard-overview.png"))
     browse.set_window_size(400, 900)  # a phone's width: every chart still readable, as a card
     assert browse.find_element(By.CSS_SELECTOR, 'tr[data-chart="payments"]').is_displayed()
     browse.save_screenshot(str(IMAGES / "dashboard-phone.png"))
+    browse.set_window_size(1100, 900)
+    browse.get(f"{service.url}/dashboard/charts/release")
+    assert "Waiting for approval in review" in browse.find_element(By.ID, "live").text
+    browse.save_screenshot(str(IMAGES / "dashboard-approval.png"))
 
 
 def test_a_report_shows_on_an_open_page_without_a_reload(
@@ -207,11 +235,8 @@ def test_a_read_only_session_sees_no_action_buttons(
     _put(service, "charts/payments/slots/web-2?state=canary", ADMIN)
     _put(service, "charts/payments/state?state=canary&host=web-1", ADMIN)
     _sign_in(browse, service, READER)
-    assert [row.get_attribute("data-chart") for row in browse.find_elements(By.CSS_SELECTOR, "tr.chart")] == [
-        "payments",
-        "rollout",
-        "states",
-    ]
+    shown = [row.get_attribute("data-chart") for row in browse.find_elements(By.CSS_SELECTOR, "tr.chart")]
+    assert shown == ["payments", "release", "rollout", "states"]
     browse.get(f"{service.url}/dashboard/charts/payments")
     assert "web-1" in browse.find_element(By.ID, "live").text and "web-2" in browse.find_element(By.ID, "live").text
     assert browse.find_elements(By.CSS_SELECTOR, "main form") == []

@@ -22,6 +22,12 @@
   var fetching = false;
   var again = false;
   function refresh() {
+    var typing = document.activeElement;
+    if (typing && live.contains(typing) && /^(INPUT|TEXTAREA|SELECT)$/.test(typing.tagName)) {
+      // someone is writing in a field of the live part: swap it once they leave the field
+      typing.addEventListener("blur", refresh, { once: true });
+      return;
+    }
     if (fetching) {
       again = true;
       return;

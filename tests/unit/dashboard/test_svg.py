@@ -72,3 +72,32 @@ def test_arrows_that_skip_rows_take_lanes_of_their_own() -> None:
     assert back and back[0].anchor == "end"
     lanes = [re.findall(r"L (\d+)", e.path)[0] for e in diagram.edges if e.anchor == "end"]
     assert len(lanes) == len(set(lanes))
+
+
+def test_an_approval_state_has_an_arrow_for_each_state_it_may_lead_to() -> None:
+    gate = load(
+        """
+        name: gate
+        current_state: canary
+        states:
+          - name: canary
+            func: increment
+            current: {key: hosts, value: 0}
+            target: {name: review, when: {key: hosts, value: 1}}
+          - name: review
+            func: approval
+            choices:
+              - {when: {approved: true}, next: fleet}
+              - {when: {approved: false}, next: rolled_back}
+            timeout: {after: 1h, next: rolled_back}
+          - name: fleet
+          - name: rolled_back
+        """
+    )
+    diagram = svg.layout(gate, "review")
+    assert [n.name for n in diagram.nodes] == ["canary", "review", "fleet", "rolled_back"]
+    assert [n.kind for n in diagram.nodes if n.current] == ["approval"]
+    out = {(e.target, e.label, e.anchor) for e in diagram.edges if e.source == "review"}
+    assert out == {("fleet", "approved = true", "start"), ("rolled_back", "approved = false / timeout 1h 0m", "start")}
+    skip = next(e for e in diagram.edges if e.target == "rolled_back")
+    assert not re.fullmatch(r"M (\d+) \d+ L \1 \d+", skip.path)  # skips a row: bent, beside the column
