@@ -53,20 +53,20 @@ QUESTIONS = {
 async def act(request: web.Request, who: Viewer) -> web.StreamResponse:
     """Check, confirm, then do the action the path names on the chart it names."""
     form = await request.post()
-    await access.check_csrf(request, _field(form, "csrf"))
+    await access.check_csrf(request, pages.field(form, "csrf"))
     action, name = request.match_info["action"], request.match_info["chart"]
     if action not in pages.ACTIONS:
         raise web.HTTPNotFound()
     if not who.may(pages.ACTIONS[action], name):
         raise Forbidden(who.name, pages.ACTIONS[action].value, name)
     fields = {
-        "reason": _reason(_field(form, "reason")),
-        "host": _name(_field(form, "host"), HOST_NAME, "host") if action in ("forget", "release") else None,
-        "state": _name(_field(form, "state"), STATE_NAME, "state") if action in ("release", "approve") else None,
-        "continuation": _continuation(_field(form, "continuation")) if action == "approve" else None,
-        "input": _input(_field(form, "input")) if action == "approve" else None,
+        "reason": _reason(pages.field(form, "reason")),
+        "host": _name(pages.field(form, "host"), HOST_NAME, "host") if action in ("forget", "release") else None,
+        "state": _name(pages.field(form, "state"), STATE_NAME, "state") if action in ("release", "approve") else None,
+        "continuation": _continuation(pages.field(form, "continuation")) if action == "approve" else None,
+        "input": _input(pages.field(form, "input")) if action == "approve" else None,
     }
-    if _field(form, "confirmed") != "yes":
+    if pages.field(form, "confirmed") != "yes":
         question = QUESTIONS[action].format(
             chart=name, host=fields["host"], state=fields["state"], input=fields["input"]
         )
@@ -124,11 +124,6 @@ def _input(raw: str | None) -> str:
     if not isinstance(given, dict):
         raise BadRequest('the input must be a JSON object, such as {"approved": true}', parameter="input")
     return orjson.dumps(given).decode()
-
-
-def _field(form: Any, name: str) -> str | None:
-    value = form.get(name)
-    return value if isinstance(value, str) else None
 
 
 def _reason(raw: str | None) -> str | None:

@@ -122,10 +122,10 @@ async def signin(request: web.Request) -> web.StreamResponse:
         return await signin_form(request)
     form = await request.post()
     try:
-        await access.check_csrf(request, _field(form, "csrf"))
+        await access.check_csrf(request, field(form, "csrf"))
     except StateServiceError as exc:
         return error_page(request, exc)
-    token = await access.sign_in(request, _field(form, "token") or "") if request.app[auth.AUTH_ON] else None
+    token = await access.sign_in(request, field(form, "token") or "") if request.app[auth.AUTH_ON] else None
     if token is None:
         log.info("dashboard_sign_in_refused", remote=request.remote)
         return await signin_form(request, 401, "That token matches no entry of the tokens file that may read.")
@@ -137,13 +137,14 @@ async def signout(request: web.Request) -> web.StreamResponse:
     """POST /dashboard/signout: end the session (its cookie is replaced by an anonymous one)."""
     form = await request.post()
     try:
-        await access.check_csrf(request, _field(form, "csrf"))
+        await access.check_csrf(request, field(form, "csrf"))
     except StateServiceError as exc:
         return error_page(request, exc)
     await access.sign_out(request)
     return access.redirect(request, access.SIGN_IN if request.app[auth.AUTH_ON] else "/")
 
 
-def _field(form: Any, name: str) -> str | None:
+def field(form: Any, name: str) -> str | None:
+    """A form's text field (None when absent, or a file)."""
     value = form.get(name)
     return value if isinstance(value, str) else None
