@@ -59,7 +59,8 @@ class Summary:
     progress: tuple[Progress, ...]
     slots: Limit | None
     failures: Limit | None
-    approval: Mapping[str, Any] | None = None  # the pending approval (issue #16), when the service has them
+    approval: Mapping[str, Any] | None = None  # the pending approval (issue #16), when the chart waits for one
+    kind: str = "increment"  # the current state's func (increment, time, approval), or final
 
     @property
     def status(self) -> str:
@@ -191,6 +192,7 @@ def summarize(
         slots=slots,
         failures=failed,
         approval=approval,
+        kind=state.func.value if state is not None and state.func is not None else "final",
     )
 
 

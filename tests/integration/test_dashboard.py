@@ -124,6 +124,8 @@ async def test_an_action_needs_the_csrf_token_and_a_confirmation(serve: MakeClie
     assert await plain.hget("stateservice:{rollout}", "halted") == "bad canary"
     history = await (await client.get("/charts/rollout/history")).json()
     assert history["history"][0]["cause"] == "halt"
+    halted = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    assert 'id="resume"' in halted and 'id="halt"' not in halted  # the button that fits the chart's condition
 
 
 async def test_with_tokens_the_pages_ask_to_sign_in_and_a_reader_gets_no_buttons(serve: MakeClient) -> None:
@@ -244,6 +246,7 @@ async def test_a_pending_approval_shows_and_is_resumed_from_the_page(serve: Make
     assert "Waiting for approval" in overview and "1 waiting for approval" in overview
     html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
     assert "Waiting for approval in review" in html and "Choose: go to fleet" in html
+    assert 'id="advance"' not in html  # a person's input picks an approval state's next state
     pending = (await (await client.get("/charts/gate")).json())["pending_approval"]
     form = {"csrf": csrf(html), "continuation": pending["id"], "state": "review", "input": '{"approved": true}'}
     asked = await client.post("/dashboard/charts/gate/approve", data=form)
