@@ -548,6 +548,17 @@ class UnknownConfigurationState(StateServiceError):
         )
 
 
+class CsrfRefused(Forbidden):
+    """A dashboard form posted without its session's CSRF token (another site's page, or a stale form)."""
+
+    code = "csrf_refused"
+
+    def __init__(self) -> None:
+        StateServiceError.__init__(
+            self, "the form's CSRF token does not match this session: reload the page and try again"
+        )
+
+
 class ForbiddenConfiguration(Forbidden):
     """A token with a `charts` list touching a configuration whose name the list does not hold."""
 

@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stateservice import dashboard
 from stateservice.charts.configurations import load_configurations
 from stateservice.charts.files import Parses, load_charts
 from stateservice.charts.reload import Reloader
@@ -298,6 +299,7 @@ async def _worker(
         loop.add_signal_handler(signum, stop.set)
     cache = ModelCache(models, allow_writable=config.allow_writable_models, predict_processes=config.predict_processes)
     app = create_app(config, Loaded(charts, tokens, cache, registered, tuple(configurations)))
+    dashboard.setup(app)  # the pages are the dashboard's, above the API: web never imports them
     runner = _runner(app)
     await runner.setup()
     ref = app.get(TOKENS)

@@ -236,6 +236,7 @@ class ChartStore:
                     pipe.sadd(keys.chart_hosts(chart.name, state), *sorted(finished))
             if held:
                 _release_reported(pipe, chart, entries, decision, held, now, self.record)
+            changed(pipe, chart.name, decision.snapshot.state)
             await execute(pipe)
             return decision, moves
 
@@ -605,6 +606,13 @@ def _release_reported(
         except StateServiceError:
             continue  # an unreadable slot is freed all the same; it tells nothing of hold times
         holding.observe(pipe, chart.name, entry.state, now - slot.granted_at)
+
+
+def changed(pipe: Pipeline, chart: str, state: str) -> None:
+    """Queue the notice of a change to the chart (the live dashboard re-reads it); `state` is its current state.
+
+    Its own channel, not the moves': a counted report must not wake every long-poll of the chart to read it."""
+    pipe.publish(keys.chart_changes(chart), state)
 
 
 LOST = (RedisConnectionError, RedisTimeoutError, TimeoutError)  # the connection, not the transaction, failed

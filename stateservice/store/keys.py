@@ -44,6 +44,11 @@ stateservice:{CHART}:continuation:ID    hash    an approval's continuation: stat
                                                 notify_next_at, notified_at (the webhook's)
 stateservice:continuation:ID            string  "chart NAME": whose continuation ID is (its
                                                 own key, so a resume by id finds the chart)
+stateservice:{CHART}:changed            pubsub  channel (not a key): the current state, published
+                                                by a transaction that changes the chart without
+                                                moving it (a report, a slot, a failure, a resume)
+stateservice:dashboard:secret           string  random key signing the dashboard's session
+                                                cookies and CSRF tokens (set once, kept)
 ======================================  ======  ===============================================
 
 Workers keep no copy of any of these, so a repair made with redis-cli is seen by the next
@@ -192,6 +197,18 @@ def chart_continuation(chart: str, id: str) -> str:
 def continuation_owner(id: str) -> str:
     """String: "chart NAME" (or "instance ID"): a continuation id's owner, for resumes that name only the id."""
     return f"{PREFIX}:continuation:{id}"
+
+
+def chart_changes(chart: str) -> str:
+    """The pub/sub channel announcing a change that moves nothing (a counted report, a slot, a failure, a resume).
+
+    Not `...:moves`, so long-polls are not woken by it: only the live dashboard listens (`store/watch.py`)."""
+    return f"{PREFIX}:{{{chart}}}:changed"
+
+
+def dashboard_secret() -> str:
+    """String: the key that signs the dashboard's session cookies and CSRF tokens, shared by every worker."""
+    return f"{PREFIX}:dashboard:secret"
 
 
 def counter_field(state: str) -> str:

@@ -9,15 +9,21 @@ seconds, and all are woken whenever the subscription (re)connects; behind Sentin
 sentinels name another master. On a Redis Cluster each (re)connection
 subscribes on the next master (`ClusterRedis.pubsub`): a classic PUBLISH reaches every node,
 so any one master hears every chart, and a dead one is left behind within about a second.
+
+The live dashboard listens too (`listen`): a listener is told, without any read, that a chart it
+watches moved or changed (`stateservice:{CHART}:changed`: a report, a slot, a failure that moved
+nothing). The subscription takes that second pattern only while a listener exists, so a service
+whose dashboard nobody watches receives none of those messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,6 +33,18 @@ from stateservice.store import keys
 log = structlog.get_logger(__name__)
 
 Reader = Callable[[str], Awaitable[Snapshot | None]]
+
+
+class Listener:
+    """A live view's interest in some charts (`charts` None: every chart): `changed` is set when one moves or
+    changes, or when the subscription (re)starts and anything may have; the listener clears it and reads."""
+
+    def __init__(self, charts: Collection[str] | None) -> None:
+        self.charts = None if charts is None else frozenset(charts)
+        self.changed = asyncio.Event()
+
+    def hears(self, chart: str) -> bool:
+        return self.charts is None or chart in self.charts
 
 
 class MoveWatcher:
@@ -39,6 +57,8 @@ class MoveWatcher:
         self._waiting: dict[str, set[asyncio.Future[Snapshot | None]]] = {}
         self._reads: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._listeners: set[Listener] = set()
+        self.hearing_changes = asyncio.Event()  # set while the changes' pattern is subscribed
 
     @property
     def waiters(self) -> int:
@@ -67,6 +87,21 @@ class MoveWatcher:
             waiting.discard(future)
             if not waiting and self._waiting.get(chart) is waiting:
                 del self._waiting[chart]
+
+    def listen(self, charts: Collection[str] | None = None) -> Listener:
+        """A new listener for `charts` (None: every chart); `unlisten` it when done."""
+        listener = Listener(charts)
+        self._listeners.add(listener)
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    def _tell(self, chart: str | None) -> None:
+        """Tell the listeners of `chart` (None: all of them) that it may have changed."""
+        for listener in self._listeners:
+            if chart is None or listener.hears(chart):
+                listener.changed.set()
 
     def wake(self, chart: str | None = None) -> None:
         """Wake the waiters of `chart`, or all of them, to read for themselves."""
@@ -101,6 +136,7 @@ class MoveWatcher:
         """Stop listening and wake every waiter, which then sees `closing` (the worker is stopping)."""
         self.closing = True
         self.wake()
+        self._tell(None)
         for read in list(self._reads):
             read.cancel()
         if self._task is not None:
@@ -108,26 +144,42 @@ class MoveWatcher:
             await asyncio.wait({self._task}, timeout=5)
 
     async def _listen(self) -> None:
-        pattern = keys.chart_channel("*")
-        prefix, suffix = pattern.split("*")
+        moves, changes = keys.chart_channel("*"), keys.chart_changes("*")
+        prefix, suffix = moves.split("*")
         # a Sentinel pool says when the master moved away from a connection (see store/sentinel.py)
         stale = getattr(getattr(self.redis, "connection_pool", None), "is_stale", None)
         # `closing` as well as cancellation: a cancel inside a Redis read can surface as TimeoutError
         while not self.closing:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.psubscribe(pattern)
+                    await pubsub.psubscribe(moves)
+                    self.hearing_changes.clear()  # a new connection: the changes' pattern is not subscribed here
                     self.wake()  # anything may have moved while we were not listening
+                    self._tell(None)
                     while not self.closing:
+                        await self._follow_listeners(pubsub, changes)
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             channel = str(message["channel"])
-                            self.moved(channel[len(prefix) : -len(suffix)])
+                            chart = channel[len(prefix) : channel.rindex("}")]  # names hold no braces
+                            if channel.endswith(suffix):
+                                self.moved(chart)
+                            self._tell(chart)
                         elif stale is not None and stale(pubsub.connection):
                             break  # the sentinels named another master: subscribe there
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
                 log.debug("move_watcher_disconnected", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
+
+    async def _follow_listeners(self, pubsub: PubSub, pattern: str) -> None:
+        """Subscribe the changes' pattern while someone listens, and only then (see the module doc)."""
+        if self._listeners and not self.hearing_changes.is_set():
+            await pubsub.psubscribe(pattern)
+            self.hearing_changes.set()
+            self._tell(None)  # a change may have come before the subscription: look again
+        elif not self._listeners and self.hearing_changes.is_set():
+            await pubsub.punsubscribe(pattern)
+            self.hearing_changes.clear()
 
 
 def _settle(future: asyncio.Future[Snapshot | None], snap: Snapshot | None) -> None:

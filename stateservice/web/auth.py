@@ -5,7 +5,8 @@ bodies), and only when tokens are configured (without them, `handle` records `an
 the client certificate's CN or `-`). It finds the identity (a token's name, or `-` on the
 open paths), binds it into the log context and the request, and refuses with
 401 (no or unknown token, with `WWW-Authenticate`) or 403 (wrong scope or chart). The
-probes and the contract (`/healthz`, `/readyz`, `/leader`, `/openapi.json`) are open.
+probes and the contract (`/healthz`, `/readyz`, `/leader`, `/openapi.json`) are open; the
+dashboard's pages (`page`) sign in with a session of their own and check it themselves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from stateservice.telemetry import logs
 from stateservice.web.appkeys import CHARTS
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/leader", "/openapi.json"})  # probes and the contract need no token
+PAGES = "/dashboard/"  # the dashboard's paths: they check a session of their own (stateservice/dashboard/access.py)
 IDENTITY = web.RequestKey("identity", str)
 CHARTS_ALLOWED = web.RequestKey("charts_allowed", frozenset)  # absent: every chart
 AUTH_ON = web.AppKey("auth_on", bool)  # tokens are required (the OpenAPI document then says so)
@@ -83,6 +85,16 @@ def chart_of(request: web.Request) -> str | None:
     return None
 
 
+def page(request: web.Request) -> bool:
+    """Whether the request is the dashboard's: its paths, and `GET /` from a browser (a JSON client's `GET /`
+    is refused or answered 404 as before). The dashboard checks these itself."""
+    if request.path.startswith(PAGES):
+        return True
+    return (
+        request.path == "/" and request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+    )
+
+
 def client_cn(request: web.Request) -> str | None:
     """The subject CN of a verified client certificate (mTLS), if the connection has one."""
     transport = request.transport
@@ -143,7 +155,7 @@ def middleware(ref: TokensRef | None) -> Middleware:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if ref is None:
             anonymous(request)
-        elif request.path in OPEN_PATHS:
+        elif request.path in OPEN_PATHS or page(request):
             request[IDENTITY] = ANONYMOUS
         else:
             token = _authenticate(request, ref.tokens)

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from stateservice.config import Config
 from stateservice.core.chart import Chart
+from stateservice.dashboard import setup as setup_dashboard
 from stateservice.security.tokens import Tokens
 from stateservice.store.redis.connect import connect
 from stateservice.web.app import Loaded, create_app
@@ -23,12 +24,13 @@ from tests.support.service import Services
 
 @pytest.fixture
 def serve(aiohttp_client: Any, redis_url: str) -> MakeClient:
-    """`await serve(*charts, tokens=None, scheduler=True, unlimited=False, handler_cancellation=None, **settings)`:
-    a real server and its client.
+    """`await serve(*charts, tokens=None, scheduler=True, unlimited=False, handler_cancellation=None, dashboard=False,
+    **settings)`: a real server and its client.
 
     `settings` are fields of Config (e.g. `coalesce=False`); `tokens` and `scheduler` go to `create_app`;
     `unlimited` lifts the client's connection cap (tests that hold hundreds of requests open);
-    `handler_cancellation` sets the server's, as the runner does (True).
+    `handler_cancellation` sets the server's, as the runner does (True); `dashboard` adds the dashboard's pages,
+    as the server does.
     """
 
     async def make(
@@ -37,10 +39,13 @@ def serve(aiohttp_client: Any, redis_url: str) -> MakeClient:
         scheduler: bool = True,
         unlimited: bool = False,
         handler_cancellation: bool | None = None,
+        dashboard: bool = False,
         **settings: Any,
     ) -> Client:
         config = Config(redis_url=redis_url, timezone="UTC", **settings)
         app = create_app(config, Loaded(charts, tokens), scheduler=scheduler)
+        if dashboard:
+            setup_dashboard(app)
         kwargs: dict[str, Any] = {}
         if unlimited:
             kwargs["connector"] = TCPConnector(limit=0)

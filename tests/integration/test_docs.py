@@ -73,6 +73,8 @@ def test_keys_table_names_every_key() -> None:
         keys.chart_channel("CHART"): "pubsub",
         keys.chart_continuation("CHART", "ID"): "hash",
         keys.continuation_owner("ID"): "string",
+        keys.chart_changes("CHART"): "pubsub",
+        keys.dashboard_secret(): "string",
     }
     assert documented == expected
     for key in expected:

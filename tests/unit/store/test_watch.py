@@ -82,3 +82,31 @@ async def test_closing_cancels_a_read_in_flight_and_wakes_everyone() -> None:
     await watcher.close()
     assert await task is None and watcher.closing
     assert reads.answer is not None and reads.answer.cancelled()
+
+
+async def test_a_listener_hears_moves_and_changes_of_its_charts_only_while_it_listens() -> None:
+    redis = fakeredis.aioredis.FakeRedis(decode_responses=True)
+    watcher = MoveWatcher(redis)
+    watcher.start()
+    try:
+        listener = watcher.listen(["gate"])
+        await asyncio.wait_for(watcher.hearing_changes.wait(), 3.0)  # subscribed once someone listens
+        listener.changed.clear()
+        await redis.publish("stateservice:{other}:changed", "a")
+        await redis.publish("stateservice:{gate}:changed", "a")
+        await asyncio.wait_for(listener.changed.wait(), 1.0)
+        listener.changed.clear()
+        await redis.publish("stateservice:{gate}:moves", "b")
+        await asyncio.wait_for(listener.changed.wait(), 1.0)
+        listener.changed.clear()
+        await redis.publish("stateservice:{other}:moves", "b")
+        await asyncio.sleep(0.2)
+        assert not listener.changed.is_set()
+        watcher.unlisten(listener)
+        for _ in range(30):  # nobody listens: the changes' pattern is dropped
+            if not watcher.hearing_changes.is_set():
+                break
+            await asyncio.sleep(0.1)
+        assert not watcher.hearing_changes.is_set()
+    finally:
+        await watcher.close()

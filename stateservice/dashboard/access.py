@@ -1,0 +1,157 @@
+"""Who is looking at the dashboard, and what they may see and do.
+
+The API's auth middleware lets the dashboard's paths through (`web/auth.page`); this module
+does their checks instead. Without tokens the pages are open, as the API is on loopback; every
+visitor still gets a session, whose nonce makes the CSRF token of its forms. With tokens, a
+page needs a session signed in with a token that has the `read` scope (or, for tools such as
+`curl -N` on the event streams, the API's `Authorization: Bearer` header); a token's `charts`
+list limits what it sees, and each action needs the scope its HTTP route needs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from stateservice.dashboard.session import ANONYMOUS, COOKIE, Session, Sessions
+from stateservice.errors import CsrfRefused, Forbidden, Unauthorized
+from stateservice.security.tokens import Scope, Token
+from stateservice.store import overview
+from stateservice.telemetry import logs
+from stateservice.web import auth
+from stateservice.web.appkeys import REDIS
+from stateservice.web.deadline import redis_deadline
+
+
+class Keeper:
+    """The app's Sessions, made on first use: the key is read from Redis, which may be down when the worker starts."""
+
+    def __init__(self) -> None:
+        self.sessions: Sessions | None = None
+
+    async def get(self, request: web.Request) -> Sessions:
+        if self.sessions is None:
+            async with redis_deadline(request):
+                self.sessions = Sessions(await overview.secret(request.app[REDIS]))
+        return self.sessions
+
+
+SESSIONS = web.AppKey("dashboard_sessions", Keeper)
+NEW_SESSION = web.RequestKey("dashboard_new_session", Session)  # a session to send as a cookie with the answer
+SIGN_IN = "/dashboard/signin"
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """A visitor: their session (None when they came with a bearer token), token (None: no tokens), CSRF token."""
+
+    session: Session | None
+    token: Token | None
+    csrf: str
+
+    @property
+    def name(self) -> str:
+        return self.token.name if self.token is not None else ANONYMOUS
+
+    def may(self, scope: Scope, chart: str | None = None) -> bool:
+        """Whether this visitor may do what needs `scope` (on `chart`)."""
+        return self.token is None or self.token.allows(scope, chart)
+
+    def sees(self, chart: str) -> bool:
+        return self.token is None or self.token.charts is None or chart in self.token.charts
+
+
+class NotSignedIn(Exception):
+    """The page needs a signed-in session: the caller answers with the sign-in page."""
+
+
+async def session_of(request: web.Request) -> Session:
+    """The request's valid session, or a new anonymous one (sent as a cookie with the answer: see `keep`)."""
+    sessions = await request.app[SESSIONS].get(request)
+    now = time.time()
+    session = request.get(NEW_SESSION) or sessions.read(request.cookies.get(COOKIE), now)
+    if session is None:
+        session = request[NEW_SESSION] = sessions.new(ANONYMOUS, now)
+    return session
+
+
+async def viewer(request: web.Request) -> Viewer:
+    """Who asks. Raises NotSignedIn (tokens on, no usable session), Unauthorized (a bearer token that matches none),
+    Forbidden (a token without the read scope)."""
+    sessions = await request.app[SESSIONS].get(request)
+    if not request.app[auth.AUTH_ON]:
+        anyone = await session_of(request)
+        return Viewer(anyone, None, sessions.csrf(anyone))
+    token: Token | None
+    session: Session | None = None
+    if "Authorization" in request.headers:  # a tool on an event stream: no session, so no forms either
+        token = _bearer(request)
+    else:
+        session = await session_of(request)
+        # looked up again on every request: a token removed from the file (and SIGHUP) ends its sessions
+        token = request.app[auth.TOKENS].tokens.named(session.name) if session.signed_in else None
+    if token is None:
+        raise NotSignedIn()
+    if Scope.READ not in token.scopes:
+        raise Forbidden(token.name, Scope.READ.value, None)
+    request[auth.IDENTITY] = token.name
+    if token.charts is not None:
+        request[auth.CHARTS_ALLOWED] = token.charts
+    logs.bind(identity=token.name)
+    return Viewer(session, token, sessions.csrf(session) if session is not None else "")
+
+
+def _bearer(request: web.Request) -> Token:
+    """The token of an `Authorization: Bearer` header, as the API checks it. Raises Unauthorized."""
+    kind, _, secret = request.headers["Authorization"].strip().partition(" ")
+    token = request.app[auth.TOKENS].tokens.lookup(secret.strip()) if kind.lower() == "bearer" else None
+    if token is None:
+        raise Unauthorized("the token matches no entry of the tokens file")
+    return token
+
+
+async def sign_in(request: web.Request, secret: str) -> Token | None:
+    """The token `secret` names when it may read; then a new signed-in session goes with the answer."""
+    token = request.app[auth.TOKENS].tokens.lookup(secret)
+    if token is None or Scope.READ not in token.scopes:
+        return None
+    request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(token.name, time.time())
+    return token
+
+
+async def sign_out(request: web.Request) -> None:
+    request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(ANONYMOUS, time.time())
+
+
+def keep(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Send the request's new session, if it got one, as the session cookie (the sessions exist by then)."""
+    session = request.get(NEW_SESSION)
+    sessions = request.app[SESSIONS].sessions
+    if session is not None and sessions is not None:
+        response.set_cookie(
+            COOKIE,
+            sessions.cookie(session),
+            max_age=sessions.lifetime,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+        )
+    return response
+
+
+def redirect(request: web.Request, location: str) -> web.StreamResponse:
+    """303 See Other to `location` (after a form's POST), with the request's new session if it got one."""
+    return keep(request, web.Response(status=303, headers={"Location": location}))
+
+
+async def check_csrf(request: web.Request, given: str | None) -> Session:
+    """The session of a form's POST whose CSRF token is right. Raises CsrfRefused otherwise (no cookie, a stale or
+    forged token, or a request from another site's page)."""
+    sessions = await request.app[SESSIONS].get(request)
+    session = sessions.read(request.cookies.get(COOKIE), time.time())
+    if session is None or not sessions.check_csrf(session, given):
+        raise CsrfRefused()
+    return session

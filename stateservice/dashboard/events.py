@@ -1,0 +1,120 @@
+"""Server-Sent Events: the overview and a chart page as they change, for the pages and for `curl -N`.
+
+    GET /dashboard/events/charts/{chart}   event `chart`: the chart page's model (JSON)
+    GET /dashboard/events[?q=&page=]       event `overview`: that overview page's model (JSON)
+
+A stream sends the current model at once, then again each time it changes: the worker's
+subscription (`store/watch.py`, the one that wakes long-polls) tells it that a chart it shows
+moved or changed, and it reads once. Nothing is read or sent while nothing changes but a
+comment every KEEPALIVE seconds, which keeps proxies from closing an idle stream. Each event's
+`id` is a digest of its data: a client that reconnects with `Last-Event-ID` (as EventSource
+does after a worker restarts; `retry` asks it to after a second) gets the current model only
+if it differs from the one it saw. A read that fails sends an `error` event and the stream
+goes on; when the worker stops, the stream ends and the client reconnects to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from stateservice.dashboard import pages, read, view
+from stateservice.dashboard.access import Viewer
+from stateservice.errors import Forbidden, StateServiceError, StoreUnavailable
+from stateservice.security.tokens import Scope
+from stateservice.store.watch import MoveWatcher
+from stateservice.web.appkeys import WATCHER
+
+KEEPALIVE = 15.0  # seconds between comments on an idle stream
+SUBSCRIBED_WITHIN = 2.0  # seconds a new stream waits for the worker to hear changes before its first event
+RETRY_MS = 1000
+
+
+def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    """One SSE message: `event:`, `id:` and one `data:` line of compact JSON."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id else "")
+    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+@pages.page
+async def chart_events(request: web.Request, who: Viewer) -> web.StreamResponse:
+    name = request.match_info["chart"]
+    if not who.sees(name):
+        raise Forbidden(who.name, Scope.READ.value, name)
+    await read.chart_page(request)  # an unknown or malformed chart is refused before the stream starts
+
+    async def build() -> dict[str, Any]:
+        shown, _ = await read.chart_page(request)
+        return read.page_json(shown)
+
+    return await stream(request, "chart", [name], build)
+
+
+@pages.page
+async def overview_events(request: web.Request, who: Viewer) -> web.StreamResponse:
+    query, number = request.query.get("q", "")[:64], pages.number(request, "page")
+    shown = await read.overview_page(request, who, query, number)
+
+    async def build() -> dict[str, Any]:
+        return view.overview_json(await read.overview_page(request, who, query, number))
+
+    # the page's charts: a chart added to the page by another's change (a new page order) shows on reload
+    charts = None if not shown.charts else [chart.name for chart in shown.charts]
+    return await stream(request, "overview", charts, build)
+
+
+async def stream(
+    request: web.Request, event: str, charts: list[str] | None, build: Callable[[], Awaitable[dict[str, Any]]]
+) -> web.StreamResponse:
+    """Send `build()`'s model as `event` now and after each change of `charts`, until the client or worker goes."""
+    watcher = request.app[WATCHER]
+    listener = watcher.listen(charts)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    try:
+        await response.prepare(request)
+        await response.write(f"retry: {RETRY_MS}\n\n".encode())
+        with contextlib.suppress(TimeoutError):  # a change meanwhile is told to the listener: nothing is missed
+            await asyncio.wait_for(watcher.hearing_changes.wait(), SUBSCRIBED_WITHIN)
+        seen = request.headers.get("Last-Event-ID")
+        while not watcher.closing:
+            listener.changed.clear()
+            seen = await _send(response, event, build, seen)
+            await _idle(response, watcher, listener.changed)
+    except ConnectionResetError:
+        pass  # the client went away (noticed at a write when the runner does not cancel the handler)
+    finally:
+        watcher.unlisten(listener)
+    return response
+
+
+async def _send(
+    response: web.StreamResponse, event: str, build: Callable[[], Awaitable[dict[str, Any]]], seen: str | None
+) -> str | None:
+    """Send the model if it differs from the one the client has seen; the version it has seen after."""
+    try:
+        data = await build()
+    except (StateServiceError, RedisError, OSError) as exc:
+        error = exc if isinstance(exc, StateServiceError) else StoreUnavailable()
+        await response.write(frame("error", error.body()))
+        return seen
+    version = view.version(data)
+    if version != seen:
+        await response.write(frame(event, data, version))
+    return version
+
+
+async def _idle(response: web.StreamResponse, watcher: MoveWatcher, changed: asyncio.Event) -> None:
+    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile."""
+    while not changed.is_set() and not watcher.closing:
+        try:
+            await asyncio.wait_for(changed.wait(), KEEPALIVE)
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")

@@ -1,0 +1,281 @@
+"""The dashboard over HTTP (no browser): what JSON clients still get, sessions, CSRF, scopes, the event streams.
+
+The browser's side (rendering, live updates without a reload, confirmations) is test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import orjson
+
+from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
+from tests.support.app import Client, MakeClient
+from tests.support.charts import chart, final, load, wave
+
+HTML = {"Accept": "text/html"}
+ROLLOUT = load(
+    chart(
+        "rollout",
+        "canary",
+        "  - name: canary\n    func: increment\n    current: {key: hosts, value: 0}\n"
+        "    target: {name: done, when: {key: hosts, value: 4}}\n    concurrency: 2\n    max_failures: 2\n",
+        final("done"),
+    ),
+    "rollout.yaml",
+)
+ADMIN, READER, OTHER = "sst_admin-secret", "sst_reader-secret", "sst_other-secret"
+TOKENS = Tokens(
+    (
+        Token("ops", hash_secret(ADMIN), frozenset({Scope.READ, Scope.REPORT, Scope.ADMIN})),
+        Token("viewer", hash_secret(READER), frozenset({Scope.READ})),
+        Token("team-b", hash_secret(OTHER), frozenset({Scope.READ, Scope.ADMIN}), frozenset({"wave"})),
+    )
+)
+
+
+def csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:2000]
+    return found.group(1)
+
+
+async def sign_in(client: Client, secret: str) -> None:
+    form = await client.get("/dashboard/signin", headers=HTML)
+    answer = await client.post(
+        "/dashboard/signin", data={"csrf": csrf(await form.text()), "token": secret}, allow_redirects=False
+    )
+    assert answer.status == 303, await answer.text()
+
+
+async def test_a_json_client_gets_what_it_got_before(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    answer = await client.get("/")
+    assert answer.status == 404
+    assert (await answer.json())["error"] == "not_found"
+    chart_json = await client.get("/charts/rollout", headers={"Accept": "application/json"})
+    assert (await chart_json.json())["current_state"] == "canary"
+
+
+async def test_a_json_client_with_tokens_on_is_still_asked_for_a_token(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    assert (await client.get("/")).status == 401
+    assert (await client.get("/", headers={"Authorization": f"Bearer {READER}"})).status == 404
+
+
+async def test_the_overview_shows_each_charts_progress_slots_and_failures(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, wave(3), dashboard=True, scheduler=False)
+    await client.put("/charts/rollout/state?state=canary&host=a")
+    await client.put("/charts/rollout/slots/b?state=canary")
+    await client.put("/charts/rollout/state?state=canary&host=c&result=failure&reason=disk")
+    page = await client.get("/", headers=HTML)
+    assert page.status == 200
+    html = await page.text()
+    row = html[html.index('data-chart="rollout"') :]
+    row = row[: row.index("</tr>")]
+    assert "1 / 4" in row  # counted / target
+    assert "1 / 2" in row  # slots held / limit
+    assert "1 / 2" in row[row.index('data-label="Failures"') :]  # failures / budget
+    assert 'data-chart="wave"' in html
+    assert "httponly" in page.headers["Set-Cookie"].lower()
+    assert "samesite=strict" in page.headers["Set-Cookie"].lower()
+
+
+async def test_the_overview_filters_by_name_and_pages(serve: MakeClient) -> None:
+    charts = [wave(3, f"w{i:03}") for i in range(130)]
+    client = await serve(*charts, dashboard=True, scheduler=False)
+    first = await (await client.get("/", headers=HTML)).text()
+    assert "Page 1 of 2" in first and 'data-chart="w099"' in first and 'data-chart="w100"' not in first
+    second = await (await client.get("/?page=2", headers=HTML)).text()
+    assert 'data-chart="w100"' in second and 'data-chart="w129"' in second
+    filtered = await (await client.get("/?q=w12", headers=HTML)).text()
+    assert filtered.count('class="chart row-') == 10
+
+
+async def test_the_chart_page_shows_the_diagram_hosts_history_and_key(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    await client.put("/charts/rollout/state?state=canary&host=web-1")
+    await client.put("/charts/rollout/slots/web-2?state=canary")
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    assert '<svg class="diagram"' in html and 'class="node current kind-increment" data-state="canary"' in html
+    assert "web-1" in html and "web-2" in html
+    assert "redis-cli HGETALL &#39;stateservice:{rollout}&#39;" in html
+    assert 'class="cause">slot<' in html  # the history's slot grant
+    assert (await client.get("/dashboard/charts/nope", headers=HTML)).status == 404
+
+
+async def test_an_action_needs_the_csrf_token_and_a_confirmation(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    token = csrf(html)
+    forged = await client.post("/dashboard/charts/rollout/halt", data={"csrf": "x", "confirmed": "yes"}, headers=HTML)
+    assert forged.status == 403
+    asked = await client.post("/dashboard/charts/rollout/halt", data={"csrf": token, "reason": "bad canary"})
+    assert asked.status == 200 and "Yes, halt" in await asked.text()
+    assert await plain.hget("stateservice:{rollout}", "halted") is None
+    done = await client.post(
+        "/dashboard/charts/rollout/halt",
+        data={"csrf": token, "reason": "bad canary", "confirmed": "yes"},
+        allow_redirects=False,
+    )
+    assert done.status == 303
+    assert await plain.hget("stateservice:{rollout}", "halted") == "bad canary"
+    history = await (await client.get("/charts/rollout/history")).json()
+    assert history["history"][0]["cause"] == "halt"
+    halted = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    assert 'id="resume"' in halted and 'id="halt"' not in halted  # the button that fits the chart's condition
+
+
+async def test_with_tokens_the_pages_ask_to_sign_in_and_a_reader_gets_no_buttons(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, wave(3), dashboard=True, scheduler=False, tokens=TOKENS)
+    asked = await client.get("/", headers=HTML)
+    assert asked.status == 401 and 'name="token"' in await asked.text()
+    await sign_in(client, READER)
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    assert "Signed in as <strong>viewer</strong>" in html
+    assert 'id="halt"' not in html and "/halt" not in html
+    refused = await client.post(
+        "/dashboard/charts/rollout/halt", data={"csrf": csrf(html), "confirmed": "yes"}, headers=HTML
+    )
+    assert refused.status == 403
+
+
+async def test_a_token_bound_to_charts_sees_only_those(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, wave(3), dashboard=True, scheduler=False, tokens=TOKENS)
+    await sign_in(client, OTHER)
+    html = await (await client.get("/", headers=HTML)).text()
+    assert 'data-chart="wave"' in html and 'data-chart="rollout"' not in html
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 403
+    wave_page = await (await client.get("/dashboard/charts/wave", headers=HTML)).text()
+    assert 'id="halt"' in wave_page
+
+
+async def test_a_wrong_token_does_not_sign_in_and_is_never_logged(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    form = await client.get("/dashboard/signin", headers=HTML)
+    answer = await client.post("/dashboard/signin", data={"csrf": csrf(await form.text()), "token": "sst_wrong"})
+    assert answer.status == 401
+    assert (await client.get("/", headers=HTML)).status == 401
+
+
+async def read_event(lines: Any) -> dict[str, Any]:
+    """The next event of an SSE stream (comments and `retry:` skipped): its fields, `data` parsed."""
+    event: dict[str, Any] = {}
+    async for raw in lines:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if "data" in event:
+                return event
+            continue
+        field, _, value = line.partition(": ")
+        if field == "data":
+            event["data"] = orjson.loads(value)
+        elif field in ("event", "id"):
+            event[field] = value
+    raise AssertionError("the stream ended")
+
+
+async def test_the_chart_stream_sends_the_state_now_then_each_change(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        first = await asyncio.wait_for(read_event(stream.content), 5)
+        assert first["event"] == "chart" and first["data"]["summary"]["progress"][0]["counted"] == 0
+        await client.put("/charts/rollout/state?state=canary&host=a")  # counted, moves nothing
+        second = await asyncio.wait_for(read_event(stream.content), 1)
+        assert second["data"]["summary"]["progress"][0]["counted"] == 1
+        assert second["id"] != first["id"]
+    # reconnecting with the last id seen: nothing is sent until something changes
+    async with client.get("/dashboard/events/charts/rollout", headers={"Last-Event-ID": second["id"]}) as again:
+        await client.put("/charts/rollout/slots/b?state=canary")
+        third = await asyncio.wait_for(read_event(again.content), 2)
+        assert third["data"]["summary"]["slots"] == {"used": 1, "limit": 2}
+
+
+async def test_the_overview_stream_follows_the_page(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, wave(1), dashboard=True, scheduler=False)
+    async with client.get("/dashboard/events") as stream:
+        first = await asyncio.wait_for(read_event(stream.content), 5)
+        assert [c["name"] for c in first["data"]["charts"]] == ["rollout", "wave"]
+        await client.put("/charts/wave/state?state=canary&host=a")  # moves wave on
+        second = await asyncio.wait_for(read_event(stream.content), 1)
+        assert second["data"]["charts"][1]["state"] == "fleet"
+
+
+async def test_a_stream_needs_a_token_when_tokens_are_on(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    assert (await client.get("/dashboard/events/charts/rollout")).status == 401
+    headers = {"Authorization": f"Bearer {READER}"}
+    async with client.get("/dashboard/events/charts/rollout", headers=headers) as stream:
+        assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
+
+
+async def test_without_tokens_there_is_nothing_to_sign_in_to(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    answer = await client.get("/dashboard/signin", headers=HTML, allow_redirects=False)
+    assert answer.status == 303 and answer.headers["Location"] == "/"
+
+
+GATE = load(
+    """
+    name: gate
+    current_state: canary
+    states:
+      - name: canary
+        func: increment
+        current: {key: hosts, value: 0}
+        target: {name: review, when: {key: hosts, value: 1}}
+      - name: review
+        func: approval
+        choices:
+          - {when: {approved: true}, next: fleet}
+          - {when: {approved: false}, next: rolled_back}
+        timeout: {after: 1h, next: rolled_back}
+      - name: fleet
+      - name: rolled_back
+    """
+)
+
+
+async def test_a_pending_approval_shows_and_is_resumed_from_the_page(serve: MakeClient) -> None:
+    client = await serve(GATE, dashboard=True, scheduler=False)
+    await client.put("/charts/gate/state?state=canary&host=web1")
+    overview = await (await client.get("/", headers=HTML)).text()
+    assert "Waiting for approval" in overview and "1 waiting for approval" in overview
+    html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
+    assert "Waiting for approval in review" in html and "Choose: go to fleet" in html
+    assert 'id="advance"' not in html  # a person's input picks an approval state's next state
+    pending = (await (await client.get("/charts/gate")).json())["pending_approval"]
+    form = {"csrf": csrf(html), "continuation": pending["id"], "state": "review", "input": '{"approved": true}'}
+    asked = await client.post("/dashboard/charts/gate/approve", data=form)
+    assert asked.status == 200 and "Yes, approve" in await asked.text()
+    assert (await (await client.get("/charts/gate")).json())["current_state"] == "review"
+    done = await client.post("/dashboard/charts/gate/approve", data={**form, "confirmed": "yes"}, allow_redirects=False)
+    assert done.status == 303
+    chart_json = await (await client.get("/charts/gate")).json()
+    assert chart_json["current_state"] == "fleet" and chart_json["pending_approval"] is None
+    again = await client.post("/dashboard/charts/gate/approve", data={**form, "confirmed": "yes"}, headers=HTML)
+    assert again.status == 409  # used: the page says so, as the API would
+
+
+async def test_approving_needs_the_approve_scope_and_a_json_object(serve: MakeClient) -> None:
+    tokens = Tokens(
+        (
+            Token("viewer", hash_secret(READER), frozenset({Scope.READ})),
+            Token("approver", hash_secret(ADMIN), frozenset({Scope.READ, Scope.REPORT, Scope.APPROVE})),
+        )
+    )
+    client = await serve(GATE, dashboard=True, scheduler=False, tokens=tokens)
+    await client.put("/charts/gate/state?state=canary&host=web1", headers={"Authorization": f"Bearer {ADMIN}"})
+    await sign_in(client, READER)
+    html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
+    assert "Waiting for approval in review" in html and "/approve" not in html
+    await sign_in(client, ADMIN)
+    html = await (await client.get("/dashboard/charts/gate", headers=HTML)).text()
+    assert 'id="approve"' in html and 'id="halt"' not in html
+    pending = await (await client.get("/charts/gate", headers={"Authorization": f"Bearer {ADMIN}"})).json()
+    form = {"csrf": csrf(html), "continuation": pending["pending_approval"]["id"], "state": "review"}
+    bad = await client.post("/dashboard/charts/gate/approve", data={**form, "input": "[1]"}, headers=HTML)
+    assert bad.status == 400
