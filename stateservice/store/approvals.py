@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import orjson
@@ -101,10 +101,12 @@ def decode(continuation: str, chart: str, fields: dict[str, str]) -> Pending:
 class Approvals:
     """The continuations of the charts this service serves (`charts`, by name, as reloads leave it)."""
 
-    def __init__(self, store: ChartStore, charts: dict[str, Chart], retention: timedelta) -> None:
+    def __init__(self, store: ChartStore, charts: dict[str, Chart], retention: timedelta, zone: tzinfo = UTC) -> None:
         self.store = store
         self.charts = charts
         self.retention = retention
+        self.zone = zone  # naive clock times of charts read from their stored definitions
+        self._stored: dict[str, Chart] = {}  # other services' charts, by digest
 
     # -- making and finding ---------------------------------------------------------------
 
@@ -200,13 +202,26 @@ class Approvals:
             await self._owned(pending)
 
     async def owner(self, continuation: str) -> Chart:
-        """The served chart a continuation resumes. Raises UnknownContinuation."""
+        """The chart a continuation resumes: one this service serves, or another service's (sharing this Redis),
+        as its stored definition says, so that any service's URL resumes it. Raises UnknownContinuation."""
         raw = await self.store.redis.get(keys.continuation_owner(continuation))
         kind, _, name = (raw or "").partition(" ")
-        chart = self.charts.get(name) if kind == "chart" else None
+        chart = (self.charts.get(name) or await self._definition(name)) if kind == "chart" else None
         if chart is None:
             raise UnknownContinuation(continuation)
         return chart
+
+    async def _definition(self, name: str) -> Chart | None:
+        definition = await self.store.definition(name)
+        digest = definition.get(keys.DEFINITION_DIGEST, "")
+        if definition.get(keys.DEFINITION_SOURCE) is None:
+            return None
+        if digest not in self._stored:
+            parsed = codec.parse_definition(name, definition, self.zone)
+            if parsed.chart is None:
+                return None
+            self._stored[digest] = parsed.chart
+        return self._stored[digest]
 
     async def find(self, chart: Chart, continuation: str) -> tuple[Pending, dict[str, Any]]:
         """The continuation of `chart` (see `owner`) and the chart's context. Raises UnknownContinuation."""

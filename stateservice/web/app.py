@@ -123,7 +123,8 @@ def _redis_ctx(
         writes = replicated(redis, config.redis_wait_replicas, config.redis_wait_timeout)
         app[STORE] = ChartStore(writes, coalesce=config.coalesce, retention=config.event_retention)
         app[ROLLOUTS] = Rollouts(app[STORE])
-        app[APPROVALS] = Approvals(app[STORE], app[CHARTS], timedelta(seconds=config.event_retention))
+        retention = timedelta(seconds=config.event_retention)
+        app[APPROVALS] = Approvals(app[STORE], app[CHARTS], retention, config.zone())
         app[REGISTRAR] = Registrar(app[STORE], registered)
         app[MACHINES] = Machines(
             writes,

@@ -233,3 +233,13 @@ async def test_an_operator_cannot_advance_an_approval_but_a_reset_expires_it(ser
     body = await late.json()
     assert late.status == 410 and "the chart was reset" in body["message"]
     assert (await (await client.get("/charts/gate")).json())["context"] == {}
+
+
+async def test_any_service_on_the_same_redis_resumes_another_ones_chart(serve: MakeClient) -> None:
+    serving = await serve(gate(), scheduler=False)
+    other = await serve(load("current_state: a\nstates:\n  - name: a\n", "other.yaml"), scheduler=False)
+    url = (await suspended(serving))["continuation_url"]
+    shown = await other.get(url)
+    assert shown.status == 200 and (await shown.json())["chart"] == "gate"
+    assert (await other.post(url, json={"approved": True})).status == 200
+    assert (await (await serving.get("/charts/gate")).json())["current_state"] == "fleet"
