@@ -26,9 +26,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stateservice.core.chart import Chart, Func
 from stateservice.errors import StateServiceError
 from stateservice.scheduler.notify import Notifier, about
-from stateservice.store import codec, keys
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
+from stateservice.store.definitions import StoredCharts
 from stateservice.store.lease import Lease
 from stateservice.store.machine_approvals import MachineApprovals
 from stateservice.telemetry import metrics
@@ -66,7 +66,7 @@ class Scheduler:
         self.machine_approvals = machine_approvals
         self.leading = False
         self.halted = False
-        self._parsed: dict[str, Chart] = {}  # other services' charts, by digest
+        self.stored = StoredCharts(store, zone)  # other services' charts
 
     async def run(self) -> None:
         """Hold or seek the lease, and while holding it advance due charts; until cancelled."""
@@ -102,7 +102,7 @@ class Scheduler:
         """Advance every registered chart whose current time state (or approval's timeout) is due."""
         charts = []
         for name in await self.store.registered():
-            chart = self.charts.get(name) or await self._stored(name)
+            chart = self.charts.get(name) or await self.stored.get(name)
             # only these fall due: a chart without them is moved by reports alone, never by the clock
             if chart is not None and any(state.func in _TIMED for state in chart.states):
                 charts.append(chart)
@@ -159,16 +159,3 @@ class Scheduler:
             self.leading = False
             log.info("leader_released")
             metrics.leader(False)
-
-    async def _stored(self, name: str) -> Chart | None:
-        definition = await self.store.definition(name)
-        digest = definition.get(keys.DEFINITION_DIGEST, "")
-        if definition.get(keys.DEFINITION_SOURCE) is None:
-            return None
-        if digest not in self._parsed:
-            result = codec.parse_definition(name, definition, self.zone)
-            if result.chart is None:
-                log.warning("stored_chart_unreadable", chart=name, problems=[str(p) for p in result.errors])
-                return None
-            self._parsed[digest] = result.chart
-        return self._parsed[digest]

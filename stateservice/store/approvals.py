@@ -35,6 +35,7 @@ from stateservice.errors import (
 )
 from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore, execute, log_moves, timed
+from stateservice.store.definitions import StoredCharts
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +106,7 @@ class Approvals:
         self.store = store
         self.charts = charts
         self.retention = retention
-        self.zone = zone  # naive clock times of charts read from their stored definitions
-        self._stored: dict[str, Chart] = {}  # other services' charts, by digest
+        self.stored = StoredCharts(store, zone)  # other services' charts
 
     # -- making and finding ---------------------------------------------------------------
 
@@ -206,22 +206,10 @@ class Approvals:
         as its stored definition says, so that any service's URL resumes it. Raises UnknownContinuation."""
         raw = await self.store.redis.get(keys.continuation_owner(continuation))
         kind, _, name = (raw or "").partition(" ")
-        chart = (self.charts.get(name) or await self._definition(name)) if kind == "chart" else None
+        chart = (self.charts.get(name) or await self.stored.get(name)) if kind == "chart" else None
         if chart is None:
             raise UnknownContinuation(continuation)
         return chart
-
-    async def _definition(self, name: str) -> Chart | None:
-        definition = await self.store.definition(name)
-        digest = definition.get(keys.DEFINITION_DIGEST, "")
-        if definition.get(keys.DEFINITION_SOURCE) is None:
-            return None
-        if digest not in self._stored:
-            parsed = codec.parse_definition(name, definition, self.zone)
-            if parsed.chart is None:
-                return None
-            self._stored[digest] = parsed.chart
-        return self._stored[digest]
 
     async def find(self, chart: Chart, continuation: str) -> tuple[Pending, dict[str, Any]]:
         """The continuation of `chart` (see `owner`) and the chart's context. Raises UnknownContinuation."""
