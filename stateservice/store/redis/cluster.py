@@ -228,7 +228,7 @@ class SlotPipeline(Pipeline):
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         after, self.after_exec = self.after_exec, []
         if self.command_stack and self.address is None:
-            await self._bind(self.command_stack[0][0][1])
+            await self._bind(_first_key(self.command_stack[0][0]))
         stack = list(self.command_stack)
         try:
             results: list[Any] = await super().execute(raise_on_error)
@@ -267,3 +267,11 @@ class SlotPipeline(Pipeline):
         await super().reset()  # type: ignore[no-untyped-call]
         self.slot = self.address = None
         self.after_exec = []
+
+
+def _first_key(command: tuple[Any, ...]) -> Any:
+    """The key a queued command is routed by: its first argument, but a script's first key (EVALSHA SHA NUMKEYS
+    KEY ...), not its digest, which hashes to any slot (it routed to the right node one time in three)."""
+    if str(command[0]).upper() in ("EVALSHA", "EVAL") and len(command) > 3 and int(command[2]) > 0:
+        return command[3]
+    return command[1]
