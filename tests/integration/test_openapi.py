@@ -20,6 +20,7 @@ from stateservice import errors
 from stateservice.config import Config
 from stateservice.core.parse import parse
 from stateservice.web.app import Loaded, create_app
+from stateservice.web.limits import MAX_LINE
 from stateservice.web.openapi import PROTECTED, Refusal, document
 from stateservice.web.routes import ROUTES
 from tests.support.service import REPO, ServiceProcess, Services, http
@@ -112,6 +113,8 @@ def test_fuzzed_requests_get_documented_answers_and_no_5xx(case: schemathesis.Ca
     # required with result=failure" (PUT /state). Everything else valid by the schema must be accepted.
     excluded = [positive_data_acceptance] if case.method == "POST" or _failure_report(case) else []
     response = case.call(base_url=live.url)
+    if response.status_code == 400 and len(response.request.url or "") > MAX_LINE:
+        return  # a request line over aiohttp's own limit: its parser answers (plain text), as docs/security.md says
     if response.status_code == 414:  # a documented rejection (too long a reason) that schemathesis does not count
         excluded.append(negative_data_rejection)
     case.validate_response(response, excluded_checks=excluded)
