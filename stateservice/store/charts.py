@@ -87,6 +87,9 @@ class ChartStore:
         self.lock_timeout = lock_timeout
         self.coalesce = coalesce
         self.retention = retention  # seconds a settled approval's continuation is kept (--event-retention)
+        # whether a live dashboard listens anywhere (store/announce.py keeps it): only then do reports, slots and
+        # failures that move nothing pay a PUBLISH (on a Cluster, one every node hears)
+        self.announcing = False
         self.commits = 0  # transactions that went through, and retries after a conflict: for benchmarks and logs
         self.retries = 0
         self.heard = -math.inf  # loop time Redis last answered a read or transaction here (see web/deadline.py)
@@ -236,7 +239,7 @@ class ChartStore:
                     pipe.sadd(keys.chart_hosts(chart.name, state), *sorted(finished))
             if held:
                 _release_reported(pipe, chart, entries, decision, held, now, self.record)
-            changed(pipe, chart.name, decision.snapshot.state)
+            self.changed(pipe, chart.name, decision.snapshot.state)
             await execute(pipe)
             return decision, moves
 
@@ -508,6 +511,12 @@ class ChartStore:
             pipe.hset(key, mapping=codec.encode_snapshot(snap))
             pipe.publish(keys.chart_channel(chart.name), snap.state)  # wakes long-polls in every worker
 
+    def changed(self, pipe: Pipeline, chart: str, state: str) -> None:
+        """Queue the notice of a change to the chart while a dashboard listens (it re-reads the chart); `state` is
+        its current state. Its own channel, not the moves': a counted report must not wake every long-poll."""
+        if self.announcing:
+            pipe.publish(keys.chart_changes(chart), state)
+
     def _create(self, pipe: Pipeline, chart: Chart, snap: Snapshot) -> None:
         """Queue a fresh state hash at `snap`: every counter at its start, no host counted anywhere."""
         for name, named, args in bulk.create(chart, snap):
@@ -606,13 +615,6 @@ def _release_reported(
         except StateServiceError:
             continue  # an unreadable slot is freed all the same; it tells nothing of hold times
         holding.observe(pipe, chart.name, entry.state, now - slot.granted_at)
-
-
-def changed(pipe: Pipeline, chart: str, state: str) -> None:
-    """Queue the notice of a change to the chart (the live dashboard re-reads it); `state` is its current state.
-
-    Its own channel, not the moves': a counted report must not wake every long-poll of the chart to read it."""
-    pipe.publish(keys.chart_changes(chart), state)
 
 
 LOST = (RedisConnectionError, RedisTimeoutError, TimeoutError)  # the connection, not the transaction, failed

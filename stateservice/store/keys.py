@@ -46,7 +46,10 @@ stateservice:continuation:ID            string  "chart NAME": whose continuation
                                                 own key, so a resume by id finds the chart)
 stateservice:{CHART}:changed            pubsub  channel (not a key): the current state, published
                                                 by a transaction that changes the chart without
-                                                moving it (a report, a slot, a failure, a resume)
+                                                moving it (a report, a slot, a failure, a resume),
+                                                while a dashboard listens (the key below)
+stateservice:dashboard:watching         string  "1" while a live dashboard's event stream is
+                                                open on some worker (expires 30 s after)
 stateservice:dashboard:secret           string  random key signing the dashboard's session
                                                 cookies and CSRF tokens (set once, kept)
 ======================================  ======  ===============================================
@@ -197,6 +200,11 @@ def chart_continuation(chart: str, id: str) -> str:
 def continuation_owner(id: str) -> str:
     """String: "chart NAME" (or "instance ID"): a continuation id's owner, for resumes that name only the id."""
     return f"{PREFIX}:continuation:{id}"
+
+
+def dashboard_watching() -> str:
+    """String: "1" while a live dashboard's event stream is open on some worker (expires 30 s after the last)."""
+    return f"{PREFIX}:dashboard:watching"
 
 
 def chart_changes(chart: str) -> str:

@@ -22,7 +22,7 @@ from stateservice.core import rules, slots
 from stateservice.core.chart import Chart, Snapshot, State, Transition
 from stateservice.errors import NoConcurrency, NoFreeSlot, NotCurrent, NotReportable
 from stateservice.store import codec, holding, keys
-from stateservice.store.charts import CatchUp, ChartStore, changed, execute, log_moves, timed, watched
+from stateservice.store.charts import CatchUp, ChartStore, execute, log_moves, timed, watched
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -82,7 +82,8 @@ class Rollouts:
                     if not answer.renewed:  # a grant is history (who was at work when); a renewal is not
                         record = Transition(chart.name, name, name, "slot", now, host, None, who.actor, who.remote)
                         self.store.record(pipe, record)
-                changed(pipe, chart.name, name)
+                if gone or not (isinstance(answer, slots.Granted) and answer.renewed):  # a renewal shows nothing new
+                    self.store.changed(pipe, chart.name, name)
                 await execute(pipe)
             return answer
 
@@ -116,7 +117,7 @@ class Rollouts:
                     if who is not None:
                         record = Transition(chart.name, name, name, "release", now, host, None, who.actor, who.remote)
                         self.store.record(pipe, record)
-                changed(pipe, chart.name, name)
+                self.store.changed(pipe, chart.name, name)
                 await execute(pipe)
             return released, len(rest)
 
@@ -135,7 +136,7 @@ class Rollouts:
             if gone:
                 pipe.multi()
                 self._expire(pipe, chart, state.name, gone)
-                changed(pipe, chart.name, state.name)
+                self.store.changed(pipe, chart.name, state.name)
                 await execute(pipe)
             return Held(state.name, limit, sorted(alive.values(), key=lambda s: (s.granted_at, s.host)))
 
@@ -162,7 +163,7 @@ class Rollouts:
                 self.store.record(pipe, replace(record, actor=who.actor, remote=who.remote))
             if failure.snapshot is not None and failure.snapshot.halted is not None:
                 self._halt(pipe, chart, failure.snapshot)
-            changed(pipe, chart.name, name)
+            self.store.changed(pipe, chart.name, name)
             await execute(pipe)
             return failure
 
@@ -268,7 +269,7 @@ class Rollouts:
                 chart.name, snap.state, snap.state, "forget", now, host, None, who.actor, who.remote, what
             )
             self.store.record(pipe, record)
-            changed(pipe, chart.name, snap.state)
+            self.store.changed(pipe, chart.name, snap.state)
             await execute(pipe)
             return forgotten
 

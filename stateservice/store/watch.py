@@ -58,6 +58,7 @@ class MoveWatcher:
         self._reads: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._listeners: set[Listener] = set()
+        self.on_listen: Callable[[], None] | None = None  # told when a listener comes (store/announce.py)
         self.hearing_changes = asyncio.Event()  # set while the changes' pattern is subscribed
 
     @property
@@ -92,7 +93,14 @@ class MoveWatcher:
         """A new listener for `charts` (None: every chart); `unlisten` it when done."""
         listener = Listener(charts)
         self._listeners.add(listener)
+        if self.on_listen is not None:
+            self.on_listen()
         return listener
+
+    @property
+    def listening(self) -> bool:
+        """Whether a live view listens here now."""
+        return bool(self._listeners)
 
     def unlisten(self, listener: Listener) -> None:
         self._listeners.discard(listener)

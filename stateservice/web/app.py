@@ -27,6 +27,7 @@ from stateservice.models.cache import ModelCache
 from stateservice.scheduler import Scheduler, identity
 from stateservice.scheduler.notify import Notifier
 from stateservice.security.tokens import Tokens, TokensRef
+from stateservice.store.announce import Announcer
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.lease import Lease
@@ -135,10 +136,13 @@ def _redis_ctx(
         )
         app[MACHINE_APPROVALS] = MachineApprovals(app[MACHINES])
         app[WATCHER] = MoveWatcher(redis, read=functools.partial(_read_chart, app))
+        announcer = Announcer(redis, app[STORE], app[WATCHER])
         await app[REGISTRAR].try_all(app[CHARTS].values())
         defining = asyncio.create_task(define_all(app[MACHINES], configurations), name="define_configurations")
         app[WATCHER].start()
+        announcer.start()
         yield
+        await announcer.close()
         defining.cancel()
         await app[WATCHER].close()
         await app[MACHINES].close()

@@ -75,6 +75,7 @@ def test_keys_table_names_every_key() -> None:
         keys.continuation_owner("ID"): "string",
         keys.chart_changes("CHART"): "pubsub",
         keys.dashboard_secret(): "string",
+        keys.dashboard_watching(): "string",
     }
     assert documented == expected
     for key in expected:
