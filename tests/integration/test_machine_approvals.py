@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,11 +12,15 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from stateservice.core.machines import configuration_from
 from stateservice.core.parse_configuration import parse_configuration
+from stateservice.scheduler.notify import Notifier
 from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.store import keys
+from stateservice.store.charts import ChartStore
 from stateservice.store.clock import local_clock
-from stateservice.store.machines import Machines, define_file
+from stateservice.store.machine_approvals import MachineApprovals
+from stateservice.store.machines import Event, Machines, define_file
 from tests.integration.test_approvals import GATE
 from tests.support.app import Client, MakeClient
 from tests.support.charts import load
@@ -66,6 +71,14 @@ async def suspended(client: Client, instance: str = "o1", **headers: str) -> dic
     assert shown["state"] == "review"
     pending: dict[str, Any] = shown["pending_approval"]
     return pending
+
+
+async def waiting_instance(machines: Machines, document: dict[str, Any], instance: str = "o1") -> None:
+    """Define `document`, create `instance` and submit it: it waits in `review` (no HTTP, no leader)."""
+    await machines.define(configuration_from(document))
+    await machines.create("orders:v1", instance)
+    [out] = await machines.apply_all([Event("submit", "e-" + instance, instance=instance)])
+    assert "ok" in str(out), out
 
 
 @pytest.fixture
@@ -350,3 +363,37 @@ async def test_charts_are_still_notified_through_the_generalised_notifier(
         if received:
             break
     assert [(r["chart"], r["state"]) for r in received] == [("gate", "review")]
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["delivered", "failed"])
+async def test_a_notification_read_before_the_last_attempt_was_written_down_is_not_sent_again(
+    clients: Callable[[], Redis], aiohttp_server: Any, failing: bool
+) -> None:
+    posts: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.Response(status=500 if failing else 204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    url = str((await aiohttp_server(receiver)).make_url("/hook"))
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders(notify=url))
+    approvals = MachineApprovals(machines)
+    [stale] = await approvals.due()  # a tick's read, still in hand when the attempt below has ended
+    notifier = Notifier(ChartStore(clients()))
+    record = keys.instance_continuation(stale.id)
+    try:
+        notifier.consider_instance(approvals, stale, url, await machines.clock())
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if await machines.redis.hget(record, keys.NOTIFY_ATTEMPTS):
+                break
+        await asyncio.sleep(0.05)  # the attempt has left the sends in flight
+        notifier.consider_instance(approvals, stale, url, await machines.clock())  # the next tick, the same read
+        await asyncio.sleep(0.5)
+        assert (len(posts), await machines.redis.hget(record, keys.NOTIFY_ATTEMPTS)) == (1, "1")
+    finally:
+        await notifier.close()
+        await machines.close()
