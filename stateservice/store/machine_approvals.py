@@ -187,7 +187,9 @@ class MachineApprovals:
             history: dict[str, Any] = {"cause": "approval", "continuation": continuation, "originator": actor or "-"}
             history |= {"input_keys": sorted(given), **({"remote": remote} if remote else {})}
             spec = {"kind": "resume", "context": merged, "expected": expected}
-            result = await self._run(continuation, configuration, waiting, to, outcome, history, spec)
+            result, prior = await self._run(continuation, configuration, waiting, to, outcome, history, spec)
+            if result == "answered":
+                raise answered(continuation, prior)
             if result == "ok":
                 log.info("instance_resumed", instance=waiting.instance, continuation=continuation, to=to)
                 return outcome
@@ -217,7 +219,8 @@ class MachineApprovals:
             "current_state": to,
         }
         history = {"cause": "timeout", "continuation": continuation, "originator": "-"}
-        result = await self._run(continuation, configuration, waiting, to, outcome, history, {"kind": "timeout"})
+        # "answered": another worker timed it out (or it was resumed) since the read, which is no error here
+        result, _ = await self._run(continuation, configuration, waiting, to, outcome, history, {"kind": "timeout"})
         if result == "ok":
             log.info("instance_timed_out", instance=waiting.instance, continuation=continuation, to=to)
         return result == "ok"
@@ -241,8 +244,8 @@ class MachineApprovals:
         outcome: dict[str, Any],
         history: dict[str, Any],
         spec: dict[str, Any],
-    ) -> str:
-        """SETTLE: "ok", "unknown", "late", "retry"; raises what an outcome recorded before answers."""
+    ) -> tuple[str, dict[str, Any]]:
+        """SETTLE: "ok", "unknown", "late", "retry", or "answered" with the outcome recorded before."""
         now = await self.machines.clock()
         record = {"from": waiting.state, "to": to, "at": codec.timestamp(now), **history}
         spec |= {"state": waiting.state, "to": to, "history": json.dumps(record), "outcome": json.dumps(outcome)}
@@ -255,9 +258,7 @@ class MachineApprovals:
             self._settle, keys=[keys.instances()], args=[*args, machines.history_limit, json.dumps(spec)]
         )
         kind = str(reply[0])
-        if kind == "answered":
-            raise answered(continuation, json.loads(reply[1]))
-        return kind
+        return kind, json.loads(reply[1]) if kind == "answered" else {}
 
     # -- the leader ---------------------------------------------------------------------------
 

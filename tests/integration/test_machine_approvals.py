@@ -407,3 +407,22 @@ async def test_a_timeout_not_applied_within_the_retention_is_applied_later(clien
     await MachineApprovals(machines).due()  # the next leader's first tick
     assert await machines.state("o1") == ("orders:v1", "cancelled")
     await machines.close()
+
+
+async def test_reading_an_instance_whose_timeout_another_worker_applies_is_not_an_error(
+    clients: Callable[[], Redis],
+) -> None:
+    machines, other = Machines(clients(), local_clock()), Machines(clients(), local_clock())
+    await machines.define(configuration_from(orders("1s")))
+    ids = [f"o{i}" for i in range(30)]
+    for instance in ids:
+        await machines.create("orders:v1", instance)
+    await machines.apply_all([Event("submit", "e-" + i, instance=i) for i in ids])
+    await asyncio.sleep(1.1)
+    workers = MachineApprovals(machines), MachineApprovals(other)
+    # two workers answer GET /statemachines/{id} at once, each applying the due timeout before it reads
+    answers = await asyncio.gather(*(w.pending(i) for i in ids for w in workers), return_exceptions=True)
+    assert answers == [None] * 60
+    assert {await machines.state(i) for i in ids} == {("orders:v1", "cancelled")}
+    await machines.close()
+    await other.close()
