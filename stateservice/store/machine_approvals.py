@@ -278,11 +278,16 @@ class MachineApprovals:
 
     async def noted(self, waiting: Waiting, fields: dict[str, str], reason: str, now: datetime) -> None:
         """Keep a notify attempt's bookkeeping on the continuation, its next time in the notify set and a history
-        record; nothing when the record is gone (used and forgotten), so that no half record is made again."""
+        record; nothing once the instance no longer waits for it (resumed, timed out, moved on or deleted; the
+        record gone), so that no half record, nor history of a deleted instance, is made again."""
         key = keys.instance_continuation(waiting.id)
         async with self.redis.pipeline(transaction=True) as pipe:
+            # every way out of the state writes the record's outcome, so watching the record is enough; `current`
+            # also catches the instances' continuations hash edited by hand
             await pipe.watch(key)
-            if not await pipe.exists(key):
+            instance, outcome = await pipe.hmget(key, [keys.CONTINUATION_INSTANCE, keys.CONTINUATION_OUTCOME])
+            current = await pipe.hget(keys.instance_continuations(), waiting.instance)
+            if instance is None or outcome is not None or current != waiting.id:
                 await pipe.unwatch()
                 return
             pipe.multi()

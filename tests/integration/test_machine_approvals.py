@@ -16,7 +16,7 @@ from stateservice.core.machines import configuration_from
 from stateservice.core.parse_configuration import parse_configuration
 from stateservice.scheduler.notify import Notifier
 from stateservice.security.tokens import hash_secret, parse_tokens
-from stateservice.store import keys
+from stateservice.store import codec, keys
 from stateservice.store.charts import ChartStore
 from stateservice.store.clock import local_clock
 from stateservice.store.machine_approvals import MachineApprovals
@@ -426,3 +426,32 @@ async def test_reading_an_instance_whose_timeout_another_worker_applies_is_not_a
     assert {await machines.state(i) for i in ids} == {("orders:v1", "cancelled")}
     await machines.close()
     await other.close()
+
+
+async def test_a_notify_attempt_ending_after_a_deletion_leaves_no_history_behind(
+    clients: Callable[[], Redis],
+) -> None:
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders(notify="https://hooks.example/x"))
+    approvals = MachineApprovals(machines)
+    [waiting] = await approvals.due()  # an attempt starts (its receiver has up to 5 s) ...
+    await machines.delete("o1")  # ... and the instance is deleted meanwhile; its continuation keeps the outcome
+    fields = {keys.NOTIFY_ATTEMPTS: "1", keys.NOTIFIED_AT: codec.timestamp(await machines.clock())}
+    await approvals.noted(waiting, fields, "notified: HTTP 204 (attempt 1)", await machines.clock())
+    assert await machines.redis.exists(keys.instance_history("o1")) == 0
+    assert await machines.redis.hget(keys.instance_continuation(waiting.id), keys.NOTIFY_ATTEMPTS) is None
+    await machines.close()
+
+
+async def test_a_notify_attempt_ending_after_a_resume_writes_nothing(clients: Callable[[], Redis]) -> None:
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders(notify="https://hooks.example/x"))
+    approvals = MachineApprovals(machines)
+    [waiting] = await approvals.due()
+    await approvals.resume(waiting.id, {"approved": True})
+    fields = {keys.NOTIFY_ATTEMPTS: "1", keys.NOTIFIED_AT: codec.timestamp(await machines.clock())}
+    await approvals.noted(waiting, fields, "notified: HTTP 204 (attempt 1)", await machines.clock())
+    history = [json.loads(h) for h in await machines.redis.lrange(keys.instance_history("o1"), 0, -1)]
+    assert [h["cause"] for h in history if h.get("cause") in ("notify", "approval")] == ["approval"]
+    assert (await approvals.record(waiting.id) or waiting).notified_at is None
+    await machines.close()
