@@ -27,6 +27,7 @@ from stateservice.errors import (
     ContinuationUsed,
     CorruptState,
     NoChoiceMatched,
+    StateServiceError,
     StoreBusy,
     UnknownContinuation,
 )
@@ -266,10 +267,17 @@ class MachineApprovals:
         """The leader's turn: time out what is due, and the continuations whose notification is due now."""
         now = epoch_ms(await self.machines.clock())
         for continuation in await self.redis.zrangebyscore(keys.approval_timeouts(), "-inf", now, 0, DUE_BATCH):
-            await self.timeout(continuation)
+            try:
+                await self.timeout(continuation)
+            except StateServiceError as exc:  # one unreadable record must not hold up every other instance
+                log.warning("instance_approval_not_checked", continuation=continuation, error=exc.message)
         found = []
         for continuation in await self.redis.zrangebyscore(keys.approval_notifications(), "-inf", now, 0, DUE_BATCH):
-            waiting = await self.record(continuation)
+            try:
+                waiting = await self.record(continuation)
+            except StateServiceError as exc:
+                log.warning("instance_approval_not_checked", continuation=continuation, error=exc.message)
+                continue
             if waiting is None or waiting.outcome is not None or waiting.notified_at is not None:
                 await self.redis.zrem(keys.approval_notifications(), continuation)
             else:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from stateservice.core.machines import configuration_from
 from stateservice.core.parse_configuration import parse_configuration
@@ -454,4 +455,20 @@ async def test_a_notify_attempt_ending_after_a_resume_writes_nothing(clients: Ca
     history = [json.loads(h) for h in await machines.redis.lrange(keys.instance_history("o1"), 0, -1)]
     assert [h["cause"] for h in history if h.get("cause") in ("notify", "approval")] == ["approval"]
     assert (await approvals.record(waiting.id) or waiting).notified_at is None
+    await machines.close()
+
+
+async def test_one_unreadable_continuation_does_not_stop_the_other_timeouts(clients: Callable[[], Redis]) -> None:
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders("1s"))
+    # a half-deleted record (or one a newer version wrote), due before the instance's
+    await machines.redis.hset(keys.instance_continuation("B" * 22), mapping={"instance": "zz"})
+    await machines.redis.zadd(keys.approval_timeouts(), {"B" * 22: 1})
+    await machines.redis.zadd(keys.approval_notifications(), {"B" * 22: 1})
+    await asyncio.sleep(1.1)
+    with capture_logs() as logs:
+        await MachineApprovals(machines).due()
+    assert await machines.state("o1") == ("orders:v1", "cancelled")
+    skipped = [e["continuation"] for e in logs if e["event"] == "instance_approval_not_checked"]
+    assert skipped == ["B" * 22] * 2  # its timeout, then its notification
     await machines.close()
