@@ -472,3 +472,13 @@ async def test_one_unreadable_continuation_does_not_stop_the_other_timeouts(clie
     skipped = [e["continuation"] for e in logs if e["event"] == "instance_approval_not_checked"]
     assert skipped == ["B" * 22] * 2  # its timeout, then its notification
     await machines.close()
+
+
+async def test_a_read_refused_to_a_token_applies_no_due_timeout(serve: MakeClient, plain: Redis) -> None:
+    client = await serve(scheduler=False, tokens=parse_tokens(TOKENS, "tokens.yaml"))
+    await ok(client, "POST", "/configurations", 201, json=orders("1s"), headers=bearer("shop"))
+    url = (await suspended(client, **bearer("shop")))["continuation_url"]
+    await asyncio.sleep(1.1)
+    await refused(client, "GET", url, 403, "forbidden", headers=bearer("other"))
+    assert await plain.hget(keys.instances(), "o1") == "orders:v1 review"  # its due timeout not applied by the 403
+    assert (await ok(client, "GET", url, headers=bearer("shop")))["status"] == "expired"
