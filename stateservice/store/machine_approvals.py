@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import structlog
 from redis.exceptions import WatchError
 
@@ -26,6 +27,7 @@ from stateservice.errors import (
     ContinuationExpired,
     ContinuationUsed,
     CorruptState,
+    InvalidJSON,
     NoChoiceMatched,
     StateServiceError,
     StoreBusy,
@@ -93,6 +95,17 @@ def context_of(raw: str | None) -> dict[str, Any]:
     return value
 
 
+def merge(context: str, given: dict[str, Any]) -> str:
+    """`given` merged into the JSON text `context`, as JSON text. Raises ContextTooLarge or InvalidJSON."""
+    try:
+        merged = orjson.dumps({**context_of(context), **given})
+    except orjson.JSONEncodeError:  # orjson reads 1,024 levels but writes 254
+        raise InvalidJSON("the body nests too deeply: at most 200 levels of objects and arrays") from None
+    if len(merged) > MAX_CONTEXT:  # UTF-8 bytes, as a chart's context is measured (store/approvals.py)
+        raise ContextTooLarge(len(merged), MAX_CONTEXT)
+    return merged.decode()
+
+
 class MachineApprovals:
     """The continuations of the instances in one Redis (beside `Machines`, whose scripts make them)."""
 
@@ -158,7 +171,7 @@ class MachineApprovals:
         """Merge `given` into the instance's context and move it to the state `pick` chooses, once. The outcome.
 
         Raises UnknownContinuation, ContinuationUsed (with the first outcome), ContinuationExpired,
-        NoChoiceMatched (nothing written: the continuation stays usable) or ContextTooLarge.
+        NoChoiceMatched (nothing written: the continuation stays usable), ContextTooLarge or InvalidJSON.
         """
         for _ in range(ATTEMPTS):
             waiting = await self._current(await self.record(continuation))
@@ -168,9 +181,7 @@ class MachineApprovals:
                 raise answered(continuation, waiting.outcome)
             configuration, approval = await self._approval(waiting)
             expected = await self.redis.hget(keys.instance_context(), waiting.instance) or ""
-            merged = json.dumps({**context_of(expected), **given}, separators=(",", ":"))
-            if len(merged.encode()) > MAX_CONTEXT:
-                raise ContextTooLarge(len(merged.encode()), MAX_CONTEXT)
+            merged = merge(expected, given)
             to = pick(approval, given)
             if to is None:
                 raise NoChoiceMatched(continuation, waiting.state, choices_document(approval))

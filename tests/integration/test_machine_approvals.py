@@ -482,3 +482,13 @@ async def test_a_read_refused_to_a_token_applies_no_due_timeout(serve: MakeClien
     await refused(client, "GET", url, 403, "forbidden", headers=bearer("other"))
     assert await plain.hget(keys.instances(), "o1") == "orders:v1 review"  # its due timeout not applied by the 403
     assert (await ok(client, "GET", url, headers=bearer("shop")))["status"] == "expired"
+
+
+async def test_the_context_limit_counts_utf8_bytes_and_deep_nesting_is_refused(client: Client) -> None:
+    url = (await suspended(client))["continuation_url"]
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    await refused(client, "POST", url, 400, "invalid_json", json={"approved": True, "deep": deep})
+    await ok(client, "POST", url, json={"approved": True, "note": "é" * 30_000})  # 60 KB as UTF-8, 180 KB as \u00e9
+    assert (await ok(client, "GET", "/statemachines/o1"))["context"]["note"] == "é" * 30_000
