@@ -14,7 +14,6 @@ lease up when its worker stops, so that another takes over at once.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import socket
 from datetime import tzinfo
@@ -25,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stateservice.core.chart import Chart, Func
 from stateservice.errors import StateServiceError
-from stateservice.scheduler.notify import Notifier, about
+from stateservice.scheduler.notify import Notifier
 from stateservice.store.approvals import Approvals
 from stateservice.store.charts import ChartStore
 from stateservice.store.definitions import StoredCharts
@@ -126,15 +125,12 @@ class Scheduler:
         except StateServiceError as exc:
             log.warning("instance_approvals_not_checked", error=exc.message)
             return
+        now = await self.machine_approvals.machines.clock()
         for waiting in due:
             configuration = await self.machine_approvals.machines.configuration(waiting.configuration)
             approval = configuration.approval(waiting.state) if configuration is not None else None
-            if self.notifier is None or approval is None or approval.notify is None:
-                continue
-            owner = {"instance": waiting.instance, "configuration": waiting.configuration}
-            payload = about(owner, waiting.id, waiting.state, waiting.expires_at, self.notifier.public_url)
-            record = functools.partial(self.machine_approvals.noted, waiting)
-            self.notifier.send(waiting.id, approval.notify, payload, waiting.notify_attempts, record)
+            if self.notifier is not None and approval is not None and approval.notify is not None:
+                self.notifier.consider_instance(self.machine_approvals, waiting, approval.notify, now)
 
     async def suspend(self, chart: Chart) -> None:
         """A chart waits in an approval state: its continuation made, findable by id, and notified."""

@@ -11,6 +11,7 @@ that down makes its successor send again: receivers get at least one, and the sa
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from stateservice.errors import StateServiceError
 from stateservice.store import codec, keys
 from stateservice.store.approvals import Pending, note, reread
 from stateservice.store.charts import ChartStore
+from stateservice.store.machine_approvals import MachineApprovals, Waiting
 from stateservice.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -55,7 +57,7 @@ def about(owner: dict[str, str], id: str, state: str, expires_at: datetime | Non
     }
 
 
-def due(pending: Pending, now: datetime) -> bool:
+def due(pending: Pending | Waiting, now: datetime) -> bool:
     """Whether `pending` is to be notified now: not yet delivered, still waiting, its retry time come."""
     if pending.notified_at is not None or pending.outcome is not None:
         return False
@@ -99,6 +101,21 @@ class Notifier:
 
         payload = body(chart, pending, self.public_url)
         self.send(pending.id, url, payload, pending.notify_attempts, record, recount)
+
+    def consider_instance(self, approvals: MachineApprovals, waiting: Waiting, url: str, now: datetime) -> None:
+        """Send `waiting`'s notification to `url` (its approval state's) now if one is due: `consider` for instances."""
+        if waiting.id in self._sending or not due(waiting, now):
+            return
+
+        async def recount() -> int | None:
+            # as for charts: the tick's read may predate the previous attempt's bookkeeping
+            fresh = await approvals.record(waiting.id)
+            return fresh.notify_attempts if fresh is not None and due(fresh, await approvals.machines.clock()) else None
+
+        owner = {"instance": waiting.instance, "configuration": waiting.configuration}
+        payload = about(owner, waiting.id, waiting.state, waiting.expires_at, self.public_url)
+        record = functools.partial(approvals.noted, waiting)
+        self.send(waiting.id, url, payload, waiting.notify_attempts, record, recount)
 
     def send(
         self, id: str, url: str, payload: dict[str, Any], attempts: int, record: Note, recount: Recount | None = None

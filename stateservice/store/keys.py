@@ -87,9 +87,9 @@ stateservice:{machines}:continuation:CID            hash    an instance's approv
                                                             instance, configuration, state, created_at,
                                                             expires_at (empty: none); outcome (JSON,
                                                             once used or ended); notify_attempts,
-                                                            notify_next_at, notified_at; expires at
-                                                            expires_at + --event-retention, or that
-                                                            long after its outcome
+                                                            notify_next_at, notified_at; kept while
+                                                            the instance waits for it, then expires
+                                                            --event-retention after its outcome
 stateservice:{machines}:continuations               hash    instance id -> the continuation (CID) it waits
                                                             for (while in an approval state)
 stateservice:{machines}:timeouts                    zset    continuation ids by their timeout (epoch ms)

@@ -41,10 +41,9 @@ local function suspend(id, ref, state, approval, cid)
   redis.call('HSET', key, 'instance', id, 'configuration', ref, 'state', state, 'created_at', T.now,
     'expires_at', expires)
   redis.call('HSET', P .. ':continuations', id, cid)
-  if approval.ttl then
-    redis.call('PEXPIREAT', key, T.now_ms + approval.ttl + T.retention)
-    redis.call('ZADD', P .. ':timeouts', T.now_ms + approval.ttl, cid)
-  end
+  -- no expiry while it waits: a timeout the leader applies late (after a downtime) must still find it;
+  -- `leave` gives it one with its outcome
+  if approval.ttl then redis.call('ZADD', P .. ':timeouts', T.now_ms + approval.ttl, cid) end
   if approval.notify then redis.call('ZADD', P .. ':notify', T.now_ms, cid) end
 end
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import structlog
 from redis.exceptions import WatchError
 
@@ -26,7 +27,9 @@ from stateservice.errors import (
     ContinuationExpired,
     ContinuationUsed,
     CorruptState,
+    InvalidJSON,
     NoChoiceMatched,
+    StateServiceError,
     StoreBusy,
     UnknownContinuation,
 )
@@ -90,6 +93,17 @@ def context_of(raw: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CorruptState(f"{keys.instance_context()} holds a context that is not a JSON object")
     return value
+
+
+def merge(context: str, given: dict[str, Any]) -> str:
+    """`given` merged into the JSON text `context`, as JSON text. Raises ContextTooLarge or InvalidJSON."""
+    try:
+        merged = orjson.dumps({**context_of(context), **given})
+    except orjson.JSONEncodeError:  # orjson reads 1,024 levels but writes 254
+        raise InvalidJSON("the body nests too deeply: at most 200 levels of objects and arrays") from None
+    if len(merged) > MAX_CONTEXT:  # UTF-8 bytes, as a chart's context is measured (store/approvals.py)
+        raise ContextTooLarge(len(merged), MAX_CONTEXT)
+    return merged.decode()
 
 
 class MachineApprovals:
@@ -157,7 +171,7 @@ class MachineApprovals:
         """Merge `given` into the instance's context and move it to the state `pick` chooses, once. The outcome.
 
         Raises UnknownContinuation, ContinuationUsed (with the first outcome), ContinuationExpired,
-        NoChoiceMatched (nothing written: the continuation stays usable) or ContextTooLarge.
+        NoChoiceMatched (nothing written: the continuation stays usable), ContextTooLarge or InvalidJSON.
         """
         for _ in range(ATTEMPTS):
             waiting = await self._current(await self.record(continuation))
@@ -167,9 +181,7 @@ class MachineApprovals:
                 raise answered(continuation, waiting.outcome)
             configuration, approval = await self._approval(waiting)
             expected = await self.redis.hget(keys.instance_context(), waiting.instance) or ""
-            merged = json.dumps({**context_of(expected), **given}, separators=(",", ":"))
-            if len(merged.encode()) > MAX_CONTEXT:
-                raise ContextTooLarge(len(merged.encode()), MAX_CONTEXT)
+            merged = merge(expected, given)
             to = pick(approval, given)
             if to is None:
                 raise NoChoiceMatched(continuation, waiting.state, choices_document(approval))
@@ -187,7 +199,9 @@ class MachineApprovals:
             history: dict[str, Any] = {"cause": "approval", "continuation": continuation, "originator": actor or "-"}
             history |= {"input_keys": sorted(given), **({"remote": remote} if remote else {})}
             spec = {"kind": "resume", "context": merged, "expected": expected}
-            result = await self._run(continuation, configuration, waiting, to, outcome, history, spec)
+            result, prior = await self._run(continuation, configuration, waiting, to, outcome, history, spec)
+            if result == "answered":
+                raise answered(continuation, prior)
             if result == "ok":
                 log.info("instance_resumed", instance=waiting.instance, continuation=continuation, to=to)
                 return outcome
@@ -217,7 +231,8 @@ class MachineApprovals:
             "current_state": to,
         }
         history = {"cause": "timeout", "continuation": continuation, "originator": "-"}
-        result = await self._run(continuation, configuration, waiting, to, outcome, history, {"kind": "timeout"})
+        # "answered": another worker timed it out (or it was resumed) since the read, which is no error here
+        result, _ = await self._run(continuation, configuration, waiting, to, outcome, history, {"kind": "timeout"})
         if result == "ok":
             log.info("instance_timed_out", instance=waiting.instance, continuation=continuation, to=to)
         return result == "ok"
@@ -241,8 +256,8 @@ class MachineApprovals:
         outcome: dict[str, Any],
         history: dict[str, Any],
         spec: dict[str, Any],
-    ) -> str:
-        """SETTLE: "ok", "unknown", "late", "retry"; raises what an outcome recorded before answers."""
+    ) -> tuple[str, dict[str, Any]]:
+        """SETTLE: "ok", "unknown", "late", "retry", or "answered" with the outcome recorded before."""
         now = await self.machines.clock()
         record = {"from": waiting.state, "to": to, "at": codec.timestamp(now), **history}
         spec |= {"state": waiting.state, "to": to, "history": json.dumps(record), "outcome": json.dumps(outcome)}
@@ -255,9 +270,7 @@ class MachineApprovals:
             self._settle, keys=[keys.instances()], args=[*args, machines.history_limit, json.dumps(spec)]
         )
         kind = str(reply[0])
-        if kind == "answered":
-            raise answered(continuation, json.loads(reply[1]))
-        return kind
+        return kind, json.loads(reply[1]) if kind == "answered" else {}
 
     # -- the leader ---------------------------------------------------------------------------
 
@@ -265,10 +278,17 @@ class MachineApprovals:
         """The leader's turn: time out what is due, and the continuations whose notification is due now."""
         now = epoch_ms(await self.machines.clock())
         for continuation in await self.redis.zrangebyscore(keys.approval_timeouts(), "-inf", now, 0, DUE_BATCH):
-            await self.timeout(continuation)
+            try:
+                await self.timeout(continuation)
+            except StateServiceError as exc:  # one unreadable record must not hold up every other instance
+                log.warning("instance_approval_not_checked", continuation=continuation, error=exc.message)
         found = []
         for continuation in await self.redis.zrangebyscore(keys.approval_notifications(), "-inf", now, 0, DUE_BATCH):
-            waiting = await self.record(continuation)
+            try:
+                waiting = await self.record(continuation)
+            except StateServiceError as exc:
+                log.warning("instance_approval_not_checked", continuation=continuation, error=exc.message)
+                continue
             if waiting is None or waiting.outcome is not None or waiting.notified_at is not None:
                 await self.redis.zrem(keys.approval_notifications(), continuation)
             else:
@@ -277,11 +297,16 @@ class MachineApprovals:
 
     async def noted(self, waiting: Waiting, fields: dict[str, str], reason: str, now: datetime) -> None:
         """Keep a notify attempt's bookkeeping on the continuation, its next time in the notify set and a history
-        record; nothing when the record is gone (used and forgotten), so that no half record is made again."""
+        record; nothing once the instance no longer waits for it (resumed, timed out, moved on or deleted; the
+        record gone), so that no half record, nor history of a deleted instance, is made again."""
         key = keys.instance_continuation(waiting.id)
         async with self.redis.pipeline(transaction=True) as pipe:
+            # every way out of the state writes the record's outcome, so watching the record is enough; `current`
+            # also catches the instances' continuations hash edited by hand
             await pipe.watch(key)
-            if not await pipe.exists(key):
+            instance, outcome = await pipe.hmget(key, [keys.CONTINUATION_INSTANCE, keys.CONTINUATION_OUTCOME])
+            current = await pipe.hget(keys.instance_continuations(), waiting.instance)
+            if instance is None or outcome is not None or current != waiting.id:
                 await pipe.unwatch()
                 return
             pipe.multi()

@@ -65,8 +65,11 @@ async def owned(request: web.Request, continuation: str) -> bool:
 
 
 async def get_continuation(request: web.Request, continuation: str) -> web.Response:
-    waiting, configuration, context = await _approvals(request).find(continuation)
-    allow(request, waiting.configuration)
+    approvals = _approvals(request)
+    recorded = await approvals.record(continuation)
+    if recorded is not None:
+        allow(request, recorded.configuration)  # before find(), which may apply a due timeout: a write
+    waiting, configuration, context = await approvals.find(continuation)
     return web.json_response(document(waiting, configuration, context))
 
 

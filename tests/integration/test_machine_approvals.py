@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
+from stateservice.core.machines import configuration_from
 from stateservice.core.parse_configuration import parse_configuration
+from stateservice.scheduler.notify import Notifier
 from stateservice.security.tokens import hash_secret, parse_tokens
-from stateservice.store import keys
+from stateservice.store import codec, keys
+from stateservice.store.charts import ChartStore
 from stateservice.store.clock import local_clock
-from stateservice.store.machines import Machines, define_file
+from stateservice.store.machine_approvals import MachineApprovals
+from stateservice.store.machines import Event, Machines, define_file
 from tests.integration.test_approvals import GATE
 from tests.support.app import Client, MakeClient
 from tests.support.charts import load
@@ -66,6 +72,14 @@ async def suspended(client: Client, instance: str = "o1", **headers: str) -> dic
     assert shown["state"] == "review"
     pending: dict[str, Any] = shown["pending_approval"]
     return pending
+
+
+async def waiting_instance(machines: Machines, document: dict[str, Any], instance: str = "o1") -> None:
+    """Define `document`, create `instance` and submit it: it waits in `review` (no HTTP, no leader)."""
+    await machines.define(configuration_from(document))
+    await machines.create("orders:v1", instance)
+    [out] = await machines.apply_all([Event("submit", "e-" + instance, instance=instance)])
+    assert "ok" in str(out), out
 
 
 @pytest.fixture
@@ -222,7 +236,7 @@ async def test_the_redis_keys_are_as_documented(client: Client, plain: Redis) ->
     }
     score = await plain.zscore("stateservice:{machines}:timeouts", cid)
     assert score is not None and abs(score / 1000 - _epoch(pending["expires_at"])) < 0.002
-    assert 3600 < await plain.ttl(f"stateservice:{{machines}}:continuation:{cid}") <= 3600 + 86400
+    assert await plain.ttl(f"stateservice:{{machines}}:continuation:{cid}") == -1  # kept while it waits
     assert await plain.get(f"stateservice:continuation:{cid}") is None  # found by the id alone
     await ok(client, "POST", pending["continuation_url"], json={"approved": True})
     assert json.loads(await plain.hget(keys.instance_context(), "o1") or "") == {"approved": True}
@@ -350,3 +364,131 @@ async def test_charts_are_still_notified_through_the_generalised_notifier(
         if received:
             break
     assert [(r["chart"], r["state"]) for r in received] == [("gate", "review")]
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["delivered", "failed"])
+async def test_a_notification_read_before_the_last_attempt_was_written_down_is_not_sent_again(
+    clients: Callable[[], Redis], aiohttp_server: Any, failing: bool
+) -> None:
+    posts: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.Response(status=500 if failing else 204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    url = str((await aiohttp_server(receiver)).make_url("/hook"))
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders(notify=url))
+    approvals = MachineApprovals(machines)
+    [stale] = await approvals.due()  # a tick's read, still in hand when the attempt below has ended
+    notifier = Notifier(ChartStore(clients()))
+    record = keys.instance_continuation(stale.id)
+    try:
+        notifier.consider_instance(approvals, stale, url, await machines.clock())
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if await machines.redis.hget(record, keys.NOTIFY_ATTEMPTS):
+                break
+        await asyncio.sleep(0.05)  # the attempt has left the sends in flight
+        notifier.consider_instance(approvals, stale, url, await machines.clock())  # the next tick, the same read
+        await asyncio.sleep(0.5)
+        assert (len(posts), await machines.redis.hget(record, keys.NOTIFY_ATTEMPTS)) == (1, "1")
+    finally:
+        await notifier.close()
+        await machines.close()
+
+
+async def test_a_timeout_not_applied_within_the_retention_is_applied_later(clients: Callable[[], Redis]) -> None:
+    # a retention of 0.5 s and 2 s without a leader stand for, say, --event-retention 1h and a leaderless hour
+    machines = Machines(clients(), local_clock(), retention=0.5)
+    await waiting_instance(machines, orders("1s"))
+    await asyncio.sleep(2.0)
+    await MachineApprovals(machines).due()  # the next leader's first tick
+    assert await machines.state("o1") == ("orders:v1", "cancelled")
+    await machines.close()
+
+
+async def test_reading_an_instance_whose_timeout_another_worker_applies_is_not_an_error(
+    clients: Callable[[], Redis],
+) -> None:
+    machines, other = Machines(clients(), local_clock()), Machines(clients(), local_clock())
+    await machines.define(configuration_from(orders("1s")))
+    ids = [f"o{i}" for i in range(30)]
+    for instance in ids:
+        await machines.create("orders:v1", instance)
+    await machines.apply_all([Event("submit", "e-" + i, instance=i) for i in ids])
+    await asyncio.sleep(1.1)
+    workers = MachineApprovals(machines), MachineApprovals(other)
+    # two workers answer GET /statemachines/{id} at once, each applying the due timeout before it reads
+    answers = await asyncio.gather(*(w.pending(i) for i in ids for w in workers), return_exceptions=True)
+    assert answers == [None] * 60
+    assert {await machines.state(i) for i in ids} == {("orders:v1", "cancelled")}
+    await machines.close()
+    await other.close()
+
+
+async def test_a_notify_attempt_ending_after_a_deletion_leaves_no_history_behind(
+    clients: Callable[[], Redis],
+) -> None:
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders(notify="https://hooks.example/x"))
+    approvals = MachineApprovals(machines)
+    [waiting] = await approvals.due()  # an attempt starts (its receiver has up to 5 s) ...
+    await machines.delete("o1")  # ... and the instance is deleted meanwhile; its continuation keeps the outcome
+    fields = {keys.NOTIFY_ATTEMPTS: "1", keys.NOTIFIED_AT: codec.timestamp(await machines.clock())}
+    await approvals.noted(waiting, fields, "notified: HTTP 204 (attempt 1)", await machines.clock())
+    assert await machines.redis.exists(keys.instance_history("o1")) == 0
+    assert await machines.redis.hget(keys.instance_continuation(waiting.id), keys.NOTIFY_ATTEMPTS) is None
+    await machines.close()
+
+
+async def test_a_notify_attempt_ending_after_a_resume_writes_nothing(clients: Callable[[], Redis]) -> None:
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders(notify="https://hooks.example/x"))
+    approvals = MachineApprovals(machines)
+    [waiting] = await approvals.due()
+    await approvals.resume(waiting.id, {"approved": True})
+    fields = {keys.NOTIFY_ATTEMPTS: "1", keys.NOTIFIED_AT: codec.timestamp(await machines.clock())}
+    await approvals.noted(waiting, fields, "notified: HTTP 204 (attempt 1)", await machines.clock())
+    history = [json.loads(h) for h in await machines.redis.lrange(keys.instance_history("o1"), 0, -1)]
+    assert [h["cause"] for h in history if h.get("cause") in ("notify", "approval")] == ["approval"]
+    assert (await approvals.record(waiting.id) or waiting).notified_at is None
+    await machines.close()
+
+
+async def test_one_unreadable_continuation_does_not_stop_the_other_timeouts(clients: Callable[[], Redis]) -> None:
+    machines = Machines(clients(), local_clock())
+    await waiting_instance(machines, orders("1s"))
+    # a half-deleted record (or one a newer version wrote), due before the instance's
+    await machines.redis.hset(keys.instance_continuation("B" * 22), mapping={"instance": "zz"})
+    await machines.redis.zadd(keys.approval_timeouts(), {"B" * 22: 1})
+    await machines.redis.zadd(keys.approval_notifications(), {"B" * 22: 1})
+    await asyncio.sleep(1.1)
+    with capture_logs() as logs:
+        await MachineApprovals(machines).due()
+    assert await machines.state("o1") == ("orders:v1", "cancelled")
+    skipped = [e["continuation"] for e in logs if e["event"] == "instance_approval_not_checked"]
+    assert skipped == ["B" * 22] * 2  # its timeout, then its notification
+    await machines.close()
+
+
+async def test_a_read_refused_to_a_token_applies_no_due_timeout(serve: MakeClient, plain: Redis) -> None:
+    client = await serve(scheduler=False, tokens=parse_tokens(TOKENS, "tokens.yaml"))
+    await ok(client, "POST", "/configurations", 201, json=orders("1s"), headers=bearer("shop"))
+    url = (await suspended(client, **bearer("shop")))["continuation_url"]
+    await asyncio.sleep(1.1)
+    await refused(client, "GET", url, 403, "forbidden", headers=bearer("other"))
+    assert await plain.hget(keys.instances(), "o1") == "orders:v1 review"  # its due timeout not applied by the 403
+    assert (await ok(client, "GET", url, headers=bearer("shop")))["status"] == "expired"
+
+
+async def test_the_context_limit_counts_utf8_bytes_and_deep_nesting_is_refused(client: Client) -> None:
+    url = (await suspended(client))["continuation_url"]
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    await refused(client, "POST", url, 400, "invalid_json", json={"approved": True, "deep": deep})
+    await ok(client, "POST", url, json={"approved": True, "note": "é" * 30_000})  # 60 KB as UTF-8, 180 KB as \u00e9
+    assert (await ok(client, "GET", "/statemachines/o1"))["context"]["note"] == "é" * 30_000
