@@ -63,6 +63,14 @@ class Viewer:
         return self.token is None or self.token.charts is None or chart in self.token.charts
 
 
+def still(request: web.Request, who: Viewer, now: float) -> bool:
+    """Whether `who` may still look, as an open event stream asks before each send and keep-alive: its session has
+    not expired and its token is still in the tokens file as it was (not removed, rotated or narrowed by SIGHUP)."""
+    if who.session is not None and who.session.expires <= now:
+        return False
+    return who.token is None or request.app[auth.TOKENS].tokens.named(who.token.name) == who.token
+
+
 class NotSignedIn(Exception):
     """The page needs a signed-in session: the caller answers with the sign-in page."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,9 +25,9 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from stateservice.dashboard import pages, read, view
+from stateservice.dashboard import access, pages, read, view
 from stateservice.dashboard.access import Viewer
-from stateservice.errors import Forbidden, StateServiceError, StoreUnavailable
+from stateservice.errors import Forbidden, StateServiceError, StoreUnavailable, Unauthorized
 from stateservice.security.tokens import Scope
 from stateservice.store.watch import MoveWatcher
 from stateservice.web.appkeys import WATCHER
@@ -53,7 +54,7 @@ async def chart_events(request: web.Request, who: Viewer) -> web.StreamResponse:
         shown, _ = await read.chart_page(request)
         return read.page_json(shown)
 
-    return await stream(request, "chart", [name], build)
+    return await stream(request, who, "chart", [name], build)
 
 
 @pages.page
@@ -66,13 +67,22 @@ async def overview_events(request: web.Request, who: Viewer) -> web.StreamRespon
 
     # the page's charts: a chart added to the page by another's change (a new page order) shows on reload
     charts = None if not shown.charts else [chart.name for chart in shown.charts]
-    return await stream(request, "overview", charts, build)
+    return await stream(request, who, "overview", charts, build)
 
 
 async def stream(
-    request: web.Request, event: str, charts: list[str] | None, build: Callable[[], Awaitable[dict[str, Any]]]
+    request: web.Request,
+    who: Viewer,
+    event: str,
+    charts: list[str] | None,
+    build: Callable[[], Awaitable[dict[str, Any]]],
 ) -> web.StreamResponse:
-    """Send `build()`'s model as `event` now and after each change of `charts`, until the client or worker goes."""
+    """Send `build()`'s model as `event` now and after each change of `charts`, until the client or worker goes, or
+    `who` may no longer look (checked before each send and keep-alive: `access.still`)."""
+
+    def allowed() -> bool:
+        return access.still(request, who, time.time())
+
     watcher = request.app[WATCHER]
     listener = watcher.listen(charts)
     response = web.StreamResponse(
@@ -84,10 +94,12 @@ async def stream(
         with contextlib.suppress(TimeoutError):  # a change meanwhile is told to the listener: nothing is missed
             await asyncio.wait_for(watcher.hearing_changes.wait(), SUBSCRIBED_WITHIN)
         seen = request.headers.get("Last-Event-ID")
-        while not watcher.closing:
+        while not watcher.closing and allowed():
             listener.changed.clear()
             seen = await _send(response, event, build, seen)
-            await _idle(response, watcher, listener.changed)
+            await _idle(response, watcher, listener.changed, allowed)
+        if not watcher.closing:  # the token was removed or changed, or the session expired: sign in again
+            await response.write(frame("problem", Unauthorized("sign in again").body()))
     except ConnectionResetError:
         pass  # the client went away (noticed at a write when the runner does not cancel the handler)
     finally:
@@ -111,10 +123,14 @@ async def _send(
     return version
 
 
-async def _idle(response: web.StreamResponse, watcher: MoveWatcher, changed: asyncio.Event) -> None:
-    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile."""
+async def _idle(
+    response: web.StreamResponse, watcher: MoveWatcher, changed: asyncio.Event, allowed: Callable[[], bool]
+) -> None:
+    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile (while `allowed()`)."""
     while not changed.is_set() and not watcher.closing:
         try:
             await asyncio.wait_for(changed.wait(), KEEPALIVE)
         except TimeoutError:
+            if not allowed():
+                return
             await response.write(b": keep-alive\n\n")

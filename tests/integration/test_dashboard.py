@@ -10,8 +10,11 @@ import re
 from typing import Any
 
 import orjson
+import pytest
 
+from stateservice.dashboard import access, events
 from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
+from stateservice.web import auth
 from tests.support.app import Client, MakeClient
 from tests.support.charts import chart, final, load, wave
 
@@ -279,3 +282,32 @@ async def test_approving_needs_the_approve_scope_and_a_json_object(serve: MakeCl
     form = {"csrf": csrf(html), "continuation": pending["pending_approval"]["id"], "state": "review"}
     bad = await client.post("/dashboard/charts/gate/approve", data={**form, "input": "[1]"}, headers=HTML)
     assert bad.status == 400
+
+
+async def test_removing_a_token_ends_its_open_streams(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    headers = {"Authorization": f"Bearer {READER}"}
+    async with client.get("/dashboard/events/charts/rollout", headers=headers) as stream:
+        await asyncio.wait_for(read_event(stream.content), 5)
+        # the operator removes "viewer" from the tokens file and sends SIGHUP
+        client.server.app[auth.TOKENS].tokens = Tokens(tuple(t for t in TOKENS.entries if t.name != "viewer"))
+        await client.put("/charts/rollout/state?state=canary&host=a", headers={"Authorization": f"Bearer {ADMIN}"})
+        ended = await asyncio.wait_for(read_event(stream.content), 2)
+        assert ended["event"] == "problem" and ended["data"]["status"] == 401  # not the chart's new counters
+        assert await asyncio.wait_for(stream.content.read(), 2) == b""
+
+
+async def test_an_expired_session_ends_its_open_stream_at_a_keep_alive(
+    serve: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.3)
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await client.get("/dashboard/signin", headers=HTML)  # the worker has its sessions now
+    sessions = client.server.app[access.SESSIONS].sessions
+    assert sessions is not None
+    sessions.lifetime = 3
+    await sign_in(client, READER)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
+        ended = await asyncio.wait_for(read_event(stream.content), 5)  # nothing changed: a keep-alive noticed
+        assert ended["event"] == "problem" and ended["data"]["status"] == 401
