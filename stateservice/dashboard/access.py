@@ -10,12 +10,13 @@ list limits what it sees, and each action needs the scope its HTTP route needs.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from stateservice.dashboard.session import ANONYMOUS, COOKIE, Session, Sessions
+from stateservice.dashboard.session import ANONYMOUS, COOKIE, DIGEST, Session, Sessions
 from stateservice.errors import CsrfRefused, Forbidden, Unauthorized
 from stateservice.security.tokens import Scope, Token
 from stateservice.store import overview
@@ -98,8 +99,7 @@ async def viewer(request: web.Request) -> Viewer:
         token = _bearer(request)
     else:
         session = await session_of(request)
-        # looked up again on every request: a token removed from the file (and SIGHUP) ends its sessions
-        token = request.app[auth.TOKENS].tokens.named(session.name) if session.signed_in else None
+        token = _token_of(request, session)
     if token is None:
         raise NotSignedIn()
     if Scope.READ not in token.scopes:
@@ -109,6 +109,15 @@ async def viewer(request: web.Request) -> Viewer:
         request[auth.CHARTS_ALLOWED] = token.charts
     logs.bind(identity=token.name)
     return Viewer(session, token, sessions.csrf(session) if session is not None else "")
+
+
+def _token_of(request: web.Request, session: Session) -> Token | None:
+    """The signed-in session's token, looked up again on every request: a token removed from the file, or whose
+    secret was rotated (another SHA-256 under the same name), ends its sessions at the next SIGHUP."""
+    token = request.app[auth.TOKENS].tokens.named(session.name) if session.signed_in else None
+    if token is None or not hmac.compare_digest(token.sha256[:DIGEST].encode(), session.digest.encode()):
+        return None
+    return token
 
 
 def _bearer(request: web.Request) -> Token:
@@ -125,7 +134,7 @@ async def sign_in(request: web.Request, secret: str) -> Token | None:
     token = request.app[auth.TOKENS].tokens.lookup(secret)
     if token is None or Scope.READ not in token.scopes:
         return None
-    request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(token.name, time.time())
+    request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(token.name, time.time(), token.sha256)
     return token
 
 

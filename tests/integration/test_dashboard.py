@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -311,3 +312,17 @@ async def test_an_expired_session_ends_its_open_stream_at_a_keep_alive(
         assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
         ended = await asyncio.wait_for(read_event(stream.content), 5)  # nothing changed: a keep-alive noticed
         assert ended["event"] == "problem" and ended["data"]["status"] == 401
+
+
+async def test_rotating_a_tokens_secret_ends_its_dashboard_sessions(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, wave(3), dashboard=True, scheduler=False, tokens=TOKENS)
+    await sign_in(client, ADMIN)  # e.g. someone holding the leaked secret of "ops"
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    # the operator gives "ops" a new secret (same name, same scopes), then SIGHUP swaps the tokens in
+    rotated = Tokens((replace(TOKENS.entries[0], sha256=hash_secret("sst_brand-new-secret")), *TOKENS.entries[1:]))
+    client.server.app[auth.TOKENS].tokens = rotated
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
+    halted = await client.post(
+        "/dashboard/charts/rollout/halt", data={"csrf": csrf(html), "confirmed": "yes"}, allow_redirects=False
+    )
+    assert halted.status != 303
