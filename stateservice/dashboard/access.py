@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from stateservice.dashboard.session import ANONYMOUS, COOKIE, DIGEST, Session, Sessions
+from stateservice.dashboard.session import ANONYMOUS, COOKIE, DIGEST, VISIT, Session, Sessions
 from stateservice.errors import CsrfRefused, Forbidden, Unauthorized
 from stateservice.security.tokens import Scope, Token
 from stateservice.store import overview
@@ -41,6 +41,7 @@ class Keeper:
 
 SESSIONS = web.AppKey("dashboard_sessions", Keeper)
 NEW_SESSION = web.RequestKey("dashboard_new_session", Session)  # a session to send as a cookie with the answer
+SIGNED_OUT = web.RequestKey("dashboard_signed_out", bool)  # the answer removes the signed-in session's cookie
 SIGN_IN = "/dashboard/signin"
 
 
@@ -80,10 +81,16 @@ async def session_of(request: web.Request) -> Session:
     """The request's valid session, or a new anonymous one (sent as a cookie with the answer: see `keep`)."""
     sessions = await request.app[SESSIONS].get(request)
     now = time.time()
-    session = request.get(NEW_SESSION) or sessions.read(request.cookies.get(COOKIE), now)
+    session = request.get(NEW_SESSION) or _cookie_session(request, sessions, now)
     if session is None:
         session = request[NEW_SESSION] = sessions.new(ANONYMOUS, now)
     return session
+
+
+def _cookie_session(request: web.Request, sessions: Sessions, now: float) -> Session | None:
+    """The session the request's cookies hold: the signed-in one, else the anonymous one. A browser sends neither on
+    a navigation from another site (SameSite=Strict), so the anonymous one made then never replaces the other."""
+    return sessions.read(request.cookies.get(COOKIE), now) or sessions.read(request.cookies.get(VISIT), now)
 
 
 async def viewer(request: web.Request) -> Viewer:
@@ -140,15 +147,18 @@ async def sign_in(request: web.Request, secret: str) -> Token | None:
 
 async def sign_out(request: web.Request) -> None:
     request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(ANONYMOUS, time.time())
+    request[SIGNED_OUT] = True
 
 
 def keep(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    """Send the request's new session, if it got one, as the session cookie (the sessions exist by then)."""
+    """Send the request's new session, if it got one, as its cookie (the sessions exist by then)."""
     session = request.get(NEW_SESSION)
     sessions = request.app[SESSIONS].sessions
+    if request.get(SIGNED_OUT):
+        response.del_cookie(COOKIE, path="/")
     if session is not None and sessions is not None:
         response.set_cookie(
-            COOKIE,
+            COOKIE if session.signed_in else VISIT,
             sessions.cookie(session),
             max_age=sessions.lifetime,
             path="/",
@@ -168,7 +178,7 @@ async def check_csrf(request: web.Request, given: str | None) -> Session:
     """The session of a form's POST whose CSRF token is right. Raises CsrfRefused otherwise (no cookie, a stale or
     forged token, or a request from another site's page)."""
     sessions = await request.app[SESSIONS].get(request)
-    session = sessions.read(request.cookies.get(COOKIE), time.time())
+    session = _cookie_session(request, sessions, time.time())
     if session is None or not sessions.check_csrf(session, given):
         raise CsrfRefused()
     return session

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import orjson
 
-COOKIE = "stateservice_session"
+COOKIE = "stateservice_session"  # a signed-in session: set only by signing in, removed only by signing out
+VISIT = "stateservice_visit"  # an anonymous one: its nonce makes the sign-in form's CSRF token (all, tokens off)
 LIFETIME = 8 * 3600  # seconds a session lasts: a working day, then sign in again
 ANONYMOUS = "-"
 DIGEST = 16  # hex digits of the token's SHA-256 a session keeps: enough to tell a rotated secret, too few to matter

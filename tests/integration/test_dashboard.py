@@ -326,3 +326,21 @@ async def test_rotating_a_tokens_secret_ends_its_dashboard_sessions(serve: MakeC
         "/dashboard/charts/rollout/halt", data={"csrf": csrf(html), "confirmed": "yes"}, allow_redirects=False
     )
     assert halted.status != 303
+
+
+async def test_a_page_view_without_cookies_never_replaces_a_signed_in_session(serve: MakeClient) -> None:
+    """A browser sends no SameSite=Strict cookie on a navigation from another site (a link in a chat), yet keeps
+    the answer's Set-Cookie: an anonymous session sent then must not land on the signed-in one."""
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    client.session.cookie_jar.clear()
+    answer = await client.get("/dashboard/charts/rollout", headers=HTML)
+    assert answer.status == 401 and "stateservice_visit" in answer.cookies
+    assert "stateservice_session" not in answer.cookies, answer.headers.getall("Set-Cookie")
+    await sign_in(client, READER)  # the form's CSRF token is the anonymous session's
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
+    signed_in = client.session.cookie_jar.filter_cookies(client.make_url("/"))["stateservice_session"]
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    out = await client.post("/dashboard/signout", data={"csrf": csrf(html)}, allow_redirects=False)
+    assert out.status == 303 and out.cookies["stateservice_session"].value == ""
+    assert signed_in.value  # it was there until signing out removed it
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
