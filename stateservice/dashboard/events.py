@@ -9,8 +9,10 @@ moved or changed, and it reads once. Nothing is read or sent while nothing chang
 comment every KEEPALIVE seconds, which keeps proxies from closing an idle stream. Each event's
 `id` is a digest of its data: a client that reconnects with `Last-Event-ID` (as EventSource
 does after a worker restarts; `retry` asks it to after a second) gets the current model only
-if it differs from the one it saw. A read that fails sends an `error` event and the stream
-goes on; when the worker stops, the stream ends and the client reconnects to another.
+if it differs from the one it saw. A read that fails sends a `problem` event (the API's error
+body; not `error`, which EventSource keeps for its own connection errors) and the stream reads
+again at the next keep-alive; when the worker stops, the stream ends and the client reconnects
+to another.
 """
 
 from __future__ import annotations
@@ -96,8 +98,8 @@ async def stream(
         seen = request.headers.get("Last-Event-ID")
         while not watcher.closing and allowed():
             listener.changed.clear()
-            seen = await _send(response, event, build, seen)
-            await _idle(response, watcher, listener.changed, allowed)
+            seen, read_ok = await _send(response, event, build, seen)
+            await _idle(response, watcher, listener.changed, allowed, retry=not read_ok)
         if not watcher.closing:  # the token was removed or changed, or the session expired: sign in again
             await response.write(frame("problem", Unauthorized("sign in again").body()))
     except ConnectionResetError:
@@ -109,24 +111,31 @@ async def stream(
 
 async def _send(
     response: web.StreamResponse, event: str, build: Callable[[], Awaitable[dict[str, Any]]], seen: str | None
-) -> str | None:
-    """Send the model if it differs from the one the client has seen; the version it has seen after."""
+) -> tuple[str | None, bool]:
+    """Send the model if it differs from the one the client has seen; the version it has seen after, and whether the
+    read worked."""
     try:
         data = await build()
     except (StateServiceError, RedisError, OSError) as exc:
         error = exc if isinstance(exc, StateServiceError) else StoreUnavailable()
-        await response.write(frame("error", error.body()))
-        return seen
+        await response.write(frame("problem", error.body()))
+        return seen, False
     version = view.version(data)
     if version != seen:
         await response.write(frame(event, data, version))
-    return version
+    return version, True
 
 
 async def _idle(
-    response: web.StreamResponse, watcher: MoveWatcher, changed: asyncio.Event, allowed: Callable[[], bool]
+    response: web.StreamResponse,
+    watcher: MoveWatcher,
+    changed: asyncio.Event,
+    allowed: Callable[[], bool],
+    *,
+    retry: bool,
 ) -> None:
-    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile (while `allowed()`)."""
+    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile (while `allowed()`); after
+    a failed read (`retry`), no longer than one keep-alive."""
     while not changed.is_set() and not watcher.closing:
         try:
             await asyncio.wait_for(changed.wait(), KEEPALIVE)
@@ -134,3 +143,5 @@ async def _idle(
             if not allowed():
                 return
             await response.write(b": keep-alive\n\n")
+            if retry:
+                return

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stateservice.dashboard import access, events
+from stateservice.dashboard import access, events, read
+from stateservice.errors import StoreUnavailable
 from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
 from stateservice.web import auth
 from tests.support.app import Client, MakeClient
@@ -344,3 +345,27 @@ async def test_a_page_view_without_cookies_never_replaces_a_signed_in_session(se
     assert out.status == 303 and out.cookies["stateservice_session"].value == ""
     assert signed_in.value  # it was there until signing out removed it
     assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
+
+
+async def test_a_stream_reads_again_at_the_next_keep_alive_after_a_failed_read(
+    serve: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.3)
+    real, failing = read.chart_page, {"on": False}
+
+    async def flaky(request: Any) -> Any:
+        if failing["on"]:
+            raise StoreUnavailable()
+        return await real(request)
+
+    monkeypatch.setattr(read, "chart_page", flaky)
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        assert (await asyncio.wait_for(read_event(stream.content), 5))["data"]["summary"]["progress"][0]["counted"] == 0
+        failing["on"] = True  # Redis has a hiccup just as a report lands
+        await client.put("/charts/rollout/state?state=canary&host=a")
+        problem = await asyncio.wait_for(read_event(stream.content), 2)
+        assert problem["event"] == "problem" and problem["data"]["status"] == 503  # not EventSource's `error`
+        failing["on"] = False  # Redis answers again; nothing else changes on this chart
+        fresh = await asyncio.wait_for(read_event(stream.content), 3)
+        assert fresh["data"]["summary"]["progress"][0]["counted"] == 1
