@@ -37,6 +37,7 @@ from stateservice.web.appkeys import WATCHER
 KEEPALIVE = 15.0  # seconds between comments on an idle stream
 SUBSCRIBED_WITHIN = 2.0  # seconds a new stream waits for the worker to hear changes before its first event
 RETRY_MS = 1000
+HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -45,7 +46,34 @@ def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> byte
     return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-@pages.page
+def streamed(handler: pages.Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An event stream's handler: for a client that asks for text/event-stream (EventSource does), an error before the
+    stream starts is a stream too, of one `problem` event. EventSource gives up for good on any other answer, but
+    reconnects after this one; the page's script stops on a 401, 403 or 404 problem. Other clients get `pages.page`'s
+    answers (the API's JSON errors)."""
+    as_page = pages.page(handler)
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if "text/event-stream" not in request.headers.get("Accept", ""):
+            return await as_page(request)
+        try:
+            return await handler(request, await access.viewer(request))
+        except access.NotSignedIn:
+            return await _refused(request, Unauthorized("sign in on the dashboard again"))
+        except StateServiceError as exc:
+            return await _refused(request, exc)
+
+    return wrapped
+
+
+async def _refused(request: web.Request, error: StateServiceError) -> web.StreamResponse:
+    response = web.StreamResponse(headers=HEADERS)
+    await response.prepare(request)
+    await response.write(f"retry: {RETRY_MS}\n\n".encode() + frame("problem", error.body()))
+    return response
+
+
+@streamed
 async def chart_events(request: web.Request, who: Viewer) -> web.StreamResponse:
     name = request.match_info["chart"]
     if not who.sees(name):
@@ -59,7 +87,7 @@ async def chart_events(request: web.Request, who: Viewer) -> web.StreamResponse:
     return await stream(request, who, "chart", [name], build)
 
 
-@pages.page
+@streamed
 async def overview_events(request: web.Request, who: Viewer) -> web.StreamResponse:
     query, number = request.query.get("q", "")[:64], pages.number(request, "page")
     shown = await read.overview_page(request, who, query, number)
@@ -87,9 +115,7 @@ async def stream(
 
     watcher = request.app[WATCHER]
     listener = watcher.listen(charts)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    response = web.StreamResponse(headers=HEADERS)
     try:
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())

@@ -369,3 +369,21 @@ async def test_a_stream_reads_again_at_the_next_keep_alive_after_a_failed_read(
         failing["on"] = False  # Redis answers again; nothing else changes on this chart
         fresh = await asyncio.wait_for(read_event(stream.content), 3)
         assert fresh["data"]["summary"]["progress"][0]["counted"] == 1
+
+
+async def test_an_event_source_gets_a_stream_even_when_refused(serve: MakeClient, plain: Any) -> None:
+    """EventSource gives up for good on an answer that is not a stream: its errors come as a `problem` event."""
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    accept = {"Accept": "text/event-stream"}
+    answer = await client.get("/dashboard/events/charts/rollout", headers=accept)
+    assert answer.status == 200 and answer.headers["Content-Type"] == "text/event-stream"
+    assert (await read_event(answer.content))["data"]["status"] == 401
+    await plain.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # Redis does not answer
+    try:
+        headers = {**accept, "Authorization": f"Bearer {READER}"}
+        answer = await client.get("/dashboard/events/charts/rollout", headers=headers)
+        assert answer.status == 200 and answer.headers["Content-Type"] == "text/event-stream"
+        assert (await read_event(answer.content))["event"] == "problem"
+    finally:
+        await plain.execute_command("CLIENT", "UNPAUSE")
+    assert (await client.get("/dashboard/events/charts/rollout")).status == 401  # curl -N: the API's JSON error
