@@ -16,6 +16,7 @@ import pytest
 from stateservice.dashboard import access, events, read
 from stateservice.errors import StoreUnavailable
 from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
+from stateservice.store import keys
 from stateservice.web import auth
 from tests.support.app import Client, MakeClient
 from tests.support.charts import chart, final, load, wave
@@ -387,3 +388,14 @@ async def test_an_event_source_gets_a_stream_even_when_refused(serve: MakeClient
     finally:
         await plain.execute_command("CLIENT", "UNPAUSE")
     assert (await client.get("/dashboard/events/charts/rollout")).status == 401  # curl -N: the API's JSON error
+
+
+async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    await plain.set(keys.leader(), '{"id": "host-a", "pid": 42}', px=30000)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        first = await asyncio.wait_for(read_event(stream.content), 5)
+    await asyncio.sleep(1.1)  # the lease's expiry, read again, is another second
+    async with client.get("/dashboard/events/charts/rollout", headers={"Last-Event-ID": first["id"]}) as again:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(read_event(again.content), 3)
