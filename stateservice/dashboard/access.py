@@ -27,18 +27,25 @@ from stateservice.web.deadline import redis_deadline
 
 
 class Keeper:
-    """The app's Sessions, made on first use: the key is read from Redis, which may be down when the worker starts."""
+    """The app's Sessions under the key in Redis now, read once per request: a worker that kept it would honour
+    sessions after `DEL stateservice:dashboard:secret`, and sign with a key other workers no longer have."""
 
     def __init__(self) -> None:
         self.sessions: Sessions | None = None
+        self._key = b""
 
     async def get(self, request: web.Request) -> Sessions:
-        if self.sessions is None:
+        current = request.get(CURRENT)
+        if current is None:
             async with redis_deadline(request):
-                self.sessions = Sessions(await overview.secret(request.app[REDIS]))
-        return self.sessions
+                key = await overview.secret(request.app[REDIS])
+            if self.sessions is None or not hmac.compare_digest(key, self._key):
+                self.sessions, self._key = Sessions(key), key
+            current = request[CURRENT] = self.sessions
+        return current
 
 
+CURRENT = web.RequestKey("dashboard_sessions_now", Sessions)  # the Sessions this request read the key for
 SESSIONS = web.AppKey("dashboard_sessions", Keeper)
 NEW_SESSION = web.RequestKey("dashboard_new_session", Session)  # a session to send as a cookie with the answer
 SIGNED_OUT = web.RequestKey("dashboard_signed_out", bool)  # the answer removes the signed-in session's cookie

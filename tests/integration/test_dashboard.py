@@ -390,7 +390,10 @@ async def test_an_event_source_gets_a_stream_even_when_refused(serve: MakeClient
     assert (await client.get("/dashboard/events/charts/rollout")).status == 401  # curl -N: the API's JSON error
 
 
-async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing(serve: MakeClient, plain: Any) -> None:
+async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing(
+    serve: MakeClient, plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
     client = await serve(ROLLOUT, dashboard=True, scheduler=False)
     await plain.set(keys.leader(), '{"id": "host-a", "pid": 42}', px=30000)
     async with client.get("/dashboard/events/charts/rollout") as stream:
@@ -399,3 +402,15 @@ async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing
     async with client.get("/dashboard/events/charts/rollout", headers={"Last-Event-ID": first["id"]}) as again:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(read_event(again.content), 3)
+        again.close()
+
+
+async def test_deleting_the_secret_signs_everybody_out(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await sign_in(client, ADMIN)
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
+    await plain.delete("stateservice:dashboard:secret")
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
+    await sign_in(client, ADMIN)  # under the new key, which the worker made and every other reads
+    assert await plain.get("stateservice:dashboard:secret")
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
