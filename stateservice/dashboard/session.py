@@ -67,7 +67,7 @@ class Sessions:
         if not value or value.count(".") != 1:
             return None
         body, signature = value.split(".")
-        if not hmac.compare_digest(signature, self._sign(body)):
+        if not hmac.compare_digest(signature.encode(), self._sign(body).encode()):  # str: ASCII only
             return None
         try:
             name, expires, nonce, digest = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
