@@ -414,3 +414,13 @@ async def test_deleting_the_secret_signs_everybody_out(serve: MakeClient, plain:
     await sign_in(client, ADMIN)  # under the new key, which the worker made and every other reads
     assert await plain.get("stateservice:dashboard:secret")
     assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
+
+
+async def test_the_sign_in_page_says_redis_is_down_as_a_page(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await plain.execute_command("CLIENT", "PAUSE", "4000", "ALL")
+    try:
+        answer = await client.get("/dashboard/signin", headers=HTML)
+        assert answer.status == 503 and "text/html" in answer.headers["Content-Type"]
+    finally:
+        await plain.execute_command("CLIENT", "UNPAUSE")
