@@ -10,12 +10,13 @@ list limits what it sees, and each action needs the scope its HTTP route needs.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from stateservice.dashboard.session import ANONYMOUS, COOKIE, Session, Sessions
+from stateservice.dashboard.session import ANONYMOUS, COOKIE, DIGEST, VISIT, Session, Sessions
 from stateservice.errors import CsrfRefused, Forbidden, Unauthorized
 from stateservice.security.tokens import Scope, Token
 from stateservice.store import overview
@@ -26,20 +27,28 @@ from stateservice.web.deadline import redis_deadline
 
 
 class Keeper:
-    """The app's Sessions, made on first use: the key is read from Redis, which may be down when the worker starts."""
+    """The app's Sessions under the key in Redis now, read once per request: a worker that kept it would honour
+    sessions after `DEL stateservice:dashboard:secret`, and sign with a key other workers no longer have."""
 
     def __init__(self) -> None:
         self.sessions: Sessions | None = None
+        self._key = b""
 
     async def get(self, request: web.Request) -> Sessions:
-        if self.sessions is None:
+        current = request.get(CURRENT)
+        if current is None:
             async with redis_deadline(request):
-                self.sessions = Sessions(await overview.secret(request.app[REDIS]))
-        return self.sessions
+                key = await overview.secret(request.app[REDIS])
+            if self.sessions is None or not hmac.compare_digest(key, self._key):
+                self.sessions, self._key = Sessions(key), key
+            current = request[CURRENT] = self.sessions
+        return current
 
 
+CURRENT = web.RequestKey("dashboard_sessions_now", Sessions)  # the Sessions this request read the key for
 SESSIONS = web.AppKey("dashboard_sessions", Keeper)
 NEW_SESSION = web.RequestKey("dashboard_new_session", Session)  # a session to send as a cookie with the answer
+SIGNED_OUT = web.RequestKey("dashboard_signed_out", bool)  # the answer removes the signed-in session's cookie
 SIGN_IN = "/dashboard/signin"
 
 
@@ -63,6 +72,14 @@ class Viewer:
         return self.token is None or self.token.charts is None or chart in self.token.charts
 
 
+def still(request: web.Request, who: Viewer, now: float) -> bool:
+    """Whether `who` may still look, as an open event stream asks before each send and keep-alive: its session has
+    not expired and its token is still in the tokens file as it was (not removed, rotated or narrowed by SIGHUP)."""
+    if who.session is not None and who.session.expires <= now:
+        return False
+    return who.token is None or request.app[auth.TOKENS].tokens.named(who.token.name) == who.token
+
+
 class NotSignedIn(Exception):
     """The page needs a signed-in session: the caller answers with the sign-in page."""
 
@@ -71,10 +88,16 @@ async def session_of(request: web.Request) -> Session:
     """The request's valid session, or a new anonymous one (sent as a cookie with the answer: see `keep`)."""
     sessions = await request.app[SESSIONS].get(request)
     now = time.time()
-    session = request.get(NEW_SESSION) or sessions.read(request.cookies.get(COOKIE), now)
+    session = request.get(NEW_SESSION) or _cookie_session(request, sessions, now)
     if session is None:
         session = request[NEW_SESSION] = sessions.new(ANONYMOUS, now)
     return session
+
+
+def _cookie_session(request: web.Request, sessions: Sessions, now: float) -> Session | None:
+    """The session the request's cookies hold: the signed-in one, else the anonymous one. A browser sends neither on
+    a navigation from another site (SameSite=Strict), so the anonymous one made then never replaces the other."""
+    return sessions.read(request.cookies.get(COOKIE), now) or sessions.read(request.cookies.get(VISIT), now)
 
 
 async def viewer(request: web.Request) -> Viewer:
@@ -90,8 +113,7 @@ async def viewer(request: web.Request) -> Viewer:
         token = _bearer(request)
     else:
         session = await session_of(request)
-        # looked up again on every request: a token removed from the file (and SIGHUP) ends its sessions
-        token = request.app[auth.TOKENS].tokens.named(session.name) if session.signed_in else None
+        token = _token_of(request, session)
     if token is None:
         raise NotSignedIn()
     if Scope.READ not in token.scopes:
@@ -101,6 +123,15 @@ async def viewer(request: web.Request) -> Viewer:
         request[auth.CHARTS_ALLOWED] = token.charts
     logs.bind(identity=token.name)
     return Viewer(session, token, sessions.csrf(session) if session is not None else "")
+
+
+def _token_of(request: web.Request, session: Session) -> Token | None:
+    """The signed-in session's token, looked up again on every request: a token removed from the file, or whose
+    secret was rotated (another SHA-256 under the same name), ends its sessions at the next SIGHUP."""
+    token = request.app[auth.TOKENS].tokens.named(session.name) if session.signed_in else None
+    if token is None or not hmac.compare_digest(token.sha256[:DIGEST].encode(), session.digest.encode()):
+        return None
+    return token
 
 
 def _bearer(request: web.Request) -> Token:
@@ -117,21 +148,24 @@ async def sign_in(request: web.Request, secret: str) -> Token | None:
     token = request.app[auth.TOKENS].tokens.lookup(secret)
     if token is None or Scope.READ not in token.scopes:
         return None
-    request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(token.name, time.time())
+    request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(token.name, time.time(), token.sha256)
     return token
 
 
 async def sign_out(request: web.Request) -> None:
     request[NEW_SESSION] = (await request.app[SESSIONS].get(request)).new(ANONYMOUS, time.time())
+    request[SIGNED_OUT] = True
 
 
 def keep(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    """Send the request's new session, if it got one, as the session cookie (the sessions exist by then)."""
+    """Send the request's new session, if it got one, as its cookie (the sessions exist by then)."""
     session = request.get(NEW_SESSION)
     sessions = request.app[SESSIONS].sessions
+    if request.get(SIGNED_OUT):
+        response.del_cookie(COOKIE, path="/")
     if session is not None and sessions is not None:
         response.set_cookie(
-            COOKIE,
+            COOKIE if session.signed_in else VISIT,
             sessions.cookie(session),
             max_age=sessions.lifetime,
             path="/",
@@ -151,7 +185,7 @@ async def check_csrf(request: web.Request, given: str | None) -> Session:
     """The session of a form's POST whose CSRF token is right. Raises CsrfRefused otherwise (no cookie, a stale or
     forged token, or a request from another site's page)."""
     sessions = await request.app[SESSIONS].get(request)
-    session = sessions.read(request.cookies.get(COOKIE), time.time())
+    session = _cookie_session(request, sessions, time.time())
     if session is None or not sessions.check_csrf(session, given):
         raise CsrfRefused()
     return session

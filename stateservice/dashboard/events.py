@@ -9,14 +9,17 @@ moved or changed, and it reads once. Nothing is read or sent while nothing chang
 comment every KEEPALIVE seconds, which keeps proxies from closing an idle stream. Each event's
 `id` is a digest of its data: a client that reconnects with `Last-Event-ID` (as EventSource
 does after a worker restarts; `retry` asks it to after a second) gets the current model only
-if it differs from the one it saw. A read that fails sends an `error` event and the stream
-goes on; when the worker stops, the stream ends and the client reconnects to another.
+if it differs from the one it saw. A read that fails sends a `problem` event (the API's error
+body; not `error`, which EventSource keeps for its own connection errors) and the stream reads
+again at the next keep-alive; when the worker stops, the stream ends and the client reconnects
+to another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,9 +27,9 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from stateservice.dashboard import pages, read, view
+from stateservice.dashboard import access, pages, read, view
 from stateservice.dashboard.access import Viewer
-from stateservice.errors import Forbidden, StateServiceError, StoreUnavailable
+from stateservice.errors import Forbidden, StateServiceError, StoreUnavailable, Unauthorized
 from stateservice.security.tokens import Scope
 from stateservice.store.watch import MoveWatcher
 from stateservice.web.appkeys import WATCHER
@@ -34,6 +37,7 @@ from stateservice.web.appkeys import WATCHER
 KEEPALIVE = 15.0  # seconds between comments on an idle stream
 SUBSCRIBED_WITHIN = 2.0  # seconds a new stream waits for the worker to hear changes before its first event
 RETRY_MS = 1000
+HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -42,7 +46,34 @@ def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> byte
     return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-@pages.page
+def streamed(handler: pages.Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An event stream's handler: for a client that asks for text/event-stream (EventSource does), an error before the
+    stream starts is a stream too, of one `problem` event. EventSource gives up for good on any other answer, but
+    reconnects after this one; the page's script stops on a 401, 403 or 404 problem. Other clients get `pages.page`'s
+    answers (the API's JSON errors)."""
+    as_page = pages.page(handler)
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if "text/event-stream" not in request.headers.get("Accept", ""):
+            return await as_page(request)
+        try:
+            return await handler(request, await access.viewer(request))
+        except access.NotSignedIn:
+            return await _refused(request, Unauthorized("sign in on the dashboard again"))
+        except StateServiceError as exc:
+            return await _refused(request, exc)
+
+    return wrapped
+
+
+async def _refused(request: web.Request, error: StateServiceError) -> web.StreamResponse:
+    response = web.StreamResponse(headers=HEADERS)
+    await response.prepare(request)
+    await response.write(f"retry: {RETRY_MS}\n\n".encode() + frame("problem", error.body()))
+    return response
+
+
+@streamed
 async def chart_events(request: web.Request, who: Viewer) -> web.StreamResponse:
     name = request.match_info["chart"]
     if not who.sees(name):
@@ -53,10 +84,10 @@ async def chart_events(request: web.Request, who: Viewer) -> web.StreamResponse:
         shown, _ = await read.chart_page(request)
         return read.page_json(shown)
 
-    return await stream(request, "chart", [name], build)
+    return await stream(request, who, "chart", [name], build)
 
 
-@pages.page
+@streamed
 async def overview_events(request: web.Request, who: Viewer) -> web.StreamResponse:
     query, number = request.query.get("q", "")[:64], pages.number(request, "page")
     shown = await read.overview_page(request, who, query, number)
@@ -66,28 +97,37 @@ async def overview_events(request: web.Request, who: Viewer) -> web.StreamRespon
 
     # the page's charts: a chart added to the page by another's change (a new page order) shows on reload
     charts = None if not shown.charts else [chart.name for chart in shown.charts]
-    return await stream(request, "overview", charts, build)
+    return await stream(request, who, "overview", charts, build)
 
 
 async def stream(
-    request: web.Request, event: str, charts: list[str] | None, build: Callable[[], Awaitable[dict[str, Any]]]
+    request: web.Request,
+    who: Viewer,
+    event: str,
+    charts: list[str] | None,
+    build: Callable[[], Awaitable[dict[str, Any]]],
 ) -> web.StreamResponse:
-    """Send `build()`'s model as `event` now and after each change of `charts`, until the client or worker goes."""
+    """Send `build()`'s model as `event` now and after each change of `charts`, until the client or worker goes, or
+    `who` may no longer look (checked before each send and keep-alive: `access.still`)."""
+
+    def allowed() -> bool:
+        return access.still(request, who, time.time())
+
     watcher = request.app[WATCHER]
     listener = watcher.listen(charts)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    response = web.StreamResponse(headers=HEADERS)
     try:
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         with contextlib.suppress(TimeoutError):  # a change meanwhile is told to the listener: nothing is missed
             await asyncio.wait_for(watcher.hearing_changes.wait(), SUBSCRIBED_WITHIN)
         seen = request.headers.get("Last-Event-ID")
-        while not watcher.closing:
+        while not watcher.closing and allowed():
             listener.changed.clear()
-            seen = await _send(response, event, build, seen)
-            await _idle(response, watcher, listener.changed)
+            seen, read_ok = await _send(response, event, build, seen)
+            await _idle(response, watcher, listener.changed, allowed, retry=not read_ok)
+        if not watcher.closing:  # the token was removed or changed, or the session expired: sign in again
+            await response.write(frame("problem", Unauthorized("sign in again").body()))
     except ConnectionResetError:
         pass  # the client went away (noticed at a write when the runner does not cancel the handler)
     finally:
@@ -97,24 +137,37 @@ async def stream(
 
 async def _send(
     response: web.StreamResponse, event: str, build: Callable[[], Awaitable[dict[str, Any]]], seen: str | None
-) -> str | None:
-    """Send the model if it differs from the one the client has seen; the version it has seen after."""
+) -> tuple[str | None, bool]:
+    """Send the model if it differs from the one the client has seen; the version it has seen after, and whether the
+    read worked."""
     try:
         data = await build()
     except (StateServiceError, RedisError, OSError) as exc:
         error = exc if isinstance(exc, StateServiceError) else StoreUnavailable()
-        await response.write(frame("error", error.body()))
-        return seen
+        await response.write(frame("problem", error.body()))
+        return seen, False
     version = view.version(data)
     if version != seen:
         await response.write(frame(event, data, version))
-    return version
+    return version, True
 
 
-async def _idle(response: web.StreamResponse, watcher: MoveWatcher, changed: asyncio.Event) -> None:
-    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile."""
+async def _idle(
+    response: web.StreamResponse,
+    watcher: MoveWatcher,
+    changed: asyncio.Event,
+    allowed: Callable[[], bool],
+    *,
+    retry: bool,
+) -> None:
+    """Wait for a change, writing a keep-alive comment every KEEPALIVE seconds meanwhile (while `allowed()`); after
+    a failed read (`retry`), no longer than one keep-alive."""
     while not changed.is_set() and not watcher.closing:
         try:
             await asyncio.wait_for(changed.wait(), KEEPALIVE)
         except TimeoutError:
+            if not allowed():
+                return
             await response.write(b": keep-alive\n\n")
+            if retry:
+                return

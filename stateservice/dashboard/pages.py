@@ -116,6 +116,21 @@ async def signin_form(request: web.Request, status: int = 200, problem: str | No
     return render(request, "signin.html", context, status)
 
 
+def as_page(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A page that needs no viewer (signing in and out): our errors (Redis down) as an HTML page too."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StateServiceError as exc:
+            return error_page(request, exc)
+
+    return wrapped
+
+
+@as_page
 async def signin(request: web.Request) -> web.StreamResponse:
     """GET /dashboard/signin: the form; POST: check the token (from the form's body, never a URL) and sign in."""
     if request.method != "POST":
@@ -133,6 +148,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
     return access.redirect(request, "/")
 
 
+@as_page
 async def signout(request: web.Request) -> web.StreamResponse:
     """POST /dashboard/signout: end the session (its cookie is replaced by an anonymous one)."""
     form = await request.post()

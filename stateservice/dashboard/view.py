@@ -264,8 +264,13 @@ def overview_json(overview: Overview) -> dict[str, Any]:
 def version(data: Mapping[str, Any]) -> str:
     """A short, stable digest of an event's data: its SSE id (`Last-Event-ID` names what the client has seen).
 
-    `due_in` is left out: it changes every second while nothing else does."""
-    return hashlib.sha256(orjson.dumps(_stable(data), option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
+    `due_in` is left out: it changes every second while nothing else does; so is the leader's `expires_at`, which
+    every renewal of the lease moves (a client that reconnected would never match otherwise)."""
+    stable = _stable(data)
+    leader = stable.get("leader")
+    if isinstance(leader, dict):
+        stable["leader"] = {key: item for key, item in leader.items() if key != "expires_at"}
+    return hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
 
 
 def _stable(value: Any) -> Any:

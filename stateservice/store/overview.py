@@ -105,7 +105,10 @@ async def visit(redis: Redis, chart: Chart, state: str) -> Visit:
 
 
 async def secret(redis: Redis) -> bytes:
-    """The dashboard's signing key: made by the first worker to ask (SET NX), then read by every other."""
-    await redis.set(keys.dashboard_secret(), secrets.token_hex(32), nx=True)
+    """The dashboard's signing key: made by the first worker to ask (SET NX), then read by every other. One round trip
+    while it exists (each dashboard request reads it, so `DEL` signs everybody out at once)."""
     value = await redis.get(keys.dashboard_secret())
+    if value is None:
+        await redis.set(keys.dashboard_secret(), secrets.token_hex(32), nx=True)
+        value = await redis.get(keys.dashboard_secret())
     return str(value).encode()

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from typing import Any
 
 import orjson
+import pytest
 
+from stateservice.dashboard import access, events, read
+from stateservice.errors import StoreUnavailable
 from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
+from stateservice.store import keys
+from stateservice.web import auth
 from tests.support.app import Client, MakeClient
 from tests.support.charts import chart, final, load, wave
 
@@ -279,3 +285,142 @@ async def test_approving_needs_the_approve_scope_and_a_json_object(serve: MakeCl
     form = {"csrf": csrf(html), "continuation": pending["pending_approval"]["id"], "state": "review"}
     bad = await client.post("/dashboard/charts/gate/approve", data={**form, "input": "[1]"}, headers=HTML)
     assert bad.status == 400
+
+
+async def test_removing_a_token_ends_its_open_streams(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    headers = {"Authorization": f"Bearer {READER}"}
+    async with client.get("/dashboard/events/charts/rollout", headers=headers) as stream:
+        await asyncio.wait_for(read_event(stream.content), 5)
+        # the operator removes "viewer" from the tokens file and sends SIGHUP
+        client.server.app[auth.TOKENS].tokens = Tokens(tuple(t for t in TOKENS.entries if t.name != "viewer"))
+        await client.put("/charts/rollout/state?state=canary&host=a", headers={"Authorization": f"Bearer {ADMIN}"})
+        ended = await asyncio.wait_for(read_event(stream.content), 2)
+        assert ended["event"] == "problem" and ended["data"]["status"] == 401  # not the chart's new counters
+        assert await asyncio.wait_for(stream.content.read(), 2) == b""
+
+
+async def test_an_expired_session_ends_its_open_stream_at_a_keep_alive(
+    serve: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.3)
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await client.get("/dashboard/signin", headers=HTML)  # the worker has its sessions now
+    sessions = client.server.app[access.SESSIONS].sessions
+    assert sessions is not None
+    sessions.lifetime = 3
+    await sign_in(client, READER)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
+        ended = await asyncio.wait_for(read_event(stream.content), 5)  # nothing changed: a keep-alive noticed
+        assert ended["event"] == "problem" and ended["data"]["status"] == 401
+
+
+async def test_rotating_a_tokens_secret_ends_its_dashboard_sessions(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, wave(3), dashboard=True, scheduler=False, tokens=TOKENS)
+    await sign_in(client, ADMIN)  # e.g. someone holding the leaked secret of "ops"
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    # the operator gives "ops" a new secret (same name, same scopes), then SIGHUP swaps the tokens in
+    rotated = Tokens((replace(TOKENS.entries[0], sha256=hash_secret("sst_brand-new-secret")), *TOKENS.entries[1:]))
+    client.server.app[auth.TOKENS].tokens = rotated
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
+    halted = await client.post(
+        "/dashboard/charts/rollout/halt", data={"csrf": csrf(html), "confirmed": "yes"}, allow_redirects=False
+    )
+    assert halted.status != 303
+
+
+async def test_a_page_view_without_cookies_never_replaces_a_signed_in_session(serve: MakeClient) -> None:
+    """A browser sends no SameSite=Strict cookie on a navigation from another site (a link in a chat), yet keeps
+    the answer's Set-Cookie: an anonymous session sent then must not land on the signed-in one."""
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    client.session.cookie_jar.clear()
+    answer = await client.get("/dashboard/charts/rollout", headers=HTML)
+    assert answer.status == 401 and "stateservice_visit" in answer.cookies
+    assert "stateservice_session" not in answer.cookies, answer.headers.getall("Set-Cookie")
+    await sign_in(client, READER)  # the form's CSRF token is the anonymous session's
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
+    signed_in = client.session.cookie_jar.filter_cookies(client.make_url("/"))["stateservice_session"]
+    html = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    out = await client.post("/dashboard/signout", data={"csrf": csrf(html)}, allow_redirects=False)
+    assert out.status == 303 and out.cookies["stateservice_session"].value == ""
+    assert signed_in.value  # it was there until signing out removed it
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
+
+
+async def test_a_stream_reads_again_at_the_next_keep_alive_after_a_failed_read(
+    serve: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.3)
+    real, failing = read.chart_page, {"on": False}
+
+    async def flaky(request: Any) -> Any:
+        if failing["on"]:
+            raise StoreUnavailable()
+        return await real(request)
+
+    monkeypatch.setattr(read, "chart_page", flaky)
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        assert (await asyncio.wait_for(read_event(stream.content), 5))["data"]["summary"]["progress"][0]["counted"] == 0
+        failing["on"] = True  # Redis has a hiccup just as a report lands
+        await client.put("/charts/rollout/state?state=canary&host=a")
+        problem = await asyncio.wait_for(read_event(stream.content), 2)
+        assert problem["event"] == "problem" and problem["data"]["status"] == 503  # not EventSource's `error`
+        failing["on"] = False  # Redis answers again; nothing else changes on this chart
+        fresh = await asyncio.wait_for(read_event(stream.content), 3)
+        assert fresh["data"]["summary"]["progress"][0]["counted"] == 1
+
+
+async def test_an_event_source_gets_a_stream_even_when_refused(serve: MakeClient, plain: Any) -> None:
+    """EventSource gives up for good on an answer that is not a stream: its errors come as a `problem` event."""
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    accept = {"Accept": "text/event-stream"}
+    answer = await client.get("/dashboard/events/charts/rollout", headers=accept)
+    assert answer.status == 200 and answer.headers["Content-Type"] == "text/event-stream"
+    assert (await read_event(answer.content))["data"]["status"] == 401
+    await plain.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # Redis does not answer
+    try:
+        headers = {**accept, "Authorization": f"Bearer {READER}"}
+        answer = await client.get("/dashboard/events/charts/rollout", headers=headers)
+        assert answer.status == 200 and answer.headers["Content-Type"] == "text/event-stream"
+        assert (await read_event(answer.content))["event"] == "problem"
+    finally:
+        await plain.execute_command("CLIENT", "UNPAUSE")
+    assert (await client.get("/dashboard/events/charts/rollout")).status == 401  # curl -N: the API's JSON error
+
+
+async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing(
+    serve: MakeClient, plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    await plain.set(keys.leader(), '{"id": "host-a", "pid": 42}', px=30000)
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        first = await asyncio.wait_for(read_event(stream.content), 5)
+    await asyncio.sleep(1.1)  # the lease's expiry, read again, is another second
+    async with client.get("/dashboard/events/charts/rollout", headers={"Last-Event-ID": first["id"]}) as again:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(read_event(again.content), 3)
+        again.close()
+
+
+async def test_deleting_the_secret_signs_everybody_out(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await sign_in(client, ADMIN)
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
+    await plain.delete("stateservice:dashboard:secret")
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 401
+    await sign_in(client, ADMIN)  # under the new key, which the worker made and every other reads
+    assert await plain.get("stateservice:dashboard:secret")
+    assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
+
+
+async def test_the_sign_in_page_says_redis_is_down_as_a_page(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await plain.execute_command("CLIENT", "PAUSE", "4000", "ALL")
+    try:
+        answer = await client.get("/dashboard/signin", headers=HTML)
+        assert answer.status == 503 and "text/html" in answer.headers["Content-Type"]
+    finally:
+        await plain.execute_command("CLIENT", "UNPAUSE")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +242,17 @@ def test_a_read_only_session_sees_no_action_buttons(
     assert "web-1" in browse.find_element(By.ID, "live").text and "web-2" in browse.find_element(By.ID, "live").text
     assert browse.find_elements(By.CSS_SELECTOR, "main form") == []
     assert browse.find_elements(By.CSS_SELECTOR, "main button") == []
+
+
+def test_following_a_link_from_another_site_keeps_the_session(
+    browse: WebDriver, services: Services, tmp_path: Path, redis_url: str
+) -> None:
+    """The browser sends no SameSite=Strict cookie on a navigation from another site: that page asks to sign in,
+    but the session stays for the next visit (its answer's anonymous cookie is another cookie)."""
+    service = _serve(services, tmp_path, redis_url, tokens=True)
+    _sign_in(browse, service, ADMIN)
+    link = f'<a id="link" href="{service.url}/dashboard/charts/payments">payments is halted</a>'
+    browse.get("data:text/html," + urllib.parse.quote(link))
+    browse.find_element(By.ID, "link").click()
+    browse.get(f"{service.url}/dashboard/charts/payments")  # typed into the address bar: same-site
+    assert "Signed in as alice" in browse.find_element(By.TAG_NAME, "body").text

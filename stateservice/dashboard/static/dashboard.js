@@ -58,6 +58,9 @@
       });
   }
 
+  // EventSource reconnects by itself after a dropped stream, but gives up for good (readyState CLOSED) on an answer
+  // that is not a stream, such as a proxy's 502: then a new one is made, waiting longer each time.
+  var backoff = 1000;
   function listen() {
     if (!live || !window.EventSource || !live.getAttribute("data-stream")) {
       say("off (this browser has no EventSource)", "off");
@@ -75,10 +78,33 @@
     source.addEventListener("chart", changed);
     source.addEventListener("overview", changed);
     source.addEventListener("open", function () {
+      backoff = 1000;
       say("on", "on");
     });
+    // the server's own trouble, as the API's error body: signed out or refused is for good, the rest passes
+    source.addEventListener("problem", function (event) {
+      var problem = {};
+      try {
+        problem = JSON.parse(event.data);
+      } catch (ignored) {}
+      if (problem.status === 401) {
+        source.close();
+        say("off: sign in again (reload the page)", "off");
+      } else if (problem.status === 403 || problem.status === 404) {
+        source.close();
+        say("off: " + (problem.message || "refused"), "off");
+      } else {
+        say("the service cannot read the store; trying again…", "reconnecting");
+      }
+    });
     source.addEventListener("error", function () {
-      say("reconnecting…", "reconnecting");
+      if (source.readyState !== EventSource.CLOSED) {
+        say("reconnecting…", "reconnecting");
+        return;
+      }
+      say("reconnecting in " + Math.round(backoff / 1000) + "s…", "reconnecting");
+      window.setTimeout(listen, backoff);
+      backoff = Math.min(backoff * 2, 60000);
     });
   }
 

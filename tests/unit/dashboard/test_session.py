@@ -39,3 +39,15 @@ def test_signing_in_makes_a_new_nonce() -> None:
     sessions = Sessions(b"k" * 32)
     assert sessions.new(ANONYMOUS, NOW).nonce != sessions.new("alice", NOW).nonce
     assert not sessions.new(ANONYMOUS, NOW).signed_in
+
+
+def test_a_session_keeps_the_start_of_its_tokens_digest() -> None:
+    sessions = Sessions(b"k" * 32)
+    session = sessions.new("alice", NOW, "ab" * 32)
+    assert session.digest == "ab" * 8
+    assert sessions.read(sessions.cookie(session), NOW) == session
+
+
+def test_a_cookie_with_other_than_ascii_is_no_session() -> None:
+    sessions = Sessions(b"k" * 32)
+    assert sessions.read("abc.d\u00e9f", NOW) is None and sessions.read("\u00e9.abc", NOW) is None

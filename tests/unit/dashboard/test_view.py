@@ -113,3 +113,10 @@ def test_the_version_changes_with_the_data_but_not_with_the_countdown() -> None:
     assert view.version(moved) != view.version(summary)
     overview = view.Overview((view.summarize(ROLLOUT, snap("soak"), {}, 0, 0, NOW),), "", 1, 1, 1)
     assert view.overview_json(overview)["charts"][0]["status"] == "running"
+
+
+def test_the_version_does_not_change_with_the_leaders_renewals() -> None:
+    data = {"leader": {"id": "host-a", "pid": 42, "expires_at": "2026-12-03T08:00:10Z"}, "history": []}
+    renewed = {**data, "leader": {**data["leader"], "expires_at": "2026-12-03T08:00:20Z"}}
+    assert view.version(renewed) == view.version(data)
+    assert view.version({**data, "leader": {**data["leader"], "id": "host-b"}}) != view.version(data)
