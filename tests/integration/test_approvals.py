@@ -13,34 +13,23 @@ from stateservice.core.chart import Chart
 from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.store import keys
 from tests.support.app import Client, MakeClient
-from tests.support.charts import load
+from tests.support.charts import chart, final, increment, load, review
 from tests.support.service import run_cli
 
-GATE = """
-    name: gate
-    current_state: canary
-    states:
-      - name: canary
-        func: increment
-        current: {key: hosts, value: 0}
-        target: {name: review, when: {key: hosts, value: 1}}
-      - name: review
-        func: approval
-        choices:
-          - {when: {approved: true}, next: fleet}
-          - {when: {approved: false}, next: rolled_back}
-        timeout: {after: %s, next: rolled_back}
-      - name: fleet
-        func: increment
-        current: {key: hosts, value: 0}
-        target: {name: done, when: {key: hosts, value: 2}}
-      - name: done
-      - name: rolled_back
-    """
 
-
-def gate(after: str = "1h") -> Chart:
-    return load(GATE % after)
+def gate(after: str = "1h", name: str = "gate") -> Chart:
+    """canary (1 host) -> review (approved: fleet; not, or after `after`: rolled_back) -> fleet (2 hosts) -> done."""
+    return load(
+        chart(
+            name,
+            "canary",
+            increment("canary", "review", 1),
+            review(after),
+            increment("fleet", "done", 2),
+            final("done"),
+            final("rolled_back"),
+        )
+    )
 
 
 async def suspended(client: Client) -> dict[str, Any]:
@@ -161,7 +150,7 @@ def bearer(secret: str) -> dict[str, str]:
 async def test_resuming_needs_the_approve_scope_or_admin_for_that_chart(serve: MakeClient) -> None:
     client = await serve(
         gate(),
-        load(GATE.replace("name: gate", "name: elsewhere") % "1h"),
+        gate(name="elsewhere"),
         scheduler=False,
         tokens=parse_tokens(TOKENS, "tokens.yaml"),
     )

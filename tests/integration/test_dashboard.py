@@ -19,7 +19,7 @@ from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
 from stateservice.store import keys
 from stateservice.web import auth
 from tests.support.app import Client, MakeClient
-from tests.support.charts import chart, final, load, wave
+from tests.support.charts import chart, final, increment, load, review, wave
 
 HTML = {"Accept": "text/html"}
 ROLLOUT = load(
@@ -225,23 +225,14 @@ async def test_without_tokens_there_is_nothing_to_sign_in_to(serve: MakeClient) 
 
 
 GATE = load(
-    """
-    name: gate
-    current_state: canary
-    states:
-      - name: canary
-        func: increment
-        current: {key: hosts, value: 0}
-        target: {name: review, when: {key: hosts, value: 1}}
-      - name: review
-        func: approval
-        choices:
-          - {when: {approved: true}, next: fleet}
-          - {when: {approved: false}, next: rolled_back}
-        timeout: {after: 1h, next: rolled_back}
-      - name: fleet
-      - name: rolled_back
-    """
+    chart(
+        "gate",
+        "canary",
+        increment("canary", "review", 1),
+        review("1h"),
+        final("fleet"),
+        final("rolled_back"),
+    )
 )
 
 

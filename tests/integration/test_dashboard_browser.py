@@ -26,7 +26,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from stateservice.security.tokens import hash_secret
-from tests.support.charts import chart, final, increment, timed
+from tests.support.charts import chart, final, increment, review, timed
 from tests.support.service import REPO, ServiceProcess, Services, http
 
 IMAGES = REPO / "docs" / "img"
@@ -44,26 +44,15 @@ CANARY = chart(
     increment("fleet", "done", 40),
     final("done"),
 )
-GATE = """name: release
-current_state: canary
-states:
-  - name: canary
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: review, when: {key: hosts, value: 1}}
-  - name: review
-    func: approval
-    choices:
-      - {when: {approved: true}, next: fleet}
-      - {when: {approved: false}, next: rolled_back}
-    timeout: {after: 4h, next: rolled_back}
-  - name: fleet
-    func: increment
-    current: {key: hosts, value: 0}
-    target: {name: done, when: {key: hosts, value: 20}}
-  - name: done
-  - name: rolled_back
-"""
+GATE = chart(
+    "release",
+    "canary",
+    increment("canary", "review", 1),
+    review("4h"),
+    increment("fleet", "done", 20),
+    final("done"),
+    final("rolled_back"),
+)
 LIVE_WITHIN = 1.0  # seconds: the issue's bar for a change to show on an open page
 SWAPPED = (StaleElementReferenceException,)  # the live part of the page is replaced while a wait reads it
 

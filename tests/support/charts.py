@@ -50,6 +50,20 @@ def timed(state: str, then: str, key: str, value: str) -> str:
     return f"  - name: {state}\n    func: time\n    target: {{name: {then}, when: {{key: {key}, value: {value}}}}}\n"
 
 
+def approval(state: str, *choices: tuple[str, str], timeout: tuple[str, str] | None = None) -> str:
+    """An approval state: each (VALUE, NEXT) of `choices` goes to NEXT when the resume's `approved` is VALUE;
+    `timeout` is (AFTER, NEXT)."""
+    text = f"  - name: {state}\n    func: approval\n    choices:\n"
+    text += "".join(f"      - {{when: {{approved: {value}}}, next: {then}}}\n" for value, then in choices)
+    return text + (f"    timeout: {{after: {timeout[0]}, next: {timeout[1]}}}\n" if timeout else "")
+
+
+def review(after: str, then: str = "fleet") -> str:
+    """The approval state `review` of the tests' rollouts: approved true -> `then`, false or after `after` ->
+    rolled_back."""
+    return approval("review", ("true", then), ("false", "rolled_back"), timeout=(after, "rolled_back"))
+
+
 def final(state: str) -> str:
     """A final state: the chart stays there, and reports in it are refused."""
     return f"  - name: {state}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from stateservice.dashboard import svg
-from tests.support.charts import CYCLE, chart, final, increment, load, timed
+from tests.support.charts import CYCLE, chart, final, increment, load, review, timed
 
 LINEAR = load(
     chart("linear", "a", increment("a", "b", 2), timed("b", "c", "elapsed", "10m"), final("c")), "linear.yaml"
@@ -76,23 +76,7 @@ def test_arrows_that_skip_rows_take_lanes_of_their_own() -> None:
 
 def test_an_approval_state_has_an_arrow_for_each_state_it_may_lead_to() -> None:
     gate = load(
-        """
-        name: gate
-        current_state: canary
-        states:
-          - name: canary
-            func: increment
-            current: {key: hosts, value: 0}
-            target: {name: review, when: {key: hosts, value: 1}}
-          - name: review
-            func: approval
-            choices:
-              - {when: {approved: true}, next: fleet}
-              - {when: {approved: false}, next: rolled_back}
-            timeout: {after: 1h, next: rolled_back}
-          - name: fleet
-          - name: rolled_back
-        """
+        chart("gate", "canary", increment("canary", "review", 1), review("1h"), final("fleet"), final("rolled_back"))
     )
     diagram = svg.layout(gate, "review")
     assert [n.name for n in diagram.nodes] == ["canary", "review", "fleet", "rolled_back"]
