@@ -64,9 +64,30 @@ class Pending:
 
     @property
     def status(self) -> str:
-        if self.outcome is None:
-            return "pending"
-        return "used" if self.outcome.get("used") else "expired"
+        return status(self.outcome)
+
+
+def status(outcome: dict[str, Any] | None) -> str:
+    """A continuation's status (a chart's or an instance's) by its outcome: pending, used or expired."""
+    if outcome is None:
+        return "pending"
+    return "used" if outcome.get("used") else "expired"
+
+
+def kept(fields: dict[str, str]) -> dict[str, Any]:
+    """What every continuation's hash holds (a chart's or an instance's): its state and times, outcome, and
+    the notifications' bookkeeping, by field name. Raises KeyError or ValueError for one that cannot be read."""
+    expires, outcome = fields.get(keys.CONTINUATION_EXPIRES_AT), fields.get(keys.CONTINUATION_OUTCOME)
+    next_at, notified = fields.get(keys.NOTIFY_NEXT_AT), fields.get(keys.NOTIFIED_AT)
+    return {
+        "state": fields[keys.CONTINUATION_STATE],
+        "created_at": codec.read_timestamp(fields[keys.CONTINUATION_CREATED_AT]),
+        "expires_at": codec.read_timestamp(expires) if expires else None,
+        "outcome": json.loads(outcome) if outcome else None,
+        "notify_attempts": int(fields.get(keys.NOTIFY_ATTEMPTS) or 0),
+        "notify_next_at": codec.read_timestamp(next_at) if next_at else None,
+        "notified_at": codec.read_timestamp(notified) if notified else None,
+    }
 
 
 def choices_document(approval: Approval) -> list[dict[str, Any]]:
@@ -81,20 +102,7 @@ def decode(continuation: str, chart: str, fields: dict[str, str]) -> Pending:
     """A continuation's hash. Raises CorruptState naming the field that cannot be read."""
     key = keys.chart_continuation(chart, continuation)
     try:
-        expires = fields.get(keys.CONTINUATION_EXPIRES_AT)
-        outcome = fields.get(keys.CONTINUATION_OUTCOME)
-        next_at, notified = fields.get(keys.NOTIFY_NEXT_AT), fields.get(keys.NOTIFIED_AT)
-        return Pending(
-            continuation,
-            chart,
-            fields[keys.CONTINUATION_STATE],
-            codec.read_timestamp(fields[keys.CONTINUATION_CREATED_AT]),
-            codec.read_timestamp(expires) if expires else None,
-            json.loads(outcome) if outcome else None,
-            int(fields.get(keys.NOTIFY_ATTEMPTS) or 0),
-            codec.read_timestamp(next_at) if next_at else None,
-            codec.read_timestamp(notified) if notified else None,
-        )
+        return Pending(continuation, chart, **kept(fields))
     except (KeyError, ValueError) as exc:
         raise CorruptState(f"{key} cannot be read ({exc}); delete it with redis-cli DEL", chart=chart) from None
 

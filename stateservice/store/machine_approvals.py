@@ -34,7 +34,7 @@ from stateservice.errors import (
     UnknownContinuation,
 )
 from stateservice.store import codec, keys
-from stateservice.store.approvals import MAX_CONTEXT, choices_document, new_id
+from stateservice.store.approvals import MAX_CONTEXT, choices_document, kept, new_id, status
 from stateservice.store.machine_approval_scripts import SETTLE
 from stateservice.store.machines import Machines, epoch_ms, waits
 
@@ -61,28 +61,14 @@ class Waiting:
 
     @property
     def status(self) -> str:
-        if self.outcome is None:
-            return "pending"
-        return "used" if self.outcome.get("used") else "expired"
+        return status(self.outcome)
 
 
 def decode(continuation: str, fields: dict[str, str]) -> Waiting:
     """A continuation's hash. Raises CorruptState naming the key."""
     try:
-        expires, outcome = fields.get(keys.CONTINUATION_EXPIRES_AT), fields.get(keys.CONTINUATION_OUTCOME)
-        next_at, notified = fields.get(keys.NOTIFY_NEXT_AT), fields.get(keys.NOTIFIED_AT)
-        return Waiting(
-            continuation,
-            fields[keys.CONTINUATION_INSTANCE],
-            fields[keys.CONTINUATION_CONFIGURATION],
-            fields[keys.CONTINUATION_STATE],
-            codec.read_timestamp(fields[keys.CONTINUATION_CREATED_AT]),
-            codec.read_timestamp(expires) if expires else None,
-            json.loads(outcome) if outcome else None,
-            int(fields.get(keys.NOTIFY_ATTEMPTS) or 0),
-            codec.read_timestamp(next_at) if next_at else None,
-            codec.read_timestamp(notified) if notified else None,
-        )
+        instance, configuration = fields[keys.CONTINUATION_INSTANCE], fields[keys.CONTINUATION_CONFIGURATION]
+        return Waiting(continuation, instance, configuration, **kept(fields))
     except (KeyError, ValueError) as exc:
         key = keys.instance_continuation(continuation)
         raise CorruptState(f"{key} cannot be read ({exc}); delete it with redis-cli DEL") from None

@@ -22,9 +22,8 @@ from stateservice.store.charts import ChartStore
 from stateservice.store.clock import local_clock
 from stateservice.store.machine_approvals import MachineApprovals
 from stateservice.store.machines import Event, Machines, define_file
-from tests.integration.test_approvals import GATE
 from tests.support.app import Client, MakeClient
-from tests.support.charts import load
+from tests.support.charts import approval, chart, final, increment, load
 
 
 def review(after: str = "1h", **extra: Any) -> dict[str, Any]:
@@ -351,13 +350,25 @@ async def test_charts_are_still_notified_through_the_generalised_notifier(
     receiver = web.Application()
     receiver.router.add_post("/hook", hook)
     server = await aiohttp_server(receiver)
-    chart = load(
-        GATE.replace(
-            "timeout: {after: %s, next: rolled_back}",
-            f"default: rolled_back\n        notify: {server.make_url('/hook')}",
+    notifying = approval(
+        "review",
+        ("true", "fleet"),
+        ("false", "rolled_back"),
+        default="rolled_back",
+        notify=str(server.make_url("/hook")),
+    )
+    gate = load(
+        chart(
+            "gate",
+            "canary",
+            increment("canary", "review", 1),
+            notifying,
+            increment("fleet", "done", 2),
+            final("done"),
+            final("rolled_back"),
         )
     )
-    client = await serve(chart)
+    client = await serve(gate)
     assert (await client.put("/charts/gate/state?state=canary&host=web1")).status == 200
     for _ in range(40):
         await asyncio.sleep(0.1)

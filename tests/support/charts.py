@@ -50,12 +50,20 @@ def timed(state: str, then: str, key: str, value: str) -> str:
     return f"  - name: {state}\n    func: time\n    target: {{name: {then}, when: {{key: {key}, value: {value}}}}}\n"
 
 
-def approval(state: str, *choices: tuple[str, str], timeout: tuple[str, str] | None = None) -> str:
+def approval(
+    state: str,
+    *choices: tuple[str, str],
+    timeout: tuple[str, str] | None = None,
+    default: str | None = None,
+    notify: str | None = None,
+) -> str:
     """An approval state: each (VALUE, NEXT) of `choices` goes to NEXT when the resume's `approved` is VALUE;
     `timeout` is (AFTER, NEXT)."""
     text = f"  - name: {state}\n    func: approval\n    choices:\n"
     text += "".join(f"      - {{when: {{approved: {value}}}, next: {then}}}\n" for value, then in choices)
-    return text + (f"    timeout: {{after: {timeout[0]}, next: {timeout[1]}}}\n" if timeout else "")
+    text += f"    timeout: {{after: {timeout[0]}, next: {timeout[1]}}}\n" if timeout else ""
+    text += f"    default: {default}\n" if default else ""
+    return text + (f"    notify: {notify}\n" if notify else "")
 
 
 def review(after: str, then: str = "fleet") -> str:
