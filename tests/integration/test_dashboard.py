@@ -200,7 +200,8 @@ async def test_the_chart_stream_sends_the_state_now_then_each_change(serve: Make
         assert third["data"]["summary"]["slots"] == {"used": 1, "limit": 2}
 
 
-async def test_the_overview_stream_follows_the_page(serve: MakeClient) -> None:
+async def test_the_overview_stream_follows_the_page(serve: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
     client = await serve(ROLLOUT, wave(1), dashboard=True, scheduler=False)
     async with client.get("/dashboard/events") as stream:
         first = await asyncio.wait_for(read_event(stream.content), 5)
@@ -210,7 +211,8 @@ async def test_the_overview_stream_follows_the_page(serve: MakeClient) -> None:
         assert second["data"]["charts"][1]["state"] == "fleet"
 
 
-async def test_a_stream_needs_a_token_when_tokens_are_on(serve: MakeClient) -> None:
+async def test_a_stream_needs_a_token_when_tokens_are_on(serve: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
     client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
     assert (await client.get("/dashboard/events/charts/rollout")).status == 401
     headers = {"Authorization": f"Bearer {READER}"}
