@@ -19,8 +19,16 @@ from typing import Any, Protocol
 
 from stateservice import __version__
 from stateservice.core.chart import CHART_NAME, HOST_NAME, STATE_NAME
-from stateservice.errors import Forbidden, NotCurrent, StateServiceError, Unauthorized
+from stateservice.errors import (
+    Forbidden,
+    HeadersTooLarge,
+    NotCurrent,
+    QueryTooLong,
+    StateServiceError,
+    Unauthorized,
+)
 from stateservice.web.auth import OPEN_PATHS
+from stateservice.web.limits import MAX_HEADERS, MAX_QUERY
 
 
 def _pattern(rx: Any) -> dict[str, Any]:
@@ -104,13 +112,19 @@ class Operation:
             operation["parameters"] = [p(max_wait) if callable(p) else p for p in self.parameters]
         if self.body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": self.body}}}
-        refusals = [*self.refusals, *(PROTECTED if protected else ())]
+        # every request may be refused for its size before routing; an operation's own words win
+        refusals = [*ANY_REQUEST, *self.refusals, *(PROTECTED if protected else ())]
         successes = {str(self.status): self.ok, **{str(status): answer for status, answer in self.also.items()}}
         operation["responses"] = {**successes, **{str(r.status): r.response() for r in refusals}}
         if protected and auth:
             operation["security"] = [{"bearer": []}]
         return operation
 
+
+ANY_REQUEST = (
+    Refusal((QueryTooLong,), f"the query string is over the service's limit ({MAX_QUERY} bytes)"),
+    Refusal((HeadersTooLarge,), f"the headers together are over the service's limit ({MAX_HEADERS} bytes)"),
+)
 
 PROTECTED = (
     Refusal((Unauthorized,), "no token, or an unknown one"),
