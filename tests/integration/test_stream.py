@@ -562,6 +562,8 @@ def kill_while_holding(redis_url: str, victim: int, prefix: str, timeout: float 
         while time.monotonic() < deadline:
             if holding(client, prefix):
                 os.kill(victim, signal.SIGSTOP)
+                # a script the worker sent before it stopped may still acknowledge entries: let Redis finish it
+                time.sleep(0.5)
                 if held := holding(client, prefix):
                     os.kill(victim, signal.SIGKILL)
                     return held
