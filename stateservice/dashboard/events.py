@@ -120,7 +120,8 @@ async def stream(
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         with contextlib.suppress(TimeoutError):  # a change meanwhile is told to the listener: nothing is missed
-            await asyncio.wait_for(watcher.hearing_changes.wait(), SUBSCRIBED_WITHIN)
+            async with asyncio.timeout(SUBSCRIBED_WITHIN):  # not wait_for: see store/announce.py's
+                await watcher.hearing_changes.wait()
         seen = request.headers.get("Last-Event-ID")
         while not watcher.closing and allowed():
             listener.changed.clear()
@@ -164,7 +165,8 @@ async def _idle(
     a failed read (`retry`), no longer than one keep-alive."""
     while not changed.is_set() and not watcher.closing:
         try:
-            await asyncio.wait_for(changed.wait(), KEEPALIVE)
+            async with asyncio.timeout(KEEPALIVE):  # not wait_for: see store/announce.py's
+                await changed.wait()
         except TimeoutError:
             if not allowed():
                 return

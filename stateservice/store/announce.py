@@ -35,6 +35,7 @@ class Announcer:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._woken = asyncio.Event()
+        self._closing = False
         watcher.on_listen = self._listened
 
     def _listened(self) -> None:
@@ -46,6 +47,10 @@ class Announcer:
         self._task = asyncio.create_task(self._run(), name="announce")
 
     async def close(self) -> None:
+        # a flag as well as the cancel: redis-py can turn a cancel inside a read into a TimeoutError (a RedisError),
+        # which the loop takes for an outage and goes on
+        self._closing = True
+        self._woken.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -54,7 +59,7 @@ class Announcer:
     async def _run(self) -> None:
         renewed = -float("inf")
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             here = self.watcher.listening
             try:
                 if here and loop.time() - renewed > TTL / 3:
@@ -69,5 +74,7 @@ class Announcer:
                 log.debug("dashboard_announcing", on=here or elsewhere)
             self.store.announcing = here or elsewhere or self.watcher.listening
             self._woken.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns, not raises, when a cancel comes with the wake
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._woken.wait()

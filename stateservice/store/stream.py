@@ -166,7 +166,8 @@ class StreamConsumer:
                 error = str(exc) or type(exc).__name__
                 log.warning("stream_failed", consumer=self.name, error=error, retry_in=delay)
                 with contextlib.suppress(TimeoutError):  # close() ends the wait
-                    await asyncio.wait_for(self._closed.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see store/announce.py's
+                        await self._closed.wait()
                 delay = min(delay * 2, BACKOFF_MAX)
             else:
                 delay = BACKOFF_FIRST

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import cast
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from stateservice.store import keys
+from stateservice.store.announce import Announcer
+from stateservice.store.charts import ChartStore
+from stateservice.store.watch import MoveWatcher
 from stateservice.web.appkeys import WATCHER
 from tests.support.app import MakeClient
 from tests.support.charts import load
@@ -55,3 +62,31 @@ async def test_reports_are_announced_only_while_a_dashboard_listens_on_any_worke
     await plain.delete(keys.dashboard_watching())  # as its expiry would, 30 s after the last listener
     await asyncio.sleep(1.2)
     assert await heard(plain, reporting.put("/state?state=fleet&host=w3")) == []
+
+
+async def test_close_returns_when_redis_py_turns_its_cancel_into_a_timeout(
+    plain: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watcher = MoveWatcher(plain)
+    announcer = Announcer(plain, cast(ChartStore, SimpleNamespace(announcing=False)), watcher, interval=0.05)
+
+    reads = 0
+
+    async def exists(*_: str) -> int:  # the first, as redis-py's read can when cancelled under its socket timeout
+        nonlocal reads
+        reads += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            if reads == 1:
+                raise RedisTimeout("Timeout reading from socket") from None
+            raise
+        return 0
+
+    monkeypatch.setattr(plain, "exists", exists)
+    announcer.start()
+    await asyncio.sleep(0.2)  # it is inside its read
+    closing = asyncio.ensure_future(announcer.close())
+    done, _ = await asyncio.wait({closing}, timeout=3)
+    closing.cancel()  # if it is still looking, a second cancel ends it (and this test, with its message)
+    assert done, "close() did not return: the announcer took its cancel for an outage and looked again, for ever"
