@@ -29,8 +29,8 @@ def serve(aiohttp_client: Any, redis_url: str) -> MakeClient:
 
     `settings` are fields of Config (e.g. `coalesce=False`); `tokens` and `scheduler` go to `create_app`;
     `unlimited` lifts the client's connection cap (tests that hold hundreds of requests open);
-    `handler_cancellation` sets the server's, as the runner does (True); `dashboard` adds the dashboard's pages,
-    as the server does.
+    `handler_cancellation` sets the server's, as the runner does (True; the default with `dashboard`, whose event
+    streams end when their client hangs up); `dashboard` adds the dashboard's pages, as the server does.
     """
 
     async def make(
@@ -49,6 +49,8 @@ def serve(aiohttp_client: Any, redis_url: str) -> MakeClient:
         kwargs: dict[str, Any] = {}
         if unlimited:
             kwargs["connector"] = TCPConnector(limit=0)
+        if handler_cancellation is None and dashboard:
+            handler_cancellation = True
         if handler_cancellation is not None:
             kwargs["server_kwargs"] = {"handler_cancellation": handler_cancellation}
         client: Client = await aiohttp_client(app, **kwargs)

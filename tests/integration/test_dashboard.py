@@ -18,6 +18,7 @@ from stateservice.errors import StoreUnavailable
 from stateservice.security.tokens import Scope, Token, Tokens, hash_secret
 from stateservice.store import keys
 from stateservice.web import auth
+from stateservice.web.appkeys import WATCHER
 from tests.support.app import Client, MakeClient
 from tests.support.charts import chart, final, increment, load, review, wave
 
@@ -200,8 +201,7 @@ async def test_the_chart_stream_sends_the_state_now_then_each_change(serve: Make
         assert third["data"]["summary"]["slots"] == {"used": 1, "limit": 2}
 
 
-async def test_the_overview_stream_follows_the_page(serve: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
+async def test_the_overview_stream_follows_the_page(serve: MakeClient) -> None:
     client = await serve(ROLLOUT, wave(1), dashboard=True, scheduler=False)
     async with client.get("/dashboard/events") as stream:
         first = await asyncio.wait_for(read_event(stream.content), 5)
@@ -211,13 +211,26 @@ async def test_the_overview_stream_follows_the_page(serve: MakeClient, monkeypat
         assert second["data"]["charts"][1]["state"] == "fleet"
 
 
-async def test_a_stream_needs_a_token_when_tokens_are_on(serve: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
+async def test_a_stream_needs_a_token_when_tokens_are_on(serve: MakeClient) -> None:
     client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
     assert (await client.get("/dashboard/events/charts/rollout")).status == 401
     headers = {"Authorization": f"Bearer {READER}"}
     async with client.get("/dashboard/events/charts/rollout", headers=headers) as stream:
         assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
+
+
+async def test_a_stream_ends_as_soon_as_its_client_hangs_up(serve: MakeClient) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    watcher = client.server.app[WATCHER]
+    async with client.get("/dashboard/events/charts/rollout") as stream:
+        await asyncio.wait_for(read_event(stream.content), 5)
+        assert watcher.listening
+        stream.close()
+    for _ in range(50):  # well before the first keep-alive (15 s): the server cancels the stream's handler
+        if not watcher.listening:
+            break
+        await asyncio.sleep(0.02)
+    assert not watcher.listening
 
 
 async def test_without_tokens_there_is_nothing_to_sign_in_to(serve: MakeClient) -> None:
@@ -383,10 +396,7 @@ async def test_an_event_source_gets_a_stream_even_when_refused(serve: MakeClient
     assert (await client.get("/dashboard/events/charts/rollout")).status == 401  # curl -N: the API's JSON error
 
 
-async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing(
-    serve: MakeClient, plain: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(events, "KEEPALIVE", 0.5)  # the server notices the client left at a keep-alive
+async def test_reconnecting_with_the_last_id_while_a_leader_renews_sends_nothing(serve: MakeClient, plain: Any) -> None:
     client = await serve(ROLLOUT, dashboard=True, scheduler=False)
     await plain.set(keys.leader(), '{"id": "host-a", "pid": 42}', px=30000)
     async with client.get("/dashboard/events/charts/rollout") as stream:
