@@ -43,8 +43,8 @@ async def overview_page(request: web.Request, who: Viewer, query: str, page: int
         store = request.app[STORE]
         snaps = await store.current_states(picked)
         readable = [(c, s) for c, s in zip(picked, snaps, strict=True) if not isinstance(s, StateServiceError)]
-        rollouts = await overview.rollouts(request.app[REDIS], readable)
         now = await store.clock()
+        rollouts = await overview.rollouts(request.app[REDIS], readable, now)
         counted = await _configurations(request, who)
         approvals = [await pending_approval(request, chart, snap) for chart, snap in readable]
     summaries = [
@@ -88,9 +88,9 @@ async def chart_page(request: web.Request) -> tuple[view.ChartPage, svg.Diagram]
         store = request.app[STORE]
         shown = await store.view(chart)
         snap = shown.snapshot
-        visit = await overview.visit(request.app[REDIS], chart, snap.state)
-        history = await store.history(chart, HISTORY)
         now = await store.clock()
+        visit = await overview.visit(request.app[REDIS], chart, snap.state, now)
+        history = await store.history(chart, HISTORY)
         leader = await holder(request.app[REDIS], now)
         approval = await pending_approval(request, chart, snap)
     summary = view.summarize(chart, snap, shown.counters, len(visit.slots), len(visit.failures), now, approval)

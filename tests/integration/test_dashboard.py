@@ -90,6 +90,22 @@ async def test_the_overview_shows_each_charts_progress_slots_and_failures(serve:
     assert "samesite=strict" in page.headers["Set-Cookie"].lower()
 
 
+async def test_a_slot_past_its_expiry_is_shown_expired_not_held(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False)
+    await client.put("/charts/rollout/slots/b?state=canary")
+    await client.put("/charts/rollout/slots/c?state=canary")
+    gone = '{"granted_at": "2026-01-01T00:00:00.000000Z", "expires_at": "2026-01-01T00:05:00.000000Z"}'
+    await plain.hset(keys.chart_slots("rollout", "canary"), "b", gone)  # b's host died: no renewal came
+    html = await (await client.get("/", headers=HTML)).text()
+    row = html[html.index('data-chart="rollout"') :]
+    assert "1 / 2" in row[row.index('data-label="Slots"') :]  # c's only, as GET /charts/rollout/slots says
+    page = await (await client.get("/dashboard/charts/rollout", headers=HTML)).text()
+    holding, failed, expired = page.index("Holding slots (1)"), page.index("Failed ("), page.index("Slots expired (1)")
+    assert '"host">c<' in page[holding:failed] and '"host">b<' not in page[holding:failed]
+    assert '"host">b</span> at <time datetime="2026-01-01T00:05:00.000000Z"' in page[expired:]
+    assert (await (await client.get("/charts/rollout/slots")).json())["held"] == 1
+
+
 async def test_the_overview_filters_by_name_and_pages(serve: MakeClient) -> None:
     charts = [wave(3, f"w{i:03}") for i in range(130)]
     client = await serve(*charts, dashboard=True, scheduler=False)
