@@ -292,7 +292,7 @@ def _run_command(commands: argparse._SubParsersAction[Parser], common: Parser) -
         "refused (a halted chart, an unknown state); 64 on a mistake in the command line. A halt while COMMAND "
         "runs is said on stderr; COMMAND is not killed.",
         examples="""
-            stateservice run fleet --chart rollout -- sudo systemctl restart app
+            stateservice run restart --chart rollout -- sudo systemctl restart app
             stateservice run canary --wait 3600 --host web1.example.com -- ./upgrade.sh --fast
         """,
     )

@@ -22,6 +22,7 @@ import pytest
 import stateservice
 from stateservice import config
 from stateservice.core.parse import parse
+from stateservice.core.parse_configuration import parse_configuration
 from stateservice.store import keys
 from tests.support.docs import console_steps
 from tests.support.service import REPO, Services
@@ -30,7 +31,7 @@ ROOT = REPO
 README = (ROOT / "README.md").read_text()
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 MANUAL = [ROOT / "README.md", *PAGES]  # every file whose blocks may be marked runnable
-RUNNABLE = "<!-- runnable -->"  # or `<!-- runnable examples/CHART.yaml -->`: against a service of that chart
+RUNNABLE = "<!-- runnable -->"  # or `<!-- runnable examples/CHART.yaml [--configuration examples/FILE.yaml] -->`
 
 
 def page(name: str) -> str:
@@ -109,10 +110,22 @@ def test_machine_keys_table_names_every_machine_key() -> None:
         assert key in (keys.__doc__ or ""), f"{key} missing from the keys module docstring"
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("examples/**/*.yaml")), ids=lambda p: p.name)
+CONFIGURATIONS = ROOT / "examples" / "configurations"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in ROOT.glob("examples/**/*.yaml") if CONFIGURATIONS not in p.parents),
+    ids=lambda p: p.name,
+)
 def test_every_example_chart_parses(path: Path) -> None:
     result = parse(path.read_text(), str(path))
     assert result.problems == []
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGURATIONS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_configuration_parses(path: Path) -> None:
+    parse_configuration(path.read_text(), str(path))  # raises ChartError with FILE:LINE problems
 
 
 def test_charts_page_example_parses() -> None:
@@ -153,24 +166,28 @@ class Block:
     kind: str  # console or sh
     text: str
     chart: str = "examples/states.yaml"  # what the service the block runs against serves
+    configuration: str | None = None  # and the configuration file it serves, if any
 
     @property
     def name(self) -> str:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
+MARKER = r"^<!-- runnable(?: (examples/[\w./-]+\.yaml))?(?: --configuration (examples/[\w./-]+\.yaml))? -->$"
+
+
 def runnable_blocks(path: Path) -> tuple[list[Block], list[str]]:
     """Every block of `path` marked runnable, and each marker that is not right before a console or sh fence."""
     text = path.read_text()
     blocks, misplaced = [], []
-    for marker in re.finditer(r"^<!-- runnable(?: (examples/[\w.-]+\.yaml))? -->$", text, re.M):
+    for marker in re.finditer(MARKER, text, re.M):
         line = text.count("\n", 0, marker.start()) + 2  # the fence's line
         fence = re.match(r"\n```(console|sh)\n(.*?)^```$", text[marker.end() :], re.S | re.M)
         if fence is None:
             misplaced.append(f"{path.relative_to(ROOT)}:{line - 1}")
         else:
             chart = marker.group(1) or Block.chart
-            blocks.append(Block(path, line, fence.group(1), fence.group(2), chart))
+            blocks.append(Block(path, line, fence.group(1), fence.group(2), chart, marker.group(2)))
     return blocks, misplaced
 
 
@@ -208,7 +225,8 @@ def test_runnable_block_runs_as_written(block: Block) -> None:
     services.watch(workdir / "stateservice-data")
     try:
         shutil.copytree(ROOT / "examples", workdir / "examples")
-        service = services.start(block.chart)
+        args = ["--configuration", block.configuration] if block.configuration else []
+        service = services.start(block.chart, args=args)
         env = {**service.env, "STATESERVICE_URL": service.url}
         if block.kind == "sh":
             script = "\n".join(shell_command(line, service.url) for line in block.text.splitlines())
