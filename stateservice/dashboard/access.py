@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from stateservice.dashboard.session import ANONYMOUS, COOKIE, DIGEST, VISIT, Session, Sessions
-from stateservice.errors import CsrfRefused, Forbidden, Unauthorized
+from stateservice.errors import CsrfRefused, Forbidden, StateServiceError, Unauthorized
 from stateservice.security.tokens import Scope, Token
 from stateservice.store import overview
 from stateservice.telemetry import logs
@@ -72,12 +73,23 @@ class Viewer:
         return self.token is None or self.token.charts is None or chart in self.token.charts
 
 
-def still(request: web.Request, who: Viewer, now: float) -> bool:
+async def still(request: web.Request, who: Viewer, now: float) -> bool:
     """Whether `who` may still look, as an open event stream asks before each send and keep-alive: its session has
-    not expired and its token is still in the tokens file as it was (not removed, rotated or narrowed by SIGHUP)."""
-    if who.session is not None and who.session.expires <= now:
+    not expired nor been signed out with everybody's (`DEL stateservice:dashboard:secret`), and its token is still in
+    the tokens file as it was (not removed, rotated or narrowed by SIGHUP)."""
+    if who.session is not None and (who.session.expires <= now or not await _key_kept(request)):
         return False
     return who.token is None or request.app[auth.TOKENS].tokens.named(who.token.name) == who.token
+
+
+async def _key_kept(request: web.Request) -> bool:
+    """Whether the key in Redis is still the one the request's session was read with (one GET while it is)."""
+    try:
+        async with redis_deadline(request):
+            key = await overview.secret(request.app[REDIS])
+    except (StateServiceError, RedisError, OSError):
+        return True  # cannot tell now: the stream's next read says Redis is down, and it asks again after
+    return request[CURRENT].signs_with(key)
 
 
 class NotSignedIn(Exception):

@@ -110,8 +110,8 @@ async def stream(
     """Send `build()`'s model as `event` now and after each change of `charts`, until the client or worker goes, or
     `who` may no longer look (checked before each send and keep-alive: `access.still`)."""
 
-    def allowed() -> bool:
-        return access.still(request, who, time.time())
+    async def allowed() -> bool:
+        return await access.still(request, who, time.time())
 
     watcher = request.app[WATCHER]
     listener = watcher.listen(charts)
@@ -123,7 +123,7 @@ async def stream(
             async with asyncio.timeout(SUBSCRIBED_WITHIN):  # not wait_for: see store/announce.py's
                 await watcher.hearing_changes.wait()
         seen = request.headers.get("Last-Event-ID")
-        while not watcher.closing and allowed():
+        while not watcher.closing and await allowed():
             listener.changed.clear()
             seen, read_ok = await _send(response, event, build, seen)
             await _idle(response, watcher, listener.changed, allowed, retry=not read_ok)
@@ -157,7 +157,7 @@ async def _idle(
     response: web.StreamResponse,
     watcher: MoveWatcher,
     changed: asyncio.Event,
-    allowed: Callable[[], bool],
+    allowed: Callable[[], Awaitable[bool]],
     *,
     retry: bool,
 ) -> None:
@@ -168,7 +168,7 @@ async def _idle(
             async with asyncio.timeout(KEEPALIVE):  # not wait_for: see store/announce.py's
                 await changed.wait()
         except TimeoutError:
-            if not allowed():
+            if not await allowed():
                 return
             await response.write(b": keep-alive\n\n")
             if retry:

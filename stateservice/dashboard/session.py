@@ -52,6 +52,9 @@ class Sessions:
         self._secret = secret
         self.lifetime = lifetime
 
+    def signs_with(self, secret: bytes) -> bool:
+        return hmac.compare_digest(secret, self._secret)
+
     def new(self, name: str, now: float, sha256: str = "") -> Session:
         """A fresh session of `name`, whose token's SHA-256 is `sha256` (a fresh nonce: signing in never keeps the
         anonymous session's CSRF token)."""

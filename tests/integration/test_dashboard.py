@@ -435,6 +435,17 @@ async def test_deleting_the_secret_signs_everybody_out(serve: MakeClient, plain:
     assert (await client.get("/dashboard/charts/rollout", headers=HTML)).status == 200
 
 
+async def test_deleting_the_secret_ends_the_open_streams_of_sessions(serve: MakeClient, plain: Any) -> None:
+    client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
+    await sign_in(client, ADMIN)
+    async with client.get("/dashboard/events/charts/rollout") as stream:  # the session's cookie, no bearer
+        assert (await asyncio.wait_for(read_event(stream.content), 5))["event"] == "chart"
+        await plain.delete(keys.dashboard_secret())
+        await client.put("/charts/rollout/state?state=canary&host=a", headers={"Authorization": f"Bearer {ADMIN}"})
+        after = await asyncio.wait_for(read_event(stream.content), 2)
+        assert after["event"] == "problem" and after["data"]["status"] == 401, after
+
+
 async def test_the_sign_in_page_says_redis_is_down_as_a_page(serve: MakeClient, plain: Any) -> None:
     client = await serve(ROLLOUT, dashboard=True, scheduler=False, tokens=TOKENS)
     await plain.execute_command("CLIENT", "PAUSE", "4000", "ALL")
