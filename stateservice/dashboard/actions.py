@@ -26,6 +26,7 @@ from stateservice.errors import (
     ContinuationExpired,
     ContinuationUsed,
     Forbidden,
+    InvalidJSON,
     InvalidName,
     MissingParameter,
     NoChoiceMatched,
@@ -123,7 +124,10 @@ def _input(raw: str | None) -> str:
         given = None
     if not isinstance(given, dict):
         raise BadRequest('the input must be a JSON object, such as {"approved": true}', parameter="input")
-    return orjson.dumps(given).decode()
+    try:
+        return orjson.dumps(given).decode()
+    except orjson.JSONEncodeError:  # orjson reads 1,024 levels but writes 254: as POST /continuations answers
+        raise InvalidJSON("the input nests too deeply: at most 200 levels of objects and arrays") from None
 
 
 def _reason(raw: str | None) -> str | None:

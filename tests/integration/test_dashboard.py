@@ -307,6 +307,10 @@ async def test_approving_needs_the_approve_scope_and_a_json_object(serve: MakeCl
     form = {"csrf": csrf(html), "continuation": pending["pending_approval"]["id"], "state": "review"}
     bad = await client.post("/dashboard/charts/gate/approve", data={**form, "input": "[1]"}, headers=HTML)
     assert bad.status == 400
+    deep = '{"approved": true, "x": ' + "[" * 300 + "]" * 300 + "}"  # as POST /continuations/{id}: a 400
+    bad = await client.post("/dashboard/charts/gate/approve", data={**form, "input": deep}, headers=HTML)
+    assert bad.status == 400 and "nests too deeply" in await bad.text()
+    assert bad.headers["Content-Type"].startswith("text/html")
 
 
 async def test_removing_a_token_ends_its_open_streams(serve: MakeClient) -> None:
