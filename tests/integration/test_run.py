@@ -128,14 +128,17 @@ def test_a_halt_while_the_command_runs_is_said_and_the_command_goes_on(
 ) -> None:
     service = start(services, redis_url, tmp_path, ttl="3s")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stateservice", "run", "canary", "--host", "web1", "--", "sleep", "3"],
+        [sys.executable, "-m", "stateservice", "run", "canary", "--host", "web1", "--", "sleep", "4"],
         cwd=service.cwd,
         env=service_env({"STATESERVICE_URL": service.url}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30  # a loaded machine may take seconds to start `run`: halt once it holds the slot
+    while json.loads(http("GET", f"{service.url}/charts/roll/slots")[2])["held"] == 0:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
     assert http("POST", f"{service.url}/charts/roll/halt?reason=stop")[0] == 200
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0  # the command's own code: it was not killed
