@@ -195,6 +195,11 @@ class Approvals:
             await self.store.redis.set(key, value)
         else:
             await self.store.redis.set(key, value, exat=pending.expires_at + self.retention)
+        # a resume that settled it meanwhile gave the owner string its retention before this SET took it away (read
+        # after the SET: a resume settling later sets the retention itself, after its EXEC)
+        record = keys.chart_continuation(pending.chart, pending.id)
+        if await self.store.redis.hexists(record, keys.CONTINUATION_OUTCOME):
+            await self.store.redis.expire(key, self.retention)
 
     async def own(self, pending: Pending) -> None:
         """Repair the owner string (the leader, for every pending one): missing, or left with the orphans' expiry

@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from stateservice.core.chart import Chart
 from stateservice.security.tokens import hash_secret, parse_tokens
 from stateservice.store import keys
+from stateservice.store.approvals import Approvals, Pending
 from tests.support.app import Client, MakeClient
-from tests.support.charts import chart, final, increment, load, review
+from tests.support.charts import approval, chart, final, increment, load, review
 from tests.support.service import run_cli
 
 
@@ -232,3 +234,30 @@ async def test_any_service_on_the_same_redis_resumes_another_ones_chart(serve: M
     assert shown.status == 200 and (await shown.json())["chart"] == "gate"
     assert (await other.post(url, json={"approved": True})).status == 200
     assert (await (await serving.get("/charts/gate")).json())["current_state"] == "fleet"
+
+
+async def test_a_continuation_used_while_its_owner_string_is_written_still_expires(
+    serve: MakeClient, plain: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    untimed = approval("review", ("true", "done"), default="done")  # no timeout: its owner lives until it is used
+    client = await serve(
+        load(chart("gate", "canary", increment("canary", "review", 1), untimed, final("done"))), scheduler=False
+    )
+    held, go = asyncio.Event(), asyncio.Event()
+    original = Approvals._owned
+
+    async def paused(self: Approvals, pending: Pending) -> None:  # a worker between its commit and the owner's write
+        held.set()
+        await go.wait()
+        await original(self, pending)
+
+    monkeypatch.setattr(Approvals, "_owned", paused)
+    assert (await client.put("/charts/gate/state?state=canary&host=w")).status == 200
+    view = asyncio.ensure_future(client.get("/charts/gate"))  # makes the continuation
+    await held.wait()
+    continuation = await plain.hget(keys.chart_state("gate"), keys.CONTINUATION)
+    monkeypatch.setattr(Approvals, "_owned", original)
+    assert (await client.post(f"/continuations/{continuation}", json={"approved": True})).status == 200
+    go.set()
+    assert (await view).status == 200
+    assert await plain.ttl(keys.continuation_owner(continuation)) > 0  # not kept for ever (-1)
