@@ -32,6 +32,8 @@ def parse_input(text: str | None) -> bytes:
         value = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise client.UsageError(f"--input is not JSON ({exc}); write it as '{{\"approved\": true}}'") from None
+    except RecursionError:
+        raise client.UsageError("--input nests too deeply (the service takes at most 200 levels)") from None
     if not isinstance(value, dict):
         raise client.UsageError("--input must be a JSON object such as '{\"approved\": true}'")
     return json.dumps(value).encode()

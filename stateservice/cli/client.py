@@ -73,6 +73,17 @@ def settings(url: str | None, environ: Mapping[str, str]) -> tuple[str, str | No
     return check_url(url or environ.get("STATESERVICE_URL") or DEFAULT_URL), environ.get("STATESERVICE_TOKEN")
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The API never redirects: a 3xx is an answer like any other, and never takes the token elsewhere (urllib would
+    send the Authorization header on to wherever a redirect pointed, another host included)."""
+
+    def redirect_request(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def request(method: str, url: str, token: str | None, timeout: float, payload: bytes | None = None) -> Answer:
     """One HTTP request (`payload`: JSON to send). Raises Unreachable when the service cannot be reached."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -80,7 +91,7 @@ def request(method: str, url: str, token: str | None, timeout: float, payload: b
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=payload, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
+        with _OPENER.open(req, timeout=timeout) as response:
             return Answer(response.status, response.read().decode("utf-8", "replace"))
     except urllib.error.HTTPError as error:
         with error:

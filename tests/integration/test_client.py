@@ -219,3 +219,46 @@ def test_unreachable_after_the_deadline_says_why_in_words(tmp_path: Path) -> Non
         "cannot reach http://127.0.0.1:9: connection refused (is `stateservice serve` running?)"
     )
     assert "URLError" not in done.stderr and "Errno" not in done.stderr
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to `target`, and records the requests it gets."""
+
+    target = ""
+    seen: list[dict[str, str]]
+
+    def do_GET(self) -> None:
+        self.seen.append(dict(self.headers.items()))
+        self.send_response(302)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirect_is_not_followed_so_the_token_goes_nowhere_else(tmp_path: Path) -> None:
+    first: list[dict[str, str]] = []
+    elsewhere: list[dict[str, str]] = []
+    other = ThreadingHTTPServer(("127.0.0.1", 0), type("Other", (_Redirecting,), {"seen": elsewhere}))
+    target = f"http://127.0.0.1:{other.server_address[1]}/state"
+    asked = ThreadingHTTPServer(("127.0.0.1", 0), type("Asked", (_Redirecting,), {"seen": first, "target": target}))
+    for server in (other, asked):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{asked.server_address[1]}"
+        done = run_cli("gate", "canary", "--url", url, cwd=tmp_path, env={"STATESERVICE_TOKEN": "sst_secret"})
+        assert done.returncode == 2 and "HTTP 302" in done.stderr, done.stderr
+        assert len(first) == 1 and first[0]["Authorization"] == "Bearer sst_secret"
+        assert elsewhere == []  # never asked, so never given the token
+    finally:
+        for server in (other, asked):
+            server.shutdown()
+            server.server_close()
+
+
+def test_approve_refuses_an_input_nested_too_deeply_as_a_usage_error(tmp_path: Path) -> None:
+    deep = '{"x": ' + "[" * 5000 + "]" * 5000 + "}"
+    done = run_cli("approve", "abcdefghijklmnopqrstuv", "--input", deep, "--url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert done.returncode == 64 and "nests too deeply" in done.stderr and "Traceback" not in done.stderr
