@@ -148,16 +148,12 @@ class Approvals:
         if snap.continuation is not None and not moves:
             fields = await pipe.hgetall(keys.chart_continuation(chart.name, snap.continuation))
             found = decode(snap.continuation, chart.name, fields) if fields else None
-            if found is not None and found.expires_at == expires and found.state == snap.state:
-                return snap, moves, found, False
-            # lost, or written under a timeout a reload has changed: the same id, its record made right
-            pending = replace(found, state=snap.state, expires_at=expires) if found else None
-            pending = pending or Pending(snap.continuation, chart.name, snap.state, now, expires)
-            pipe.multi()
-            self._keep(pipe, pending)
-            await execute(pipe)
-            log.warning("continuation_repaired", chart=chart.name, continuation=pending.id)
-            return snap, moves, pending, True
+            # settled while the chart stayed (a reload made the state another kind, and another made it an approval
+            # again): it answers 410 for ever, so the visit gets a new one below
+            if found is None or found.outcome is None:
+                return await self._repair(
+                    pipe, chart, snap, found, Pending(snap.continuation, chart.name, snap.state, now, expires)
+                )
         # the owner string first: the id must never be stored where a resume cannot find its chart
         await self.store.redis.set(keys.continuation_owner(new), f"chart {chart.name}", ex=ORPHAN_TTL)
         pending = Pending(new, chart.name, snap.state, now, expires)
@@ -170,6 +166,20 @@ class Approvals:
         pipe.publish(keys.chart_channel(chart.name), snap.state)
         await execute(pipe)
         return snap, moves, pending, True
+
+    async def _repair(
+        self, pipe: Pipeline, chart: Chart, snap: Snapshot, found: Pending | None, wanted: Pending
+    ) -> tuple[Snapshot, list[Transition], Pending | None, bool]:
+        """The visit's pending continuation `found` as `_suspend` returns it: made right first when it was lost, or
+        written under a timeout a reload has changed (the same id, `wanted`'s state and expiry)."""
+        if found is not None and found.expires_at == wanted.expires_at and found.state == wanted.state:
+            return snap, [], found, False
+        pending = replace(found, state=wanted.state, expires_at=wanted.expires_at) if found else wanted
+        pipe.multi()
+        self._keep(pipe, pending)
+        await execute(pipe)
+        log.warning("continuation_repaired", chart=chart.name, continuation=pending.id)
+        return snap, [], pending, True
 
     def _keep(self, pipe: Pipeline, pending: Pending) -> None:
         """Queue the continuation's record, kept until its expiry and retention (without one, until settled)."""

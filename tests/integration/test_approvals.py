@@ -261,3 +261,18 @@ async def test_a_continuation_used_while_its_owner_string_is_written_still_expir
     go.set()
     assert (await view).status == 200
     assert await plain.ttl(keys.continuation_owner(continuation)) > 0  # not kept for ever (-1)
+
+
+async def test_a_visit_whose_continuation_was_settled_while_it_stayed_gets_a_new_one(
+    serve: MakeClient, plain: Redis
+) -> None:
+    client = await serve(gate(), scheduler=False)
+    first = await suspended(client)
+    # as a reload that made review another kind settles it (a resume then answers 410), before another reload
+    # makes review an approval again: the chart never left review
+    settled = {"used": False, "state": "review", "reason": "the chart left state 'review'", "at": first["created_at"]}
+    await plain.hset(keys.chart_continuation("gate", first["id"]), keys.CONTINUATION_OUTCOME, json.dumps(settled))
+    again = (await (await client.get("/charts/gate")).json())["pending_approval"]
+    assert again["id"] != first["id"]
+    assert (await client.post(again["continuation_url"], json={"approved": True})).status == 200
+    assert (await (await client.get("/charts/gate")).json())["current_state"] == "fleet"
