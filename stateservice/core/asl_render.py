@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from stateservice.core.approvals import Choice
+from stateservice.core.parse_approval import plain
 
 
 @dataclass
@@ -38,6 +39,9 @@ def quote(value: object) -> str:
 
 def _scalar(value: object) -> str:
     """`value` as one YAML flow scalar that the chart parser reads back as the same value and type."""
+    if isinstance(value, str) and not isinstance(plain(value), str):
+        # text JSON would read as a number (`1e3`, which YAML 1.1 leaves unquoted), true, false or null
+        return json.dumps(value)
     text = yaml.safe_dump([value], default_flow_style=True, width=1 << 30)
     return text.strip()[1:-1]
 

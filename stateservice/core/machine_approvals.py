@@ -10,6 +10,7 @@ What a resume picks is `core/approvals.pick`, the same as for charts.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,11 @@ def _when(value: Any, path: Path, found: list[Found]) -> tuple[tuple[str, Scalar
     bad = [k for k, v in value.items() if not isinstance(v, str | int | float | bool) and v is not None]
     for key in bad:
         found.append(Found((*path, str(key)), "must be a single value (text, number, true, false or null)"))
+    # a YAML file's 1e400 reads as infinity, which no JSON resume can send (and orjson would store as null)
+    huge = [k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v)]
+    for key in huge:
+        found.append(Found((*path, str(key)), "is too large for a number; quote it if it is text"))
+    bad += huge
     return None if bad else tuple((str(k), v) for k, v in value.items())
 
 

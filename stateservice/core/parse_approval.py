@@ -3,11 +3,15 @@
 Pure, like `parse.py`, whose checker it reports through. Next states are resolved by the
 checker at the end of the file (they may be defined further down); what can be told from the
 state alone is told here: a choice an earlier one always catches, an empty `when`, a state
-that could wait forever (no default and no timeout), a notify address that is not http(s).
+that could wait forever (no default and no timeout), a notify address that is not http(s), a `when`
+number too large to be finite (an error) and a `~` or empty `when` value (a warning: it is text).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from datetime import timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -18,11 +22,12 @@ from stateservice.core import timing
 from stateservice.core.approvals import Approval, Choice, Scalar, Timeout, shadowed
 
 KEYS = ("choices", "default", "timeout", "notify")
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
+# JSON's words and number grammar (RFC 8259), not YAML 1.1's resolvers: those read 12:30 as 750,
+# 010 as 8, 0x10 as 16 and ~ as null, and leave 1e3 text, so a resume sending what the chart
+# shows would match nothing.
+_WORDS: dict[str, Scalar] = {"true": True, "false": False, "null": None}
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NULL = "tag:yaml.org,2002:null"
-_CONSTRUCTOR = yaml.constructor.SafeConstructor()
-_BOOLEANS = {"true": True, "false": False}
 
 Entry = tuple[yaml.Node, yaml.Node]
 
@@ -31,6 +36,8 @@ class Checker(Protocol):
     """What the chart checker offers: report at a node, read a section, a state name, and resolve names later."""
 
     def error(self, node: yaml.Node | int, message: str) -> None: ...
+
+    def warn(self, node: yaml.Node | int, message: str) -> None: ...
 
     def mapping(self, node: yaml.Node, what: str, allowed: tuple[str, ...]) -> dict[str, Entry] | None: ...
 
@@ -110,12 +117,24 @@ def _choice(checker: Checker, node: yaml.Node, what: str, owner: str) -> Choice 
         return None
     values: list[tuple[str, Scalar]] = []
     for field, (_, value) in when.items():
-        read = _value(value)
+        read = _when_value(checker, value, f"{what}: when.{field}")
         if isinstance(read, _Bad):
-            checker.error(value, f"{what}: when.{field} must be a single value (text, number, true, false or null)")
             return None
         values.append((field, read))
     return Choice(tuple(values), target)
+
+
+def _when_value(checker: Checker, node: yaml.Node, what: str) -> Scalar | _Bad:
+    read = _value(node)
+    if isinstance(read, _Bad):
+        checker.error(node, f"{what} must be a single value (text, number, true, false or null)")
+    elif isinstance(read, float) and not math.isfinite(read):
+        # JSON has no infinity: no resume could send one, so this choice could never match
+        checker.error(node, f"{what}: {node.value} is too large for a number; quote it if it is text")
+        return _Bad()
+    elif _null_spelling(node):
+        checker.warn(node, f"{what} is the text {node.value!r}, as JSON would read it: write null for null or quote it")
+    return read
 
 
 class _AnyKey(tuple[str, ...]):
@@ -137,24 +156,32 @@ def scalar(node: yaml.Node) -> tuple[bool, Scalar]:
 
 
 def _value(node: yaml.Node) -> Scalar | _Bad:
-    """A `when` value as JSON would read it: numbers, true/false, null, else text."""
+    """A `when` value as JSON would read it: a plain scalar that is a JSON number, true, false or null is
+    that value, anything else (quoted, or not JSON) is the text written."""
     if not isinstance(node, yaml.ScalarNode):
         return _Bad()
-    plain = not node.style  # PyYAML says None for a plain scalar, libyaml's composer says ""
-    if node.tag == _NULL and plain:
-        return None
-    if plain and node.value in _BOOLEANS:
-        return _BOOLEANS[node.value]
-    try:
-        if node.tag == _INT:
-            whole: int = _CONSTRUCTOR.construct_yaml_int(node)
-            return whole
-        if node.tag == _FLOAT:
-            real: float = _CONSTRUCTOR.construct_yaml_float(node)
-            return real
-    except (ValueError, IndexError):
-        pass
-    return str(node.value)
+    text = str(node.value)
+    if node.style:  # quoted or a block: text, whatever it says (PyYAML: None for plain, libyaml: "")
+        return text
+    return plain(text)
+
+
+def plain(text: str) -> Scalar:
+    """What `text` written unquoted in `when` means: the JSON number, true, false or null it is, else the text."""
+    if text in _WORDS:
+        return _WORDS[text]
+    if _JSON_NUMBER.fullmatch(text):
+        try:
+            number: int | float = json.loads(text)
+        except ValueError:  # an integer past Python's 4300 digits: too large to be finite, as JSON floats go
+            number = float(text)
+        return number
+    return text
+
+
+def _null_spelling(node: yaml.Node) -> bool:
+    """A plain `~`, `Null` or nothing: YAML's null, but text here; whoever wrote it likely meant null."""
+    return isinstance(node, yaml.ScalarNode) and not node.style and node.tag == _NULL and node.value != "null"
 
 
 def _next(checker: Checker, entry: Entry, what: str, owner: str) -> str | None:

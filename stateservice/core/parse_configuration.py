@@ -5,8 +5,8 @@ Pure: takes the text and the path to name in messages, reads nothing. The text i
 data a JSON POST carries, and checked by `configuration_from`; each of its findings goes on the
 line of the node at the finding's path. Scalars are read as the text written (`version: 1.10`
 is "1.10", not 1.1); only a null (`~`, or nothing) is not text, and an approval state's `when`
-values, which are read as JSON would read them (`approved: true` is true, `level: 2` is 2), as
-chart files read them (parse_approval.scalar).
+values, which are read as JSON would read them (`approved: true` is true, `level: 2` is 2,
+`slot: 12:30` and `who: ~` are text), as chart files read them (parse_approval.scalar).
 """
 
 from __future__ import annotations

@@ -173,6 +173,9 @@ def test_values_keep_their_json_types_through_the_yaml() -> None:
         {"Variable": "$.a", "BooleanEquals": False, "Next": "End"},
         {"Variable": "$.a", "StringEquals": "it's: {x}", "Next": "End"},
         {"Variable": "$.a", "StringEquals": "é\n\u2028# not a comment", "Next": "End"},
+        {"Variable": "$.a", "StringEquals": "1e3", "Next": "End"},  # YAML 1.1 writes it unquoted; JSON reads 1000.0
+        {"Variable": "$.a", "StringEquals": "-2.5E-1", "Next": "End"},
+        {"Variable": "$.a", "StringEquals": "0x10", "Next": "End"},
     ]
     document = machine(
         S={"Type": "Task", "Resource": SUSPEND, "Next": "C"},
@@ -181,8 +184,11 @@ def test_values_keep_their_json_types_through_the_yaml() -> None:
     )
     _, chart = imported(document)
     values = [c.when[0][1] for c in state(chart, "S").approval.choices]
-    assert values == ["true", "null", "12", 12, -0.5, 1e20, False, "it's: {x}", "é\n\u2028# not a comment"]
-    assert [type(v) for v in values] == [str, str, str, int, float, float, bool, str, str]
+    assert values == [
+        *("true", "null", "12", 12, -0.5, 1e20, False, "it's: {x}", "é\n\u2028# not a comment"),
+        *("1e3", "-2.5E-1", "0x10"),
+    ]
+    assert [type(v) for v in values] == [str, str, str, int, float, float, bool, str, str, str, str, str]
 
 
 def test_two_suspend_tasks_may_share_a_choice() -> None:

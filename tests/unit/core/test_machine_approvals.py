@@ -107,7 +107,7 @@ states:
   - name: review
     type: approval
     choices:
-      - when: {approved: true, level: 2, note: "true", who: ~}
+      - when: {approved: true, level: 2, note: "true", who: null, slot: 12:30, tilde: ~}
         next: go
       - when: {approved: false}
         next: new
@@ -122,10 +122,30 @@ transitions:
 def test_a_yaml_file_reads_when_values_as_json_does() -> None:
     approval = parse_configuration(YAML, "c.yaml").approval("review")
     assert approval is not None
-    assert approval.choices[0].when == (("approved", True), ("level", 2), ("note", "true"), ("who", None))
-    assert pick(approval, {"approved": True, "level": 2, "note": "true", "who": None}) == "go"
+    when = {"approved": True, "level": 2, "note": "true", "who": None, "slot": "12:30", "tilde": "~"}
+    assert approval.choices[0].when == tuple(when.items())  # not YAML 1.1's 750 and null
+    assert pick(approval, when) == "go"
     assert pick(approval, {"approved": False}) == "new"
     assert approval.timeout == Timeout(timedelta(hours=1), "new")
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("1e3", 1000.0), ("12:30", "12:30"), ("0x10", "0x10"), ("010", "010"), ("yes", "yes"), ("'2'", "2"), ("-1", -1)],
+)
+def test_a_yaml_file_reads_when_values_as_a_chart_file_does(written: str, value: Any) -> None:
+    text = YAML.replace("when: {approved: false}", f"when: {{v: {written}}}")
+    approval = parse_configuration(text, "c.yaml").approval("review")
+    assert approval is not None
+    assert approval.choices[1].when == (("v", value),) and type(approval.choices[1].when[0][1]) is type(value)
+
+
+def test_a_yaml_file_cannot_write_a_number_too_large_to_be_finite() -> None:
+    with pytest.raises(ChartError) as caught:
+        parse_configuration(YAML.replace("when: {approved: false}", "when: {n: 1e400}"), "c.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "c.yaml:10: states.1.choices.1.when.n: is too large for a number; quote it if it is text"
+    ]
 
 
 def test_a_yaml_file_names_each_problem_by_its_line() -> None:
@@ -135,7 +155,8 @@ def test_a_yaml_file_names_each_problem_by_its_line() -> None:
     lines = [str(p) for p in caught.value.problems]
     assert lines[0].startswith("c.yaml:11: states.1.choices.1.next: unknown state 'nowhere'"), lines
     assert lines[1].startswith("c.yaml:12: states.1.timeout.after: 'soon' is not"), lines
-    shadowed = YAML.replace("when: {approved: false}", "when: {approved: true, level: 2, note: 'true', who: ~, x: 1}")
+    also = "approved: true, level: 2, note: 'true', who: null, slot: '12:30', tilde: '~', x: 1"
+    shadowed = YAML.replace("when: {approved: false}", f"when: {{{also}}}")
     with pytest.raises(ChartError) as caught:
         parse_configuration(shadowed, "c.yaml")
     assert [str(p) for p in caught.value.problems] == [

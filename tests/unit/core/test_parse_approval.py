@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import stateservice.core.parse as parse_module
-from stateservice.core.approvals import Approval, Choice, Timeout
+from stateservice.core.approvals import Approval, Choice, Timeout, pick
 from stateservice.core.chart import Func, State
 from stateservice.core.parse import parse
 from tests.support.charts import text as chart
@@ -111,36 +114,121 @@ def test_an_approval_state_may_have_windows_and_blackouts() -> None:
     assert ask_state is not None and ask_state.rollout.timed
 
 
-@pytest.mark.parametrize(
-    ("written", "value"),
-    [
-        ("true", True),
-        ("false", False),
-        ("null", None),
-        ("~", None),
-        ("1", 1),
-        ("-3", -3),
-        ("1_000", 1000),
-        ("0x10", 16),
-        ("1.5", 1.5),
-        ('"1"', "1"),
-        ("'true'", "true"),
-        ('"null"', "null"),
-        ("yes", "yes"),
-        ("no", "no"),
-        ("on", "on"),
-        ("True", "True"),
-        ("2030-01-01", "2030-01-01"),
-        ("T-1", "T-1"),
-    ],
-)
-@pytest.mark.usefixtures("loader")
-def test_when_values_are_typed_as_json_would_read_them(written: str, value: Any) -> None:
-    made = approval_of(ask(f"choices: [{{when: {{field: {written}}}, next: go}}]\ndefault: stop"))
+# A plain value is what json.loads makes of it when it is a JSON number, true, false or null; anything else, and
+# anything quoted, is the text written. YAML 1.1 reads several of these otherwise (in the comments): a resume
+# sending what the chart shows would then match nothing.
+WHEN_VALUES = [
+    ("true", True),
+    ("false", False),
+    ("null", None),
+    ("1", 1),
+    ("-1", -1),
+    ("-3", -3),
+    ("0", 0),
+    ("2.5", 2.5),
+    ("1.5", 1.5),
+    ("-0.0", -0.0),
+    ("1e3", 1000.0),  # YAML 1.1: the text "1e3"
+    ("1E3", 1000.0),
+    ("2.5e-1", 0.25),
+    ("1.0e+16", 1e16),
+    ("12345678901234567890", 12345678901234567890),
+    ("12:30", "12:30"),  # YAML 1.1: 750, base 60
+    ("0x10", "0x10"),  # YAML 1.1: 16
+    ("010", "010"),  # YAML 1.1: 8, octal
+    ("0o17", "0o17"),
+    ("0b101", "0b101"),  # YAML 1.1: 5
+    ("1_000", "1_000"),  # YAML 1.1: 1000
+    ("+1", "+1"),  # YAML 1.1: 1
+    (".5", ".5"),  # YAML 1.1: 0.5
+    ("1.", "1."),  # YAML 1.1: 1.0
+    (".nan", ".nan"),  # YAML 1.1: NaN, which equals nothing
+    (".inf", ".inf"),  # YAML 1.1: infinity, which no JSON resume can send
+    ("-.inf", "-.inf"),
+    ("~", "~"),  # YAML 1.1: null (validate warns: see below)
+    ("Null", "Null"),
+    ('"1"', "1"),
+    ("'1e3'", "1e3"),
+    ("'true'", "true"),
+    ('"null"', "null"),
+    ("'12:30'", "12:30"),
+    ("yes", "yes"),
+    ("no", "no"),
+    ("on", "on"),
+    ("off", "off"),
+    ("True", "True"),
+    ("FALSE", "FALSE"),
+    ("2030-01-01", "2030-01-01"),
+    ("T-1", "T-1"),
+]
 
+
+def when_value(written: str) -> Any:
+    made = approval_of(ask(f"choices: [{{when: {{field: {written}}}, next: go}}]\ndefault: stop"))
     ((field, read),) = made.choices[0].when
     assert field == "field"
+    return read
+
+
+@pytest.mark.parametrize(("written", "value"), WHEN_VALUES)
+@pytest.mark.usefixtures("loader")
+def test_when_values_are_typed_as_json_would_read_them(written: str, value: Any) -> None:
+    read = when_value(written)
+
     assert read == value and type(read) is type(value)
+    # a resume sending the JSON value picks the choice
+    made = approval_of(ask(f"choices: [{{when: {{v: {written}}}, next: go}}]\ndefault: stop"))
+    assert pick(made, {"v": value}) == "go"
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)))
+def test_any_json_number_true_false_or_null_written_plainly_reads_back_as_itself(value: Any) -> None:
+    written = json.dumps(value)
+    for fast in (parse_module._FastLoader, parse_module._Loader):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(parse_module, "_FastLoader", fast)
+            read = when_value(written)
+        assert repr(read) == repr(value), written  # the type too, and -0.0's sign
+
+
+@given(st.text(st.characters(codec="utf-8", categories=["L", "N", "P", "S", "Zs"]), max_size=20))
+def test_any_text_written_as_json_reads_back_as_itself(value: str) -> None:
+    assert when_value(json.dumps(value, ensure_ascii=False)) == value
+
+
+@pytest.mark.parametrize("written", ["~", "Null", "NULL"])
+@pytest.mark.usefixtures("loader")
+def test_a_yaml_null_that_json_would_not_read_is_text_with_a_warning(written: str) -> None:
+    text = ask(f"choices: [{{when: {{who: {written}}}, next: go}}]\ndefault: stop")
+
+    assert messages(text) == [
+        f"x.yaml:5: warning: state 'ask': choices[0]: when.who is the text {written!r}, as JSON would read it: "
+        "write null for null or quote it"
+    ]
+    assert approval_of(text).choices[0].when == (("who", written),)
+
+
+@pytest.mark.usefixtures("loader")
+def test_an_empty_when_value_is_the_empty_text_with_a_warning() -> None:
+    text = ask("choices:\n  - when: {who: }\n    next: go\ndefault: stop")
+
+    assert messages(text) == [
+        "x.yaml:6: warning: state 'ask': choices[0]: when.who is the text '', as JSON would read it: "
+        "write null for null or quote it"
+    ]
+    assert approval_of(text).choices[0].when == (("who", ""),)
+
+
+@pytest.mark.parametrize("written", ["1e400", "-1e400", "9" * 5000])  # 5000 digits: past int()'s limit too
+@pytest.mark.usefixtures("loader")
+def test_a_number_too_large_to_be_finite_is_refused(written: str) -> None:
+    # JSON reads it as infinity, which no resume can send: the choice could never match
+    text = ask(f"choices: [{{when: {{n: {written}}}, next: go}}]\ndefault: stop")
+
+    assert messages(text) == [
+        f"x.yaml:5: state 'ask': choices[0]: when.n: {written} is too large for a number; quote it if it is text"
+    ]
+    assert when_value(f"'{written}'") == written
 
 
 @pytest.mark.usefixtures("loader")
