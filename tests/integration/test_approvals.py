@@ -289,3 +289,16 @@ async def test_a_registered_chart_whose_definition_cannot_be_read_is_named(serve
         ("gate", "unreadable_definition")
     ]
     assert [a["id"] for a in (await (await serving.get("/approvals")).json())["approvals"]] == [pending["id"]]
+
+
+async def test_a_token_bound_to_some_charts_is_told_only_of_theirs_that_cannot_be_read(
+    serve: MakeClient, plain: Redis
+) -> None:
+    client = await serve(gate(), gate(name="elsewhere"), scheduler=False, tokens=parse_tokens(TOKENS, "tokens.yaml"))
+    for name in ("gate", "elsewhere"):
+        assert (await client.put(f"/charts/{name}/state?state=canary&host=w", headers=bearer("c"))).status == 200
+    await plain.hset(keys.chart_state("gate"), keys.CONTEXT, "[1]")
+    bound = await (await client.get("/approvals", headers=bearer("x"))).json()
+    assert [a["chart"] for a in bound["approvals"]] == ["elsewhere"] and bound["unreadable"] == []
+    every = await (await client.get("/approvals", headers=bearer("r"))).json()
+    assert [u["chart"] for u in every["unreadable"]] == ["gate"]
