@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from stateservice.core.machines import Configuration, Invalid, parse_ref
-from stateservice.errors import CorruptState, ForbiddenConfiguration, InvalidName
+from stateservice.errors import CorruptState, ForbiddenConfiguration, InvalidName, UnknownContinuation
 from stateservice.store import codec
 from stateservice.store.approvals import choices_document
 from stateservice.store.machine_approvals import MachineApprovals, Unreadable, Waiting
@@ -101,6 +101,8 @@ async def waiting(request: web.Request, ref: str | None) -> tuple[list[dict[str,
             _, configuration, context = await approvals.find(pending.id)
         except CorruptState as exc:  # the instance's context
             broken.append(Unreadable(pending.instance, pending.id, exc))
+            continue
+        except UnknownContinuation:  # resumed and forgotten since it was listed: waiting no longer
             continue
         found.append(document(pending, configuration, context))
     unreadable = [
