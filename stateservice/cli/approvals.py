@@ -77,6 +77,9 @@ def approvals(base: str, chart: str | None, token: str | None, as_json: bool) ->
         print(f"stateservice approvals: {answer.explain()}", file=sys.stderr)
         return client.ERROR
     waiting: list[dict[str, Any]] = answer.json().get("approvals", [])
+    for broken in answer.json().get("unreadable", []):  # the others are still listed
+        owner = broken.get("chart") or broken.get("instance")
+        print(f"stateservice approvals: {owner} cannot be read: {broken.get('message')}", file=sys.stderr)
     if as_json:
         print(json.dumps(waiting, indent=2))
         return client.YES

@@ -2,8 +2,11 @@
 
 The pages and the event streams read through here, so a stream sends what a page shows. Each
 read runs under the request's Redis deadline (`web/deadline.py`), as every API handler's does.
-An overview page costs two round trips a BATCH of its charts (their states, caught up as
-`GET /charts` does, then their counters, slots and failures), however many charts are served.
+An overview page costs four round trips a BATCH of its charts (their states, caught up as
+`GET /charts` does; their counters, slots and failures; then, of those waiting in approval
+states, their continuation ids and contexts, and those continuations: `store/pending.py`),
+however many charts are served. A transaction a chart runs only where a due move or a
+continuation still to be made needs one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from stateservice.dashboard.access import Viewer
 from stateservice.errors import StateServiceError
 from stateservice.store import codec, overview
 from stateservice.store.lease import holder
+from stateservice.store.pending import pending_many
 from stateservice.web import suspended
 from stateservice.web.appkeys import APPROVALS, CHARTS, MACHINES, REDIS, REGISTRAR, STORE
 from stateservice.web.deadline import redis_deadline
@@ -46,13 +50,17 @@ async def overview_page(request: web.Request, who: Viewer, query: str, page: int
         now = await store.clock()
         rollouts = await overview.rollouts(request.app[REDIS], readable, now)
         counted = await _configurations(request, who)
-        approvals = [await pending_approval(request, chart, snap) for chart, snap in readable]
-    summaries = [
-        view.summarize(chart, snap, rollout.counters, rollout.held, rollout.failures, now, approval)
-        for (chart, snap), rollout, approval in zip(readable, rollouts, approvals, strict=True)
-    ]
-    broken = [(c.name, s.message) for c, s in zip(picked, snaps, strict=True) if isinstance(s, StateServiceError)]
-    return view.Overview(tuple(summaries), query, page, view.pages(total), total, counted, tuple(broken))
+        approvals = await pending_many(request.app[APPROVALS], readable)
+    summaries = []
+    broken = {c.name: s.message for c, s in zip(picked, snaps, strict=True) if isinstance(s, StateServiceError)}
+    for (chart, snap), rollout, approval in zip(readable, rollouts, approvals, strict=True):
+        if isinstance(approval, StateServiceError):  # its continuation or context cannot be read: listed as broken
+            broken[chart.name] = approval.message
+            continue
+        shown = suspended.document(chart, *approval) if approval else None
+        summaries.append(view.summarize(chart, snap, rollout.counters, rollout.held, rollout.failures, now, shown))
+    problems = tuple((name, broken[name]) for name in names if name in broken)  # in the page's order
+    return view.Overview(tuple(summaries), query, page, view.pages(total), total, counted, problems)
 
 
 async def pending_approval(request: web.Request, chart: Chart, snap: Snapshot) -> dict[str, Any] | None:

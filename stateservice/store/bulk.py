@@ -124,3 +124,42 @@ def _pairs(flat: list[Any] | dict[str, Any]) -> dict[str, str]:
     if isinstance(flat, dict):  # cjson encodes an empty table (a missing hash) as {}
         return {}
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+READ_FIELDS = """
+-- KEYS[i] = a hash / ARGV = the fields to read of each
+-- returns JSON: for each hash, its fields' values in ARGV's order, null for one (or a hash) that is missing
+local out = {}
+for i, key in ipairs(KEYS) do
+  local values = redis.call('HMGET', key, unpack(ARGV))
+  for j = 1, #ARGV do
+    if not values[j] then values[j] = cjson.null end
+  end
+  out[i] = values
+end
+return cjson.encode(out)
+"""
+
+READ_HASHES = """
+-- KEYS[i] = a hash / returns JSON: for each, its fields and values as a flat list
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGETALL', key)
+end
+return cjson.encode(out)
+"""
+
+
+async def read_fields(redis: Redis, hashes: Sequence[str], fields: Sequence[str]) -> list[list[str | None]]:
+    """`fields` of each of `hashes` (None where missing): one round trip for all of them. Not for Redis Cluster."""
+    if not hashes:
+        return []  # cjson encodes an empty table as {}
+    found: list[list[str | None]] = orjson.loads(await redis.eval(READ_FIELDS, len(hashes), *hashes, *fields))
+    return found
+
+
+async def read_hashes(redis: Redis, hashes: Sequence[str]) -> list[dict[str, str]]:
+    """Each of `hashes` ({} when missing): one round trip for all of them. Not for Redis Cluster."""
+    if not hashes:
+        return []
+    return [_pairs(flat) for flat in orjson.loads(await redis.eval(READ_HASHES, len(hashes), *hashes))]

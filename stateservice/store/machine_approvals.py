@@ -64,6 +64,15 @@ class Waiting:
         return status(self.outcome)
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An instance whose continuation's record cannot be read, and why."""
+
+    instance: str
+    continuation: str
+    error: StateServiceError
+
+
 def decode(continuation: str, fields: dict[str, str]) -> Waiting:
     """A continuation's hash. Raises CorruptState naming the key."""
     try:
@@ -75,7 +84,11 @@ def decode(continuation: str, fields: dict[str, str]) -> Waiting:
 
 
 def context_of(raw: str | None) -> dict[str, Any]:
-    value = json.loads(raw) if raw else {}
+    """An instance's context. Raises CorruptState for one that is no JSON object (or no JSON)."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        value = None
     if not isinstance(value, dict):
         raise CorruptState(f"{keys.instance_context()} holds a context that is not a JSON object")
     return value
@@ -135,19 +148,25 @@ class MachineApprovals:
         waiting = await self._current(await self.record(continuation))
         return waiting if waiting is not None and waiting.outcome is None else None
 
-    async def waiting(self) -> list[Waiting]:
-        """Every instance's pending continuation (O(instances waiting): two round trips)."""
-        ids = list((await self.redis.hgetall(keys.instance_continuations())).values())
+    async def waiting(self) -> tuple[list[Waiting], list[Unreadable]]:
+        """Every instance's pending continuation (O(instances waiting): two round trips), and the instances whose
+        continuation's record cannot be read (the others are still listed)."""
+        ids = list((await self.redis.hgetall(keys.instance_continuations())).items())
         async with self.redis.pipeline(transaction=False) as pipe:
-            for continuation in ids:
+            for _, continuation in ids:
                 pipe.hgetall(keys.instance_continuation(continuation))
             records = await pipe.execute()
-        found = []
-        for continuation, fields in zip(ids, records, strict=True):
-            waiting = await self._current(decode(continuation, fields)) if fields else None
+        found, unreadable = [], []
+        for (instance, continuation), fields in zip(ids, records, strict=True):
+            try:
+                waiting = await self._current(decode(continuation, fields)) if fields else None
+            except CorruptState as exc:
+                log.warning("approval_not_listed", instance=instance, continuation=continuation, error=exc.message)
+                unreadable.append(Unreadable(instance, continuation, exc))
+                continue
             if waiting is not None and waiting.outcome is None:
                 found.append(waiting)
-        return found
+        return found, unreadable
 
     # -- resuming and timing out -----------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from stateservice.core.chart import Chart, Func
+from stateservice.core.chart import CHART_NAME, Chart
 from stateservice.errors import (
     BadRequest,
     BodyTooLarge,
@@ -36,7 +36,9 @@ from stateservice.errors import (
     UnknownChart,
     UnknownContinuation,
 )
+from stateservice.store import keys
 from stateservice.store.approvals import Approvals
+from stateservice.store.pending import pending_many
 from stateservice.telemetry import metrics
 from stateservice.web import auth, machine_approvals
 from stateservice.web.appkeys import APPROVALS, CHARTS
@@ -108,42 +110,72 @@ async def _resume(request: web.Request, continuation: str, given: dict[str, Any]
 
 
 async def list_approvals(request: web.Request) -> web.Response:
-    """GET /approvals[?chart=C][&configuration=REF]: the continuations waiting now in the charts and instances the
-    caller may see; with either filter, only what the filters name (a chart's, a configuration's instances')."""
+    """GET /approvals[?chart=C][&configuration=REF]: the continuations waiting now in the charts (any service's on
+    this Redis) and instances the caller may see; with either filter, only what the filters name (a chart's, a
+    configuration's instances'). What cannot be read is named in `unreadable`; the rest are still listed."""
     ref = machine_approvals.configuration_filter(request)
+    found: list[dict[str, Any]] = []
+    unreadable: list[dict[str, Any]] = []
     async with redis_deadline(request):
-        found = []
         if ref is None or "chart" in request.query:
-            found = await waiting(_approvals(request), [c for c in await _charts(request) if has_approvals(c)])
+            charts, unreadable = await _charts(request)
+            found, broken = await waiting(_approvals(request), [c for c in charts if has_approvals(c)])
+            unreadable += broken
         if "chart" not in request.query or ref is not None:
-            found += await machine_approvals.waiting(request, ref)
+            instances, broken = await machine_approvals.waiting(request, ref)
+            found += instances
+            unreadable += broken
     found.sort(key=lambda item: (item["created_at"], item.get("chart") or item["instance"]))
-    return web.json_response({"approvals": found})
+    return web.json_response({"approvals": found, "unreadable": unreadable})
 
 
-async def _charts(request: web.Request) -> list[Chart]:
-    if "chart" not in request.query:
-        return [c for c in request.app[CHARTS].values() if auth.visible(request, c.name)]
-    if not request.query["chart"]:
+async def _charts(request: web.Request) -> tuple[list[Chart], list[dict[str, Any]]]:
+    """The charts to list (those served here, and those other services registered in this Redis) that the caller
+    may see, and the registered ones whose stored definition this service cannot read."""
+    if "chart" in request.query:
+        return [await _named(request)], []
+    served = request.app[CHARTS]
+    names = [n for n in await _approvals(request).store.registered() if n not in served and auth.visible(request, n)]
+    charts = [c for c in served.values() if auth.visible(request, c.name)]
+    unreadable = []
+    for name, other in zip(names, await _approvals(request).stored.get_many(names), strict=True):
+        if isinstance(other, Chart):
+            charts.append(other)
+        elif other is not None:
+            message = f"its stored definition ({keys.chart_definition(name)}) cannot be read here: {other}"
+            unreadable.append({"chart": name, "error": "unreadable_definition", "message": message})
+    return charts, unreadable
+
+
+async def _named(request: web.Request) -> Chart:
+    """`?chart=`'s chart: one served here, or another service's registered in this Redis. Raises InvalidName,
+    UnknownChart or Forbidden."""
+    name = request.query["chart"]
+    if not name:
         raise InvalidName("chart= is empty: name a chart, or leave it out for every chart", parameter="chart")
-    return [await chart_named(request)]
+    other = None
+    if name not in request.app[CHARTS] and CHART_NAME.fullmatch(name):
+        other = await _approvals(request).stored.get(name)
+    chart = other or await chart_named(request)  # served, or 400 / 404
+    _allow(request, chart.name, "read")
+    return chart
 
 
-async def waiting(approvals: Approvals, charts: list[Chart]) -> list[dict[str, Any]]:
-    """The pending continuation of each chart that waits in an approval state."""
-    found = []
+async def waiting(approvals: Approvals, charts: list[Chart]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pending continuation of each chart that waits in an approval state, and the charts that cannot be read
+    ({chart, error, message}: a corrupt chart, the others are still listed)."""
+    found, unreadable = [], []
     snaps = await approvals.store.current_states(charts)
+    readable = [(c, s) for c, s in zip(charts, snaps, strict=True) if not isinstance(s, StateServiceError)]
+    results = iter(await pending_many(approvals, readable))
     for chart, snap in zip(charts, snaps, strict=True):
-        if isinstance(snap, StateServiceError):  # a corrupt chart: the others are still listed
-            log.warning("approvals_not_listed", chart=chart.name, error=snap.message)
-            continue
-        state = chart.state(snap.state)
-        if state is None or state.func is not Func.APPROVAL:
-            continue
-        _, pending = await approvals.ensure(chart)
-        if pending is not None:
-            found.append(document(chart, pending, await approvals.context(chart)))
-    return found
+        result = snap if isinstance(snap, StateServiceError) else next(results)
+        if isinstance(result, StateServiceError):
+            log.warning("approvals_not_listed", chart=chart.name, error=result.message)
+            unreadable.append({"chart": chart.name, "error": result.code, "message": result.message})
+        elif result is not None:
+            found.append(document(chart, *result))
+    return found, unreadable
 
 
 P_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}
@@ -171,10 +203,32 @@ POST_CONTINUATION = Operation(
     ],
     body={"type": "object"},
 )
+UNREADABLE = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "chart": {"type": "string"},
+        "instance": {"type": "string"},
+        "continuation": {"type": "string"},
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}
 LIST_APPROVALS = Operation(
     "The continuations waiting now, oldest first (of one chart with ?chart=, of one configuration's instances "
     "with ?configuration=)",
-    json_answer({"type": "object"}, "{approvals: [...]}"),
+    json_answer(
+        {
+            "type": "object",
+            "required": ["approvals", "unreadable"],
+            "properties": {
+                "approvals": {"type": "array", "items": {"type": "object"}},
+                "unreadable": {"type": "array", "items": UNREADABLE},
+            },
+        },
+        "{approvals: [...], unreadable: [...]}: the continuations waiting, and the charts (and instances) whose "
+        "approval data cannot be read, each with its error and message (the others are still listed)",
+    ),
     [Q_CHART, {**Q_CONFIGURATION, "required": False}],
     [Refusal((BadRequest,), "the chart name is malformed"), Refusal((UnknownChart,), "no such chart"), _UNAVAILABLE],
 )

@@ -38,6 +38,11 @@ def visible(request: web.Request, chart: str) -> bool:
     return allowed is None or chart in allowed
 
 
+def sees_all(request: web.Request) -> bool:
+    """Whether the caller's token is bound to no `charts` list (or there are no tokens)."""
+    return request.get(CHARTS_ALLOWED) is None
+
+
 def identity(request: web.Request) -> str:
     """The caller's name for audit records: token name, certificate CN, or `-`."""
     return str(request.get(IDENTITY, ANONYMOUS))

@@ -17,10 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from stateservice.core.machines import Configuration, Invalid, parse_ref
-from stateservice.errors import ForbiddenConfiguration, InvalidName
+from stateservice.errors import CorruptState, ForbiddenConfiguration, InvalidName, UnknownContinuation
 from stateservice.store import codec
 from stateservice.store.approvals import choices_document
-from stateservice.store.machine_approvals import MachineApprovals, Waiting
+from stateservice.store.machine_approvals import MachineApprovals, Unreadable, Waiting
 from stateservice.web import auth
 from stateservice.web.appkeys import MACHINE_APPROVALS
 from stateservice.web.handlers import who
@@ -83,18 +83,33 @@ async def resume(request: web.Request, continuation: str, given: dict[str, Any])
     return await approvals.resume(continuation, given, caller.actor, caller.remote)
 
 
-async def waiting(request: web.Request, ref: str | None) -> list[dict[str, Any]]:
-    """The instances' pending continuations the caller may see (of configuration `ref` only, when given)."""
+async def waiting(request: web.Request, ref: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The instances' pending continuations the caller may see (of configuration `ref` only, when given), and those
+    that cannot be read ({instance, continuation, error, message}; the others are still listed). A record that
+    cannot be read names no configuration: only a token bound to no charts is told of it."""
     approvals = _approvals(request)
     found = []
-    for pending in await approvals.waiting():
+    pending_ones, broken = await approvals.waiting()
+    if ref is not None or not auth.sees_all(request):
+        broken = []  # a record that cannot be read names no configuration to filter or check the token by
+    for pending in pending_ones:
         if (ref is not None and pending.configuration != ref) or not auth.visible(
             request, pending.configuration.partition(":")[0]
         ):
             continue
-        _, configuration, context = await approvals.find(pending.id)
+        try:
+            _, configuration, context = await approvals.find(pending.id)
+        except CorruptState as exc:  # the instance's context
+            broken.append(Unreadable(pending.instance, pending.id, exc))
+            continue
+        except UnknownContinuation:  # resumed and forgotten since it was listed: waiting no longer
+            continue
         found.append(document(pending, configuration, context))
-    return found
+    unreadable = [
+        {"instance": i.instance, "continuation": i.continuation, "error": i.error.code, "message": i.error.message}
+        for i in broken
+    ]
+    return found, unreadable
 
 
 def configuration_filter(request: web.Request) -> str | None:

@@ -165,7 +165,7 @@ async def test_resuming_needs_the_approve_scope_or_admin_for_that_chart(serve: M
         assert answer.status == 403 and (await answer.json())["error"] == "forbidden", name
     assert (await client.get(url, headers=bearer("x"))).status == 403  # a token bound to other charts sees nothing
     listed = await (await client.get("/approvals", headers=bearer("x"))).json()
-    assert listed == {"approvals": []}
+    assert listed == {"approvals": [], "unreadable": []}
     assert (await client.get(url, headers=bearer("r"))).status == 200
     assert (await client.post(url, json={"approved": True}, headers=bearer("l"))).status == 200
     # admin may resume too
@@ -176,7 +176,7 @@ async def test_resuming_needs_the_approve_scope_or_admin_for_that_chart(serve: M
 
 async def test_approvals_lists_the_waiting_ones(serve: MakeClient) -> None:
     client = await serve(gate(), scheduler=False)
-    assert (await (await client.get("/approvals")).json()) == {"approvals": []}
+    assert (await (await client.get("/approvals")).json()) == {"approvals": [], "unreadable": []}
     pending = await suspended(client)
     listed = (await (await client.get("/approvals")).json())["approvals"]
     assert [item["id"] for item in listed] == [pending["id"]]
@@ -276,3 +276,73 @@ async def test_a_visit_whose_continuation_was_settled_while_it_stayed_gets_a_new
     assert again["id"] != first["id"]
     assert (await client.post(again["continuation_url"], json={"approved": True})).status == 200
     assert (await (await client.get("/charts/gate")).json())["current_state"] == "fleet"
+
+
+async def test_a_chart_whose_approval_data_cannot_be_read_is_named_and_the_others_still_listed(
+    serve: MakeClient, plain: Redis, tmp_path: Path
+) -> None:
+    client = await serve(gate(name="good"), gate(name="bad"), gate(name="lost"), scheduler=False)
+    for name in ("good", "bad", "lost"):
+        assert (await client.put(f"/charts/{name}/state?state=canary&host=w")).status == 200
+    made = (await (await client.get("/approvals")).json())["approvals"]  # the continuations are made
+    assert sorted(a["chart"] for a in made) == ["bad", "good", "lost"]
+    await plain.hset(keys.chart_state("bad"), keys.CONTEXT, "[1]")  # no JSON object
+    lost = next(a["id"] for a in made if a["chart"] == "lost")
+    await plain.hset(keys.chart_continuation("lost", lost), keys.CONTINUATION_CREATED_AT, "yesterday")
+    answer = await client.get("/approvals")
+    assert answer.status == 200, await answer.text()
+    body = await answer.json()
+    assert [a["chart"] for a in body["approvals"]] == ["good"]
+    named = {u["chart"]: u for u in body["unreadable"]}
+    assert sorted(named) == ["bad", "lost"] and {u["error"] for u in named.values()} == {"corrupt_state"}
+    assert "field context is not a JSON object" in named["bad"]["message"]
+    assert keys.chart_continuation("lost", lost) in named["lost"]["message"]
+    base = str(client.make_url("/")).rstrip("/")
+    listed = await asyncio.to_thread(run_cli, "approvals", "--url", base, cwd=tmp_path)
+    assert listed.returncode == 0 and "  good  review" in listed.stdout, listed.stderr
+    assert "stateservice approvals: bad cannot be read" in listed.stderr
+
+
+async def test_a_service_lists_the_continuations_of_every_chart_registered_in_its_redis(serve: MakeClient) -> None:
+    serving = await serve(gate(), gate(name="elsewhere"), scheduler=False)
+    other = await serve(
+        load("current_state: a\nstates:\n  - name: a\n", "other.yaml"),
+        scheduler=False,
+        tokens=parse_tokens(TOKENS, "tokens.yaml"),
+    )
+    pending = await suspended(serving)  # a chart `other` does not serve
+    listed = await (await other.get("/approvals", headers=bearer("r"))).json()
+    assert [a["id"] for a in listed["approvals"]] == [pending["id"]] and listed["unreadable"] == []
+    assert listed["approvals"][0] == (await (await other.get(pending["continuation_url"], headers=bearer("r"))).json())
+    one = await (await other.get("/approvals?chart=gate", headers=bearer("r"))).json()
+    assert [a["id"] for a in one["approvals"]] == [pending["id"]]
+    assert (await other.get("/approvals?chart=nope", headers=bearer("r"))).status == 404
+    # a token bound to other charts sees none of it
+    assert (await (await other.get("/approvals", headers=bearer("x"))).json())["approvals"] == []
+    assert (await other.get("/approvals?chart=gate", headers=bearer("x"))).status == 403
+
+
+async def test_a_registered_chart_whose_definition_cannot_be_read_is_named(serve: MakeClient, plain: Redis) -> None:
+    serving = await serve(gate(), scheduler=False)
+    other = await serve(load("current_state: a\nstates:\n  - name: a\n", "other.yaml"), scheduler=False)
+    pending = await suspended(serving)
+    broken = {keys.DEFINITION_SOURCE: "states: [", keys.DEFINITION_DIGEST: "x"}  # text this service cannot parse
+    await plain.hset(keys.chart_definition("gate"), mapping=broken)
+    body = await (await other.get("/approvals")).json()
+    assert body["approvals"] == [] and [(u["chart"], u["error"]) for u in body["unreadable"]] == [
+        ("gate", "unreadable_definition")
+    ]
+    assert [a["id"] for a in (await (await serving.get("/approvals")).json())["approvals"]] == [pending["id"]]
+
+
+async def test_a_token_bound_to_some_charts_is_told_only_of_theirs_that_cannot_be_read(
+    serve: MakeClient, plain: Redis
+) -> None:
+    client = await serve(gate(), gate(name="elsewhere"), scheduler=False, tokens=parse_tokens(TOKENS, "tokens.yaml"))
+    for name in ("gate", "elsewhere"):
+        assert (await client.put(f"/charts/{name}/state?state=canary&host=w", headers=bearer("c"))).status == 200
+    await plain.hset(keys.chart_state("gate"), keys.CONTEXT, "[1]")
+    bound = await (await client.get("/approvals", headers=bearer("x"))).json()
+    assert [a["chart"] for a in bound["approvals"]] == ["elsewhere"] and bound["unreadable"] == []
+    every = await (await client.get("/approvals", headers=bearer("r"))).json()
+    assert [u["chart"] for u in every["unreadable"]] == ["gate"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from stateservice.dashboard import access, events, read
 from stateservice.errors import StoreUnavailable
@@ -286,6 +287,51 @@ async def test_a_pending_approval_shows_and_is_resumed_from_the_page(serve: Make
     assert chart_json["current_state"] == "fleet" and chart_json["pending_approval"] is None
     again = await client.post("/dashboard/charts/gate/approve", data={**form, "confirmed": "yes"}, headers=HTML)
     assert again.status == 409  # used: the page says so, as the API would
+
+
+async def test_a_chart_whose_approval_data_cannot_be_read_is_shown_broken_and_the_others_still_are(
+    serve: MakeClient, plain: Redis
+) -> None:
+    client = await serve(replace(GATE, name="good"), replace(GATE, name="bad"), dashboard=True, scheduler=False)
+    for name in ("good", "bad"):
+        await client.put(f"/charts/{name}/state?state=canary&host=web1")
+    assert "2 waiting for approval" in await (await client.get("/", headers=HTML)).text()  # continuations made
+    await plain.hset(keys.chart_state("bad"), keys.CONTEXT, "[1]")  # no JSON object
+    page = await client.get("/", headers=HTML)
+    html = await page.text()
+    assert page.status == 200 and "1 waiting for approval" in html, html[:300]
+    assert "<strong>Unreadable:</strong> stateservice:{bad} field context is not a JSON object" in html
+    async with client.get("/dashboard/events") as stream:
+        first = await asyncio.wait_for(read_event(stream.content), 5)
+    assert [c["name"] for c in first["data"]["charts"]] == ["good"]
+    assert [name for name, _ in first["data"]["broken"]] == ["bad"]
+
+
+async def _overview_cost(serve: MakeClient, plain: Redis, n: int) -> list[str]:
+    """The commands one overview page sends that name the keys of its `n` charts, all waiting for approvals with
+    their continuations made (as MONITOR shows them: a script is one command, the commands it runs not counted)."""
+    await plain.flushall()
+    charts = [replace(GATE, name=f"g{i:03d}") for i in range(n)]
+    client = await serve(*charts, dashboard=True, scheduler=False)
+    for c in charts:
+        assert (await client.put(f"/charts/{c.name}/state?state=canary&host=w")).status == 200
+    first = await (await client.get("/", headers=HTML)).text()
+    assert f"{n} waiting for approval" in first  # the first page made every continuation
+    sent = []
+    async with plain.monitor() as monitor:
+        again = await (await client.get("/", headers=HTML)).text()
+        await plain.echo("overview-sent")
+        while (command := await monitor.next_command())["command"] != "ECHO overview-sent":
+            if command["client_type"] != "lua" and "stateservice:{g" in command["command"]:
+                sent.append(command["command"].split(" ", 1)[0])
+    assert f"{n} waiting for approval" in again
+    return sent
+
+
+async def test_the_overview_reads_pending_approvals_in_bulk(serve: MakeClient, plain: Redis) -> None:
+    """docs/dashboard.md: a page's round trips do not grow with its charts (a transaction a chart would)."""
+    few, many = await _overview_cost(serve, plain, 5), await _overview_cost(serve, plain, 50)
+    assert many == few and "WATCH" not in few and len(few) <= 5, (few, many)
 
 
 async def test_approving_needs_the_approve_scope_and_a_json_object(serve: MakeClient) -> None:

@@ -503,3 +503,19 @@ async def test_the_context_limit_counts_utf8_bytes_and_deep_nesting_is_refused(c
     await refused(client, "POST", url, 400, "invalid_json", json={"approved": True, "deep": deep})
     await ok(client, "POST", url, json={"approved": True, "note": "é" * 30_000})  # 60 KB as UTF-8, 180 KB as \u00e9
     assert (await ok(client, "GET", "/statemachines/o1"))["context"]["note"] == "é" * 30_000
+
+
+async def test_an_instance_whose_continuation_cannot_be_read_is_named_and_the_others_still_listed(
+    client: Client, plain: Redis
+) -> None:
+    good, torn, odd = await suspended(client, "o1"), await suspended(client, "o2"), await suspended(client, "o3")
+    await plain.hdel(keys.instance_continuation(torn["id"]), keys.CONTINUATION_CREATED_AT)  # a torn record
+    await plain.hset(keys.instance_context(), "o3", "{not json")
+    body = await ok(client, "GET", "/approvals")
+    assert [a["id"] for a in body["approvals"]] == [good["id"]]
+    named = {u["instance"]: u for u in body["unreadable"]}
+    assert sorted(named) == ["o2", "o3"] and {u["error"] for u in named.values()} == {"corrupt_state"}
+    assert named["o2"]["continuation"] == torn["id"] and named["o3"]["continuation"] == odd["id"]
+    assert keys.instance_continuation(torn["id"]) in named["o2"]["message"]
+    # a record that names no configuration is not shown to a token bound to some (nor under ?configuration=)
+    assert (await ok(client, "GET", "/approvals?configuration=orders:v1"))["unreadable"] == [named["o3"]]
