@@ -1,3 +1,3 @@
 """stateservice: named state machines ("charts") served over HTTP, kept in Redis."""
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"
