@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from stateservice.core.chart import Chart, Func, Snapshot
+from stateservice.core.chart import Chart, Snapshot
 from stateservice.dashboard import svg, view
 from stateservice.dashboard.access import Viewer
 from stateservice.errors import StateServiceError
 from stateservice.store import codec, overview
 from stateservice.store.lease import holder
-from stateservice.store.pending import pending_many
+from stateservice.store.pending import ensure_one, pending_many, waits
 from stateservice.web import suspended
 from stateservice.web.appkeys import APPROVALS, CHARTS, MACHINES, REDIS, REGISTRAR, STORE
 from stateservice.web.deadline import redis_deadline
@@ -66,14 +66,8 @@ async def overview_page(request: web.Request, who: Viewer, query: str, page: int
 async def pending_approval(request: web.Request, chart: Chart, snap: Snapshot) -> dict[str, Any] | None:
     """The chart's pending approval as GET /charts/{chart} shows it, when it waits in an approval state (the
     continuation is made now if the visit has none yet, as that route does)."""
-    state = chart.state(snap.state)
-    if state is None or state.func is not Func.APPROVAL:
-        return None
-    approvals = request.app[APPROVALS]
-    _, pending = await approvals.ensure(chart)
-    if pending is None:
-        return None
-    return suspended.document(chart, pending, await approvals.context(chart))
+    found = await ensure_one(request.app[APPROVALS], chart) if waits(chart, snap) else None
+    return None if found is None else suspended.document(chart, *found)
 
 
 async def _configurations(request: web.Request, who: Viewer) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:

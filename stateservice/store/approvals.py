@@ -69,6 +69,15 @@ class Pending:
     def status(self) -> str:
         return status(self.outcome)
 
+    def answers(self, state: str, expires: datetime | None) -> bool:
+        """Whether this is the visit's continuation as `ensure` leaves it: pending, of `state`, expiring then."""
+        return self.outcome is None and self.state == state and self.expires_at == expires
+
+
+def expiry(approval: Approval, snap: Snapshot) -> datetime | None:
+    """When the visit `snap` is in times out, as `approval` (the chart served now) says; None without a timeout."""
+    return snap.entered_at + approval.timeout.after if approval.timeout else None
+
 
 def status(outcome: dict[str, Any] | None) -> str:
     """A continuation's status (a chart's or an instance's) by its outcome: pending, used or expired."""
@@ -146,8 +155,7 @@ class Approvals:
         if state.approval is None:
             await self._commit(pipe, chart, snap, moves, created)
             return snap, moves, None, False
-        timeout = state.approval.timeout
-        expires = snap.entered_at + timeout.after if timeout else None  # the chart served now decides
+        expires = expiry(state.approval, snap)
         if snap.continuation is not None and not moves:
             fields = await pipe.hgetall(keys.chart_continuation(chart.name, snap.continuation))
             found = decode(snap.continuation, chart.name, fields) if fields else None
@@ -175,7 +183,7 @@ class Approvals:
     ) -> tuple[Snapshot, list[Transition], Pending | None, bool]:
         """The visit's pending continuation `found` as `_suspend` returns it: made right first when it was lost, or
         written under a timeout a reload has changed (the same id, `wanted`'s state and expiry)."""
-        if found is not None and found.expires_at == wanted.expires_at and found.state == wanted.state:
+        if found is not None and found.answers(wanted.state, wanted.expires_at):
             return snap, [], found, False
         pending = replace(found, state=wanted.state, expires_at=wanted.expires_at) if found else wanted
         pipe.multi()

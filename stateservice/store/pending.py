@@ -17,7 +17,7 @@ from typing import Any
 from stateservice.core.chart import Chart, Func, Snapshot
 from stateservice.errors import StateServiceError
 from stateservice.store import bulk, keys
-from stateservice.store.approvals import Approvals, Pending, decode, parse_context
+from stateservice.store.approvals import Approvals, Pending, decode, expiry, parse_context
 from stateservice.store.charts import BATCH
 from stateservice.store.redis.cluster import ClusterRedis
 
@@ -61,7 +61,7 @@ async def _read(approvals: Approvals, charts: Sequence[tuple[Chart, Snapshot]]) 
         record = next(records) if continuation else {}
         try:
             kept = _kept(chart, snap, state, continuation, record)
-            found.append((kept, parse_context(chart, context)) if kept else await _ensure(approvals, chart))
+            found.append((kept, parse_context(chart, context)) if kept else await ensure_one(approvals, chart))
         except StateServiceError as exc:
             found.append(exc)
     return found
@@ -72,24 +72,22 @@ def _kept(
 ) -> Pending | None:
     """The stored continuation when it is the one `ensure` would answer without writing, else None (let `ensure`
     make or repair it). Raises CorruptState for a record that cannot be read."""
-    if state != snap.state or not continuation or not record:
+    approval = chart.state(snap.state)
+    if state != snap.state or not continuation or not record or approval is None or approval.approval is None:
         return None
     pending = decode(continuation, chart.name, record)
-    approval = chart.state(snap.state)
-    timeout = approval.approval.timeout if approval and approval.approval else None
-    expires = snap.entered_at + timeout.after if timeout else None  # as `ensure` reckons it: the chart served now
-    if pending.state != snap.state or pending.expires_at != expires or pending.outcome is not None:
-        return None
-    return pending
+    return pending if pending.answers(snap.state, expiry(approval.approval, snap)) else None
 
 
-async def _ensure(approvals: Approvals, chart: Chart) -> Found | None:
+async def ensure_one(approvals: Approvals, chart: Chart) -> Found | None:
+    """The chart's pending continuation (made now if its visit has none yet) and context; None when it waits in no
+    approval state."""
     _, pending = await approvals.ensure(chart)
     return None if pending is None else (pending, await approvals.context(chart))
 
 
 async def _ensured(approvals: Approvals, chart: Chart) -> Result:
     try:
-        return await _ensure(approvals, chart)
+        return await ensure_one(approvals, chart)
     except StateServiceError as exc:
         return exc
