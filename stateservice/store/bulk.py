@@ -23,27 +23,49 @@ from stateservice.store import codec, keys
 
 Command = tuple[str, tuple[str, ...], tuple[str, ...]]  # a write: its name, the keys it names, its other arguments
 
-READ_STATES = """
--- KEYS[i] = stateservice:{CHART} of each chart / ARGV[1] = the current state field, ARGV[2] = the entered_at field
--- returns JSON: for each key, [current_state, entered_at], null for a field (or hash) that is missing
+
+READ_FIELDS = """
+-- KEYS[i] = a hash / ARGV = the fields to read of each
+-- returns JSON: for each hash, its fields' values in ARGV's order, null for one (or a hash) that is missing
 local out = {}
 for i, key in ipairs(KEYS) do
-  local fields = redis.call('HMGET', key, ARGV[1], ARGV[2])
-  out[i] = {fields[1] or cjson.null, fields[2] or cjson.null}
+  local values = redis.call('HMGET', key, unpack(ARGV))
+  for j = 1, #ARGV do
+    if not values[j] then values[j] = cjson.null end
+  end
+  out[i] = values
+end
+return cjson.encode(out)
+"""
+
+READ_HASHES = """
+-- KEYS[i] = a hash / returns JSON: for each, its fields and values as a flat list
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGETALL', key)
 end
 return cjson.encode(out)
 """
 
 
-async def read_states(redis: Redis, charts: Sequence[Chart]) -> list[tuple[str | None, str | None]]:
-    """Each chart's stored (current_state, entered_at), None where missing: one round trip for all of them."""
-    if not charts:
+async def read_fields(redis: Redis, hashes: Sequence[str], fields: Sequence[str]) -> list[list[str | None]]:
+    """`fields` of each of `hashes` (None where missing): one round trip for all of them. Not for Redis Cluster."""
+    if not hashes:
         return []  # cjson encodes an empty table as {}
-    reply = await redis.eval(
-        READ_STATES, len(charts), *(keys.chart_state(c.name) for c in charts), keys.CURRENT_STATE, keys.ENTERED_AT
-    )
-    pairs: list[tuple[str | None, str | None]] = orjson.loads(reply)  # JSON arrays of two: as good as tuples here
-    return pairs
+    found: list[list[str | None]] = orjson.loads(await redis.eval(READ_FIELDS, len(hashes), *hashes, *fields))
+    return found
+
+
+async def read_hashes(redis: Redis, hashes: Sequence[str]) -> list[dict[str, str]]:
+    """Each of `hashes` ({} when missing): one round trip for all of them. Not for Redis Cluster."""
+    if not hashes:
+        return []
+    return [_pairs(flat) for flat in orjson.loads(await redis.eval(READ_HASHES, len(hashes), *hashes))]
+
+
+async def read_states(redis: Redis, charts: Sequence[Chart]) -> list[list[str | None]]:
+    """Each chart's stored [current_state, entered_at], None where missing: one round trip for all of them."""
+    return await read_fields(redis, [keys.chart_state(c.name) for c in charts], (keys.CURRENT_STATE, keys.ENTERED_AT))
 
 
 MEMBERS = """
@@ -124,42 +146,3 @@ def _pairs(flat: list[Any] | dict[str, Any]) -> dict[str, str]:
     if isinstance(flat, dict):  # cjson encodes an empty table (a missing hash) as {}
         return {}
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-READ_FIELDS = """
--- KEYS[i] = a hash / ARGV = the fields to read of each
--- returns JSON: for each hash, its fields' values in ARGV's order, null for one (or a hash) that is missing
-local out = {}
-for i, key in ipairs(KEYS) do
-  local values = redis.call('HMGET', key, unpack(ARGV))
-  for j = 1, #ARGV do
-    if not values[j] then values[j] = cjson.null end
-  end
-  out[i] = values
-end
-return cjson.encode(out)
-"""
-
-READ_HASHES = """
--- KEYS[i] = a hash / returns JSON: for each, its fields and values as a flat list
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('HGETALL', key)
-end
-return cjson.encode(out)
-"""
-
-
-async def read_fields(redis: Redis, hashes: Sequence[str], fields: Sequence[str]) -> list[list[str | None]]:
-    """`fields` of each of `hashes` (None where missing): one round trip for all of them. Not for Redis Cluster."""
-    if not hashes:
-        return []  # cjson encodes an empty table as {}
-    found: list[list[str | None]] = orjson.loads(await redis.eval(READ_FIELDS, len(hashes), *hashes, *fields))
-    return found
-
-
-async def read_hashes(redis: Redis, hashes: Sequence[str]) -> list[dict[str, str]]:
-    """Each of `hashes` ({} when missing): one round trip for all of them. Not for Redis Cluster."""
-    if not hashes:
-        return []
-    return [_pairs(flat) for flat in orjson.loads(await redis.eval(READ_HASHES, len(hashes), *hashes))]

@@ -680,7 +680,7 @@ async def watched(pipe: Pipeline, keys_: str | tuple[str, ...], *reads: tuple[st
 
 
 def _stored(state: str, entered: str | None) -> dict[str, str]:
-    """The fields of a state hash that `decode_snapshot` needs for a snapshot, as read by `bulk.read_states`."""
+    """The fields of a state hash that `decode_snapshot` needs for a snapshot, as `bulk.read_states` reads them."""
     return {keys.CURRENT_STATE: state, keys.ENTERED_AT: entered or ""}
 
 
