@@ -80,7 +80,15 @@ class SentinelDeployment:
     # -- life ----------------------------------------------------------------------------
 
     def start(self) -> SentinelDeployment:
-        """Start the master, its replicas (until in sync), then the sentinels (until they see all of it)."""
+        """Start the master, its replicas (until in sync), then the sentinels (until they see all of it). A start
+        that fails stops every process it started (none outlives its test to be collected in another's)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> SentinelDeployment:
         durable = 'appendonly yes\nappendfsync always\nsave ""\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\n'
         master = Node(self.binary, self.directory / "master", durable)
         self.data.append(master)
@@ -184,8 +192,10 @@ class SentinelDeployment:
             with contextlib.suppress(redis.RedisError, OSError):
                 if ready():
                     return
-            if node.proc is not None and node.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with status {node.proc.returncode}:\n{node.log()}")
+            for other in [node, *self.data, *self.sentinels]:  # one that died (a port taken meanwhile) says why
+                if other.proc is not None and other.proc.poll() is not None:
+                    status = other.proc.returncode
+                    raise RuntimeError(f"redis-server on port {other.port} exited ({status}):\n{other.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {node.port} not ready in {START_TIMEOUT}s:\n{node.log()}")
             time.sleep(0.05)
